@@ -1,0 +1,54 @@
+"""Shared pytest options and fixtures: where ../shared is, and the marker switches."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shared",
+        default=os.environ.get("TFOD_TRT_SHARED", str(ROOT.parent / "shared")),
+        help="the shared folder with tfod_configs/ and data/coco_val2017_64/",
+    )
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def shared_dir(pytestconfig: pytest.Config) -> Path:
+    path = Path(pytestconfig.getoption("--shared"))
+    if not path.is_dir():
+        pytest.skip(f"shared folder {path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tfod_configs(shared_dir: Path) -> Path:
+    path = shared_dir / "tfod_configs"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+@pytest.fixture(scope="session")
+def coco_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "data" / "coco_val2017_64"
+    if not (path / "images").is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
