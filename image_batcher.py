@@ -1,0 +1,395 @@
+"""Image loading, TFOD-exact preprocessing and batching (NumPy + Pillow, no TensorFlow).
+
+The exported TFOD SavedModel resizes its float32 input inside the graph. The ONNX/TensorRT
+engine takes the already resized image, so this module reproduces TFOD's two image resizers:
+
+* ``fixed_shape``: ``object_detection.core.preprocessor.resize_image``, i.e.
+  ``tf.compat.v1.image.resize_images`` (bilinear, ``align_corners=False``).
+* ``keep_aspect_ratio``: ``resize_to_range`` with ``pad_to_max_dimension=True``: the output
+  size is found with TF's float32 arithmetic and round-half-to-even, the image is resized
+  bilinearly and zero padded at the bottom/right to ``[max_dimension, max_dimension]``.
+
+Bilinear resizing follows TF's ResizeBilinear kernel with legacy (not half-pixel) sampling,
+``src = dst * in_size / out_size``, computed in float32 in the kernel's order of operations.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+FIXED_SHAPE = "fixed_shape"
+KEEP_ASPECT_RATIO = "keep_aspect_ratio"
+LAYOUTS = ("NHWC", "NCHW")
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """TFOD's ``image_resizer``; ``height`` x ``width`` is the network input size.
+
+    ``keep_aspect_ratio`` is only supported with ``pad_to_max_dimension`` (TensorRT needs a
+    fixed input), so its ``height`` and ``width`` both equal ``max_dimension``.
+    """
+
+    kind: str
+    height: int
+    width: int
+    min_dimension: int | None = None
+    max_dimension: int | None = None
+    # Pixel value of the padding. TFOD's SSD normalises before it resizes and pads with 0 in the
+    # normalised space: in pixels that is the value the normalisation maps to 0.
+    pad_value: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.kind not in (FIXED_SHAPE, KEEP_ASPECT_RATIO):
+            raise ValueError(
+                f"unknown preprocessor kind {self.kind!r}: use {FIXED_SHAPE!r} "
+                f"or {KEEP_ASPECT_RATIO!r}"
+            )
+        for name in ("height", "width", "min_dimension", "max_dimension"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
+                raise ValueError(f"{self.kind} {name} must be a positive integer, got {value!r}")
+        if self.kind == FIXED_SHAPE:
+            if self.min_dimension is not None or self.max_dimension is not None:
+                raise ValueError("fixed_shape takes no min_dimension/max_dimension")
+            return
+        if self.min_dimension is None or self.max_dimension is None:
+            raise ValueError("keep_aspect_ratio needs min_dimension and max_dimension")
+        if self.min_dimension > self.max_dimension:
+            raise ValueError(
+                f"keep_aspect_ratio min_dimension {self.min_dimension} is larger than "
+                f"max_dimension {self.max_dimension}"
+            )
+        if (self.height, self.width) != (self.max_dimension, self.max_dimension):
+            raise ValueError(
+                "keep_aspect_ratio (padded to max_dimension) needs height == width == "
+                f"max_dimension ({self.max_dimension}), got {self.height}x{self.width}"
+            )
+
+    @classmethod
+    def fixed_shape(cls, height: int, width: int) -> Preprocessor:
+        """TFOD ``fixed_shape_resizer`` to ``height`` x ``width``."""
+        return cls(FIXED_SHAPE, height, width)
+
+    @classmethod
+    def keep_aspect_ratio(cls, min_dimension: int, max_dimension: int) -> Preprocessor:
+        """TFOD ``keep_aspect_ratio_resizer`` with ``pad_to_max_dimension: true``."""
+        return cls(KEEP_ASPECT_RATIO, max_dimension, max_dimension, min_dimension, max_dimension)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocessor:
+        """Inverse of :meth:`to_dict`."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        missing = {"kind", "height", "width"} - set(d)
+        if unknown or missing:
+            raise ValueError(
+                f"bad preprocessor dict {d!r}: unknown keys {sorted(unknown)}, "
+                f"missing keys {sorted(missing)}"
+            )
+        if "pad_value" in d:
+            d = {**d, "pad_value": tuple(d["pad_value"])}
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict (e.g. for ONNX metadata)."""
+        return asdict(self)
+
+    def with_pad_value(self, pad_value: tuple[float, float, float]) -> Preprocessor:
+        """The same resizer, padding with ``pad_value`` (pixels) instead of zeros."""
+        return replace(self, pad_value=tuple(float(v) for v in pad_value))
+
+    @classmethod
+    def from_string(cls, text: str) -> Preprocessor:
+        """Parse ``fixed_shape:HxW`` or ``keep_aspect_ratio:MIN:MAX`` (e.g. ``640:1024``)."""
+        usage = "use 'fixed_shape:HEIGHTxWIDTH' or 'keep_aspect_ratio:MIN:MAX'"
+        kind, _, args = text.strip().partition(":")
+        kind = kind.removesuffix("_resizer")
+        try:
+            if kind == FIXED_SHAPE:
+                height, width = (int(v) for v in args.lower().split("x"))
+                return cls.fixed_shape(height, width)
+            if kind == KEEP_ASPECT_RATIO:
+                min_dimension, max_dimension = (int(v) for v in args.split(":"))
+                return cls.keep_aspect_ratio(min_dimension, max_dimension)
+        except ValueError as err:
+            raise ValueError(f"bad preprocessor {text!r} ({err}): {usage}") from None
+        raise ValueError(f"bad preprocessor {text!r}: {usage}")
+
+    def to_string(self) -> str:
+        """Inverse of :meth:`from_string`."""
+        if self.kind == FIXED_SHAPE:
+            return f"{FIXED_SHAPE}:{self.height}x{self.width}"
+        return f"{KEEP_ASPECT_RATIO}:{self.min_dimension}:{self.max_dimension}"
+
+
+@dataclass(frozen=True)
+class ImageScale:
+    """Sizes needed to map boxes on the network input back to the original image."""
+
+    orig_height: int
+    orig_width: int
+    resized_height: int  # true image size inside the network input (before padding)
+    resized_width: int
+    input_height: int  # network input size (padded for keep_aspect_ratio)
+    input_width: int
+
+    def to_pixels(self, boxes_normalized_yxyx: np.ndarray) -> np.ndarray:
+        """Boxes ``[..., 4]`` (ymin, xmin, ymax, xmax) normalised to the network input ->
+        ``[..., 4]`` float64 (xmin, ymin, xmax, ymax) in original pixels, clipped to the image.
+        """
+        boxes = np.asarray(boxes_normalized_yxyx, dtype=np.float64)
+        if boxes.shape[-1:] != (4,):
+            raise ValueError(f"boxes must have shape [..., 4], got {boxes.shape}")
+        scale_y = self.input_height * self.orig_height / self.resized_height
+        scale_x = self.input_width * self.orig_width / self.resized_width
+        ys = np.clip(boxes[..., 0::2] * scale_y, 0, self.orig_height)
+        xs = np.clip(boxes[..., 1::2] * scale_x, 0, self.orig_width)
+        return np.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], axis=-1)
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read or decoded."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode an image file to HxWx3 RGB uint8.
+
+    Grayscale is replicated, alpha is dropped (not composited), palette and CMYK are converted,
+    16-bit grayscale keeps its high byte. EXIF orientation is NOT applied, like TF's
+    ``decode_jpeg``/``decode_image`` that the TFOD tools use. JPEG pixels equal TF's
+    ``decode_jpeg(dct_method="INTEGER_ACCURATE")``; TF's default (INTEGER_FAST) IDCT differs by
+    a few levels. Raises :class:`ImageError` for missing, unreadable, corrupt or truncated files.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes fully: truncated files fail here
+            return _to_rgb(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageError(path, str(err) or type(err).__name__) from err
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):  # 16-bit grayscale PNG
+        gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TF's compute_interpolation_weights with the legacy scaler: lower, upper, lerp."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.arange(out_size, dtype=np.float32) * scale
+    floor = np.floor(src)
+    lower = np.maximum(floor.astype(np.int64), 0)
+    upper = np.minimum(np.ceil(src).astype(np.int64), in_size - 1)
+    return lower, upper, src - floor
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """HxWxC -> height x width x C float32, as TF's ResizeBilinear (align_corners=False,
+    half_pixel_centers=False)."""
+    image = np.asarray(image, dtype=np.float32)
+    y0, y1, y_lerp = _bilinear_taps(image.shape[0], height)
+    x0, x1, x_lerp = _bilinear_taps(image.shape[1], width)
+    x_lerp = x_lerp[None, :, None]
+    top_rows, bottom_rows = image[y0], image[y1]
+    top = top_rows[:, x0] + (top_rows[:, x1] - top_rows[:, x0]) * x_lerp
+    bottom = bottom_rows[:, x0] + (bottom_rows[:, x1] - bottom_rows[:, x0]) * x_lerp
+    return top + (bottom - top) * y_lerp[:, None, None]
+
+
+def keep_aspect_size(
+    height: int, width: int, min_dimension: int, max_dimension: int
+) -> tuple[int, int]:
+    """``resize_to_range``'s output size: TF's ``resize_images(preserve_aspect_ratio=True)``
+    to [min, max] (landscape) or [max, min] (otherwise), in float32, rounded half to even."""
+    box = (min_dimension, max_dimension) if height < width else (max_dimension, min_dimension)
+    h, w = np.float32(height), np.float32(width)
+    factor = min(np.float32(box[0]) / h, np.float32(box[1]) / w)
+    return int(np.round(factor * h)), int(np.round(factor * w))
+
+
+def preprocess(image: np.ndarray, pre: Preprocessor) -> tuple[np.ndarray, ImageScale]:
+    """HxWx3 RGB image -> float32 [pre.height, pre.width, 3] as TFOD's image_resizer makes it
+    (pixel values stay 0..255: the model's own normalisation is not applied)."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 image, got shape {image.shape}")
+    height, width = image.shape[:2]
+    if pre.kind == FIXED_SHAPE:
+        new_height, new_width = pre.height, pre.width
+    else:
+        new_height, new_width = keep_aspect_size(
+            height, width, pre.min_dimension, pre.max_dimension
+        )
+        if min(new_height, new_width) < 1:
+            raise ValueError(f"a {height}x{width} image resizes to {new_height}x{new_width}")
+    resized = resize_bilinear(image, new_height, new_width)
+    if (new_height, new_width) != (pre.height, pre.width):
+        padded = np.empty((pre.height, pre.width, 3), np.float32)
+        padded[:] = np.asarray(pre.pad_value, np.float32)
+        padded[:new_height, :new_width] = resized
+        resized = padded
+    scale = ImageScale(height, width, new_height, new_width, pre.height, pre.width)
+    return resized, scale
+
+
+@dataclass
+class Batch:
+    """One batch; ``data[count:]`` is zero padding."""
+
+    data: np.ndarray  # float32 [batch_size, ...] in the batcher's layout
+    paths: list[Path]
+    scales: list[ImageScale]
+
+    @property
+    def count(self) -> int:
+        """Number of real images in the batch."""
+        return len(self.paths)
+
+
+def find_images(input: str | Path) -> list[Path]:
+    """One image file, or the sorted images of a folder (not recursive, any extension case)."""
+    path = Path(input)
+    accepted = ", ".join(IMAGE_EXTENSIONS)
+    if not path.exists():
+        raise FileNotFoundError(f"image path {path} does not exist")
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"{path} is not an image file (accepted extensions: {accepted})")
+        return [path]
+    images = sorted(
+        p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if not images:
+        raise ValueError(f"no images in folder {path} (accepted extensions: {accepted})")
+    return images
+
+
+class ImageBatcher:
+    """Loads and preprocesses images on worker threads and yields :class:`Batch` es in order.
+
+    Unreadable images are logged once, recorded in ``skipped`` and left out; the following
+    images fill their place. ``exact_batches`` drops a final incomplete batch (e.g. for
+    calibration). ``shuffle`` shuffles the file list once (with ``seed``) before
+    ``max_images`` is applied.
+    """
+
+    def __init__(
+        self,
+        input: str | Path,
+        pre: Preprocessor,
+        batch_size: int = 1,
+        layout: str = "NHWC",
+        max_images: int | None = None,
+        workers: int = 4,
+        shuffle: bool = False,
+        exact_batches: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        for name, value in (("batch_size", batch_size), ("workers", workers)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images must be at least 1, got {max_images}")
+        self.pre = pre
+        self.batch_size = batch_size
+        self.layout = layout
+        self.workers = workers
+        self.exact_batches = exact_batches
+        self.images = find_images(input)
+        if shuffle:
+            random.Random(seed).shuffle(self.images)
+        self.images = self.images[:max_images]
+        self.skipped: list[tuple[Path, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """Shape of ``Batch.data``."""
+        if self.layout == "NCHW":
+            return (self.batch_size, 3, self.pre.height, self.pre.width)
+        return (self.batch_size, self.pre.height, self.pre.width, 3)
+
+    @property
+    def num_batches(self) -> int:
+        """Batches one pass yields (images already known to be bad not counted)."""
+        usable = len(self.images) - len(self.skipped)
+        if self.exact_batches:
+            return usable // self.batch_size
+        return math.ceil(usable / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        batch = self._new_batch()
+        for path, image, scale in self._preprocessed():
+            index = batch.count
+            batch.data[index] = image.transpose(2, 0, 1) if self.layout == "NCHW" else image
+            batch.paths.append(path)
+            batch.scales.append(scale)
+            if batch.count == self.batch_size:
+                yield batch
+                batch = self._new_batch()
+        if batch.count and not self.exact_batches:
+            yield batch
+
+    def _new_batch(self) -> Batch:
+        return Batch(np.zeros(self.shape, dtype=np.float32), [], [])
+
+    def _load(self, path: Path) -> tuple[np.ndarray, ImageScale]:
+        return preprocess(load_image(path), self.pre)
+
+    def _preprocessed(self) -> Iterator[tuple[Path, np.ndarray, ImageScale]]:
+        """Images in order, at most ``workers + batch_size`` in flight or waiting."""
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="image-batcher")
+        pending: deque[tuple[Path, Future]] = deque()
+        todo = iter(self.images)
+        try:
+            while True:
+                while len(pending) < self.workers + self.batch_size:
+                    path = next(todo, None)
+                    if path is None:
+                        break
+                    pending.append((path, pool.submit(self._load, path)))
+                if not pending:
+                    return
+                path, future = pending.popleft()
+                try:
+                    image, scale = future.result()
+                except ValueError as err:  # ImageError, or an image too thin to resize
+                    self._skip(path, getattr(err, "reason", str(err)))
+                    continue
+                yield path, image, scale
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _skip(self, path: Path, reason: str) -> None:
+        if any(path == p for p, _ in self.skipped):
+            return
+        log.warning("skipping image %s: %s", path, reason)
+        self.skipped.append((path, reason))
