@@ -5,7 +5,8 @@
 
 TFOD's preprocessor becomes a static input (pixels 0..255, RGB) followed by the feature
 extractor's normalisation; TFOD's post-processor becomes EfficientNMS_TRT decoding the boxes
-against the anchors. What inference needs later is stored in the ONNX metadata.
+against the anchors. What inference needs later is stored in the ONNX metadata. SSD is converted
+here, Faster R-CNN (two stages, CropAndResize between them) in faster_rcnn.py.
 """
 
 from __future__ import annotations
@@ -46,20 +47,34 @@ def check_thresholds(score: float, iou: float, max_detections: int) -> None:
         raise ValueError(f"max detections {max_detections} must be at least 1")
 
 
+def nms_settings(config, options: ConversionOptions) -> tuple[float, float, int]:
+    """(score threshold, IoU threshold, detections per image): the options over the config's."""
+    score = config.score_threshold if options.score_threshold is None else options.score_threshold
+    iou = config.iou_threshold if options.iou_threshold is None else options.iou_threshold
+    top_k = config.max_total_detections if options.max_detections is None else (
+        options.max_detections)
+    check_thresholds(score, iou, top_k)
+    return score, iou, top_k
+
+
 def convert(config, saved_model: Path, options: ConversionOptions):
     """SavedModel + ModelConfig -> onnx.ModelProto with EfficientNMS_TRT and metadata."""
-    import numpy as np
+    if config.meta_arch == "faster_rcnn":
+        import faster_rcnn
+
+        return faster_rcnn.convert(config, saved_model, options)
+    return convert_ssd(config, saved_model, options)
+
+
+def convert_ssd(config, saved_model: Path, options: ConversionOptions):
+    """SSD: network -> normalisation input, score slicing, EfficientNMS_TRT on the anchors."""
     import onnx
     import onnx_graphsurgeon as gs
 
     import onnx_utils as ou
     import tf_graph
 
-    score = config.score_threshold if options.score_threshold is None else options.score_threshold
-    iou = config.iou_threshold if options.iou_threshold is None else options.iou_threshold
-    top_k = config.max_total_detections if options.max_detections is None else (
-        options.max_detections)
-    check_thresholds(score, iou, top_k)
+    score, iou, top_k = nms_settings(config, options)
     pre = config.preprocessor
     net, _ = tf_graph.convert_network(
         saved_model, config.path.name, options.batch_size, pre.height, pre.width, options.opset
@@ -72,29 +87,15 @@ def convert(config, saved_model: Path, options: ConversionOptions):
     batch, num_anchors = options.batch_size, len(net.anchors)
     check_head_shapes(config, logits.shape, encodings.shape, num_anchors)
 
-    scale, offset = config.normalization
     ou.replace_input_with_normalization(
         graph, tensors[net.input_name], batch, pre.height, pre.width, options.input_format,
-        scale, offset,
+        *config.normalization,
     )
     scores = logits
     if logits.shape[-1] == config.num_classes + 1:  # drop TFOD's background column
-        (scores,) = ou.add_node(
-            graph, "Slice",
-            [logits, ou.const("bg_start", [1], np.int64),
-             ou.const("bg_end", [config.num_classes + 1], np.int64),
-             ou.const("bg_axis", [2], np.int64)],
-            [ou.variable("class_logits", np.float32, [batch, num_anchors, config.num_classes])],
-        )
-    (deltas,) = ou.add_node(
-        graph, "Reshape", [encodings, ou.const("box_shape", [batch, num_anchors, 4], np.int64)],
-        [ou.variable("box_encodings", np.float32, [batch, num_anchors, 4])],
-    )
-    # TFOD divides the encodings by its box coder scales; the plugin applies no variances.
-    (deltas,) = ou.add_node(
-        graph, "Div", [deltas, ou.const("box_coder_scales", config.box_scales)],
-        [ou.variable("box_deltas", np.float32, [batch, num_anchors, 4])],
-    )
+        scores = ou.slice_last_axis(graph, logits, 1, config.num_classes + 1, "class_logits",
+                                    [batch, num_anchors, config.num_classes])
+    deltas = ou.box_deltas(graph, encodings, [batch, num_anchors, 4], config.box_scales)
     anchors = ou.const("anchors", ou.anchors_center_size(net.anchors))
     outputs = ou.add_efficient_nms(
         graph, deltas, scores, anchors, batch, score_threshold=score, iou_threshold=iou,
@@ -103,25 +104,42 @@ def convert(config, saved_model: Path, options: ConversionOptions):
     if score < ou.NMS_SAFE_SCORE_FLOOR:
         outputs = ou.guard_low_threshold(graph, outputs, score)
     outputs[1] = ou.clip_boxes(graph, outputs[1])
-    graph.outputs = outputs + debug_outputs(graph, options.debug)
-    graph.cleanup().toposort()
-    model = gs.export_onnx(graph)
-    model.opset_import[0].version = options.opset
-    ou.set_metadata(model, {
+    return finish(graph, outputs, options, metadata(config, saved_model, options, score, iou,
+                                                    top_k))
+
+
+def metadata(config, saved_model: Path, options: ConversionOptions, score: float, iou: float,
+             top_k: int) -> dict:
+    """What inference needs later, stored in the ONNX file (see onnx_utils.set_metadata)."""
+    scale, offset = config.normalization
+    return {
         "format_version": 1,
         "meta_arch": config.meta_arch,
         "feature_extractor": config.feature_extractor,
         "num_classes": config.num_classes,
-        "preprocessor": pre.to_dict(),
+        "preprocessor": config.preprocessor.to_dict(),
         "input_format": options.input_format,
-        "batch_size": batch,
+        "batch_size": options.batch_size,
         "normalization": {"scale": list(scale), "offset": list(offset)},
         "score_threshold": score,
         "iou_threshold": iou,
         "max_detections": top_k,
         "class_offset": 0,
         "source": {"pipeline_config": str(config.path), "saved_model": str(saved_model)},
-    })
+    }
+
+
+def finish(graph, outputs: list, options: ConversionOptions, meta: dict):
+    """Sets the outputs (plus --debug ones), exports, stamps opset and metadata, checks."""
+    import onnx_graphsurgeon as gs
+
+    import onnx_utils as ou
+
+    graph.outputs = outputs + debug_outputs(graph, options.debug)
+    graph.cleanup().toposort()
+    model = gs.export_onnx(graph)
+    model.opset_import[0].version = options.opset
+    ou.set_metadata(model, meta)
     ou.check_model(model)
     return model
 

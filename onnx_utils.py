@@ -19,6 +19,7 @@ NMS_PLUGIN = "EfficientNMS_TRT"
 # Below this score threshold EfficientNMS_TRT takes a "dense" path that can emit below-threshold
 # boxes (../design/plugins.md); the graph then gets a guard that removes them.
 NMS_SAFE_SCORE_FLOOR = 0.007
+NMS_CANDIDATE_POOL = 5000  # EfficientNMS_TRT's fixed pre-NMS pool of candidates per image
 
 
 def const(name: str, value: Any, dtype: type = np.float32) -> gs.Constant:
@@ -26,13 +27,47 @@ def const(name: str, value: Any, dtype: type = np.float32) -> gs.Constant:
 
 
 def add_node(graph: gs.Graph, op: str, inputs: list, outputs: list, **attrs) -> list:
-    graph.nodes.append(gs.Node(op, name=f"{outputs[0].name}/{op}", inputs=inputs, outputs=outputs,
-                               attrs=attrs))
+    """Appends a node named after its first output (made unique: outputs get renamed)."""
+    name, taken = f"{outputs[0].name}/{op}", {node.name for node in graph.nodes}
+    while name in taken:
+        name += "_"
+    graph.nodes.append(gs.Node(op, name=name, inputs=inputs, outputs=outputs, attrs=attrs))
     return outputs
 
 
 def variable(name: str, dtype: Any = np.float32, shape: list | None = None) -> gs.Variable:
     return gs.Variable(name, dtype=dtype, shape=shape)
+
+
+def rewire(graph: gs.Graph, old: gs.Tensor, new: gs.Tensor) -> None:
+    """Every node that reads `old` reads `new` instead."""
+    for node in graph.nodes:
+        node.inputs = [new if t is old else t for t in node.inputs]
+
+
+def slice_last_axis(graph: gs.Graph, tensor: gs.Tensor, start: int, end: int, name: str,
+                    shape: list) -> gs.Variable:
+    """tensor[..., start:end], e.g. without TFOD's background column."""
+    (sliced,) = add_node(
+        graph, "Slice",
+        [tensor, const(f"{name}_start", [start], np.int64),
+         const(f"{name}_end", [end], np.int64), const(f"{name}_axis", [-1], np.int64)],
+        [variable(name, np.float32, shape)],
+    )
+    return sliced
+
+
+def box_deltas(graph: gs.Graph, encodings: gs.Tensor, shape: list,
+               scales: tuple[float, ...], prefix: str = "") -> gs.Variable:
+    """TFOD's box encodings reshaped to `shape` and divided by its box coder's scale factors
+    (EfficientNMS_TRT decodes without variances)."""
+    (reshaped,) = add_node(
+        graph, "Reshape", [encodings, const(prefix + "box_shape", shape, np.int64)],
+        [variable(prefix + "box_encodings", np.float32, shape)],
+    )
+    (deltas,) = add_node(graph, "Div", [reshaped, const(prefix + "box_coder_scales", scales)],
+                         [variable(prefix + "box_deltas", np.float32, shape)])
+    return deltas
 
 
 def replace_input_with_normalization(
@@ -56,8 +91,7 @@ def replace_input_with_normalization(
                               [variable("input_scaled")])
     (normalized,) = add_node(graph, "Add", [current, const("norm_offset", offset)],
                              [variable("input_normalized")])
-    for node in graph.nodes:
-        node.inputs = [normalized if t is network_input else t for t in node.inputs]
+    rewire(graph, network_input, normalized)
     graph.inputs = [image]
     return image
 
@@ -68,6 +102,37 @@ def anchors_center_size(anchors: np.ndarray) -> np.ndarray:
     height, width = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
     center_y, center_x = a[:, 0] + height / np.float32(2), a[:, 1] + width / np.float32(2)
     return np.stack([center_y, center_x, height, width], axis=1)[None]
+
+
+def corners_to_center_size(graph: gs.Graph, boxes: gs.Tensor, name: str) -> gs.Variable:
+    """Boxes [..., 4] (y1, x1, y2, x2) -> (y, x, h, w), in the order of operations of TFOD's
+    box coder (size = max - min, center = min + size / 2), like anchors_center_size."""
+    shape = list(boxes.shape)
+    half_shape = shape[:-1] + [2]
+    low = slice_last_axis(graph, boxes, 0, 2, f"{name}_min", half_shape)
+    high = slice_last_axis(graph, boxes, 2, 4, f"{name}_max", half_shape)
+    (size,) = add_node(graph, "Sub", [high, low], [variable(f"{name}_size", np.float32,
+                                                            half_shape)])
+    (half,) = add_node(graph, "Div", [size, const(f"{name}_two", 2.0)],
+                       [variable(f"{name}_half", np.float32, half_shape)])
+    (center,) = add_node(graph, "Add", [low, half], [variable(f"{name}_center", np.float32,
+                                                              half_shape)])
+    (out,) = add_node(graph, "Concat", [center, size], [variable(name, np.float32, shape)],
+                      axis=-1)
+    return out
+
+
+def add_crop_and_resize(graph: gs.Graph, features: gs.Tensor, rois: gs.Tensor, crop_height: int,
+                        crop_width: int, name: str) -> gs.Variable:
+    """Appends the CropAndResize plugin (v1): features NCHW [B,C,H,W], rois [B,R,4] normalised
+    (y1, x1, y2, x2) -> [B,R,C,crop_height,crop_width], as tf.image.crop_and_resize samples."""
+    batch, channels = features.shape[:2]
+    (crops,) = add_node(
+        graph, "CropAndResize", [features, rois],
+        [variable(name, np.float32, [batch, rois.shape[1], channels, crop_height, crop_width])],
+        plugin_version="1", crop_width=int(crop_width), crop_height=int(crop_height),
+    )
+    return crops
 
 
 def add_efficient_nms(
@@ -101,29 +166,35 @@ def add_efficient_nms(
 
 
 def guard_low_threshold(
-    graph: gs.Graph, nms_outputs: list[gs.Variable], score_threshold: float
+    graph: gs.Graph, nms_outputs: list[gs.Variable], score_threshold: float, prefix: str = ""
 ) -> list[gs.Variable]:
-    """Removes what the plugin's dense path may emit below the threshold, and recounts."""
+    """Removes what the plugin's dense path may emit below the threshold, and recounts
+    (`prefix` keeps the names of a second guard apart)."""
     num, boxes, scores, classes = nms_outputs
     for tensor in nms_outputs:
         tensor.name = "unguarded_" + tensor.name
-    (keep,) = add_node(graph, "GreaterOrEqual", [scores, const("guard_threshold",
-                       score_threshold)], [variable("guard_keep", bool)])
-    (keep_i,) = add_node(graph, "Cast", [keep], [variable("guard_keep_i", np.int32)],
+
+    def name(suffix: str) -> str:
+        return f"{prefix}guard_{suffix}"
+
+    def final(tensor: gs.Variable) -> gs.Variable:
+        return variable(tensor.name[len("unguarded_"):], tensor.dtype, tensor.shape)
+
+    (keep,) = add_node(graph, "GreaterOrEqual", [scores, const(name("threshold"),
+                       score_threshold)], [variable(name("keep"), bool)])
+    (keep_i,) = add_node(graph, "Cast", [keep], [variable(name("keep_i"), np.int32)],
                          to=onnx.TensorProto.INT32)
-    (new_num,) = add_node(graph, "ReduceSum", [keep_i, const("guard_axis", [1], np.int64)],
-                          [variable(num.name[len("unguarded_"):], np.int32, num.shape)],
-                          keepdims=1)
-    (keep_box,) = add_node(graph, "Unsqueeze", [keep, const("guard_unsq", [2], np.int64)],
-                           [variable("guard_keep_box", bool)])
-    (new_boxes,) = add_node(graph, "Where", [keep_box, boxes, const("guard_zero_f", 0.0)],
-                            [variable(boxes.name[len("unguarded_"):], np.float32, boxes.shape)])
-    (new_scores,) = add_node(graph, "Where", [keep, scores, const("guard_zero_s", 0.0)],
-                             [variable(scores.name[len("unguarded_"):], np.float32,
-                                       scores.shape)])
-    (new_classes,) = add_node(graph, "Where", [keep, classes, const("guard_zero_i", 0, np.int32)],
-                              [variable(classes.name[len("unguarded_"):], np.int32,
-                                        classes.shape)])
+    (new_num,) = add_node(graph, "ReduceSum", [keep_i, const(name("axis"), [1], np.int64)],
+                          [final(num)], keepdims=1)
+    (keep_box,) = add_node(graph, "Unsqueeze", [keep, const(name("unsq"), [2], np.int64)],
+                           [variable(name("keep_box"), bool)])
+    (new_boxes,) = add_node(graph, "Where", [keep_box, boxes, const(name("zero_f"), 0.0)],
+                            [final(boxes)])
+    (new_scores,) = add_node(graph, "Where", [keep, scores, const(name("zero_s"), 0.0)],
+                             [final(scores)])
+    (new_classes,) = add_node(graph, "Where", [keep, classes, const(name("zero_i"), 0,
+                                                                    np.int32)],
+                              [final(classes)])
     return [new_num, new_boxes, new_scores, new_classes]
 
 
@@ -134,6 +205,84 @@ def clip_boxes(graph: gs.Graph, boxes: gs.Variable) -> gs.Variable:
     (clipped,) = add_node(graph, "Clip", [boxes, const("clip_min", 0.0), const("clip_max", 1.0)],
                           [variable(final_name, np.float32, boxes.shape)])
     return clipped
+
+
+def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: int,
+                  max_per_class: int, keep: int) -> list[gs.Variable]:
+    """TFOD's max_detections_per_class, which EfficientNMS_TRT lacks: of the plugin's outputs
+    (sorted by score) each class keeps its first `max_per_class`, then the best `keep` remain,
+    in order, zero-filled and recounted like the plugin's own outputs."""
+    num, boxes, scores, classes = nms_outputs
+    batch, candidates = scores.shape
+    final = [t.name for t in nms_outputs]
+    for tensor in nms_outputs:
+        tensor.name = "uncapped_" + tensor.name
+
+    def node(op: str, inputs: list, name: str, dtype=np.float32, shape=None, **attrs):
+        return add_node(graph, op, inputs, [variable(f"cap_{name}", dtype, shape)], **attrs)[0]
+
+    axis2 = const("cap_axis2", [2], np.int64)
+    valid = node("Less", [const("cap_positions", np.arange(candidates)[None], np.int32), num],
+                 "valid", bool, [batch, candidates])
+    class_index = node("Unsqueeze", [classes, axis2], "class_index", np.int32,
+                       [batch, candidates, 1])
+    one_hot = node("Equal", [class_index, const("cap_class_ids",
+                                                np.arange(num_classes)[None, None], np.int32)],
+                   "one_hot", bool, [batch, candidates, num_classes])
+    one_hot = node("Cast", [one_hot], "one_hot_f", shape=[batch, candidates, num_classes],
+                   to=onnx.TensorProto.FLOAT)
+    counts = node("CumSum", [one_hot, const("cap_axis1", 1, np.int64)], "counts",
+                  shape=[batch, candidates, num_classes])
+    rank = node("GatherElements", [counts, class_index], "rank", shape=[batch, candidates, 1],
+                axis=2)
+    rank = node("Squeeze", [rank, axis2], "rank_flat", shape=[batch, candidates])
+    within = node("LessOrEqual", [rank, const("cap_max_per_class", float(max_per_class))],
+                  "within", bool, [batch, candidates])
+    kept = node("And", [valid, within], "kept", bool, [batch, candidates])
+    ranked = node("Where", [kept, scores, const("cap_dropped", -1.0)], "ranked",
+                  shape=[batch, candidates])
+    best, index = add_node(graph, "TopK", [ranked, const("cap_keep", [keep], np.int64)],
+                           [variable("cap_best", np.float32, [batch, keep]),
+                            variable("cap_index", np.int64, [batch, keep])], axis=1)
+    kept_i = node("Cast", [kept], "kept_i", np.int32, [batch, candidates],
+                  to=onnx.TensorProto.INT32)
+    total = node("ReduceSum", [kept_i, const("cap_axis1b", [1], np.int64)], "total", np.int32,
+                 [batch, 1], keepdims=1)
+    new_num = add_node(graph, "Min", [total, const("cap_keep_i", [keep], np.int32)],
+                       [variable(final[0], np.int32, [batch, 1])])[0]
+    present = node("Less", [const("cap_out_positions", np.arange(keep)[None], np.int32),
+                            new_num], "present", bool, [batch, keep])
+    box_index = node("Unsqueeze", [index, axis2], "box_index", np.int64, [batch, keep, 1])
+    box_index = node("Expand", [box_index, const("cap_box_shape", [batch, keep, 4], np.int64)],
+                     "box_index4", np.int64, [batch, keep, 4])
+    picked_boxes = node("GatherElements", [boxes, box_index], "boxes", shape=[batch, keep, 4],
+                        axis=1)
+    picked_classes = node("GatherElements", [classes, index], "classes", np.int32,
+                          [batch, keep], axis=1)
+    present4 = node("Unsqueeze", [present, axis2], "present4", bool, [batch, keep, 1])
+    outputs = [new_num]
+    for value, mask, zero, name, shape in [
+        (picked_boxes, present4, const("cap_zero_f", 0.0), final[1], [batch, keep, 4]),
+        (best, present, const("cap_zero_s", 0.0), final[2], [batch, keep]),
+        (picked_classes, present, const("cap_zero_i", 0, np.int32), final[3], [batch, keep]),
+    ]:
+        outputs += add_node(graph, "Where", [mask, value, zero],
+                            [variable(name, value.dtype, shape)])
+    return outputs
+
+
+def fold_inverse_transposes(graph: gs.Graph) -> None:
+    """Bypasses Transpose pairs that undo each other (layout glue between our nodes and
+    tf2onnx's); graph.cleanup() then drops them."""
+    for node in graph.nodes:
+        producer = node.inputs[0].inputs[0] if node.op == "Transpose" and node.inputs[0].inputs \
+            else None
+        if producer is None or producer.op != "Transpose":
+            continue
+        first, second = producer.attrs["perm"], node.attrs["perm"]
+        if [first[i] for i in second] == list(range(len(second))) \
+                and node.outputs[0] not in graph.outputs:
+            rewire(graph, node.outputs[0], producer.inputs[0])
 
 
 PLUGIN_OPS = {NMS_PLUGIN, "CropAndResize", "CropAndResizeDynamic"}

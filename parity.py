@@ -2,7 +2,9 @@
 
 Both sides see the same preprocessed image (the network input size, pixels 0..255), so the
 check measures the conversion and nothing else: TFOD's resize of an image that already has the
-network size is the identity.
+network size is the identity. Faster R-CNN runs TF's frozen serving graph with its resize loop
+bypassed (faster_rcnn.tf_reference; also right for keep_aspect_ratio min < max, where the resize
+would not be the identity), and the report adds the first-stage proposals.
 """
 
 from __future__ import annotations
@@ -56,17 +58,23 @@ class MatchResult:
     max_score_diff: float = 0.0
     min_iou: float = 1.0
     unmatched_test: int = 0
+    sum_score_diff: float = 0.0
 
     def add(self, other: MatchResult) -> None:
         self.reference += other.reference
         self.matched += other.matched
         self.unmatched_test += other.unmatched_test
+        self.sum_score_diff += other.sum_score_diff
         self.max_score_diff = max(self.max_score_diff, other.max_score_diff)
         self.min_iou = min(self.min_iou, other.min_iou)
 
     @property
     def rate(self) -> float:
         return self.matched / self.reference if self.reference else 1.0
+
+    @property
+    def mean_score_diff(self) -> float:
+        return self.sum_score_diff / self.matched if self.matched else 0.0
 
 
 def match_detections(
@@ -93,6 +101,7 @@ def match_detections(
             used[t] = True
             result.matched += 1
             result.max_score_diff = max(result.max_score_diff, diff)
+            result.sum_score_diff += diff
             result.min_iou = min(result.min_iou, float(candidates[t]))
     result.unmatched_test = int((~used).sum())
     return result
@@ -126,6 +135,11 @@ class SavedModelRunner:
         return {key: value.numpy() for key, value in out.items()}
 
 
+# (min IoU, max |score diff|, min matched rate) of a detection pair, per meta-architecture
+TOLERANCES = {"ssd": (0.99, 1e-3, 0.99), "faster_rcnn": (0.98, 2e-3, 0.98)}
+PROPOSAL_MIN_IOU = 0.98
+
+
 @dataclass
 class ValidationReport:
     """What `--validate` prints; `passed` decides the exit code."""
@@ -136,6 +150,9 @@ class ValidationReport:
     max_raw_score_diff: float = 0.0
     min_rate: float = 0.99
     skipped: list = field(default_factory=list)
+    proposals: MatchResult | None = None  # Faster R-CNN: TF's proposals found among ours
+    proposals_in_place: int = 0  # ... at the same rank, to 0.01 pixel
+    max_second_stage_score_diff: float = 0.0  # class scores of the proposals in place
 
     @property
     def passed(self) -> bool:
@@ -150,9 +167,20 @@ class ValidationReport:
             f">= {100 * self.min_rate:.0f}%) on {self.images} images",
             f"  matched pairs: min IoU {d.min_iou:.5f}, max |score diff| {d.max_score_diff:.2e}; "
             f"{d.unmatched_test} ONNX detections without a partner",
-            f"  raw head outputs before NMS: max |box diff| {self.max_box_diff:.2e}, "
-            f"max |score diff| {self.max_raw_score_diff:.2e}",
         ]
+        if self.proposals is None:
+            lines.append(f"  raw head outputs before NMS: max |box diff| {self.max_box_diff:.2e}"
+                         f", max |score diff| {self.max_raw_score_diff:.2e}")
+        else:
+            p = self.proposals
+            lines += [
+                f"  first stage: {p.matched}/{p.reference} TF proposals matched (IoU >= "
+                f"{PROPOSAL_MIN_IOU}, min {p.min_iou:.5f}), {self.proposals_in_place} at the "
+                f"same rank; RPN before NMS: max |box diff| {self.max_box_diff:.2e} px, max "
+                f"|objectness diff| {self.max_raw_score_diff:.2e}",
+                f"  second stage on the proposals in place: max |class score diff| "
+                f"{self.max_second_stage_score_diff:.2e}",
+            ]
         lines += [f"  skipped {path}: {why}" for path, why in self.skipped]
         return "\n".join(lines)
 
@@ -168,40 +196,108 @@ def decode_like_plugin(deltas: np.ndarray, anchors: np.ndarray) -> np.ndarray:
 
 def validate(
     saved_model: Path, onnx_path: Path, images: Path, max_images: int = 16,
-    min_iou: float = 0.99, max_score_diff: float = 1e-3, min_rate: float = 0.99,
+    min_iou: float | None = None, max_score_diff: float | None = None,
+    min_rate: float | None = None,
 ) -> ValidationReport:
-    """Runs the SavedModel and the ONNX graph (CPU reference runtime) on the same images."""
+    """Runs the SavedModel and the ONNX graph (CPU reference runtime) on the same images;
+    unset tolerances take the meta-architecture's TOLERANCES."""
     from tqdm import tqdm
 
     from image_batcher import ImageBatcher, Preprocessor
+    from onnx_utils import read_metadata
     from reference_runner import ReferenceRunner
 
-    runner = ReferenceRunner(onnx_path, extra_outputs=("box_deltas", "class_logits"))
-    meta = runner.metadata
+    meta = read_metadata(onnx_path)
     if not meta:
         raise ValueError(f"{onnx_path}: no create_onnx.py metadata in this ONNX file")
-    anchors = next(n for n in runner.graph.nodes if n.op == "EfficientNMS_TRT").inputs[2].values
-    tf_model = SavedModelRunner(saved_model)
+    two_stage = meta["meta_arch"] == "faster_rcnn"
+    defaults = TOLERANCES[meta["meta_arch"]]
+    min_iou, max_score_diff, min_rate = (
+        default if value is None else value
+        for value, default in zip((min_iou, max_score_diff, min_rate), defaults, strict=True))
+    runner = ReferenceRunner(onnx_path, extra_outputs=TWO_STAGE_OUTPUTS if two_stage else (
+        "box_deltas", "class_logits"))
+    reference = _two_stage_reference(saved_model, meta) if two_stage else (
+        SavedModelRunner(saved_model).infer)
     batcher = ImageBatcher(
         images, Preprocessor.from_dict(meta["preprocessor"]), batch_size=meta["batch_size"],
         layout=meta["input_format"], max_images=max_images,
     )
-    report = ValidationReport(min_rate=min_rate)
+    report = ValidationReport(min_rate=min_rate, proposals=MatchResult() if two_stage else None)
     for batch in tqdm(batcher, total=batcher.num_batches, desc="validate", unit="batch"):
         nhwc = batch.data if meta["input_format"] == "NHWC" else batch.data.transpose(0, 2, 3, 1)
-        ours = runner.infer(batch.data)
-        theirs = tf_model.infer(nhwc[: batch.count])
+        ours = {key: value[: batch.count] for key, value in runner.infer(batch.data).items()}
+        theirs = reference(nhwc[: batch.count])
         theirs["detection_classes"] = theirs["detection_classes"] - 1  # TFOD's label offset
-        for ref, test in zip(split_batch(theirs), split_batch(ours)[: batch.count], strict=True):
+        for ref, test in zip(split_batch(theirs), split_batch(ours), strict=True):
             report.detections.add(match_detections(
                 ref.above(SCORE_FLOOR), test.above(SCORE_FLOOR), min_iou, max_score_diff))
-        raw_boxes = decode_like_plugin(ours["box_deltas"][: batch.count], anchors)
-        report.max_box_diff = max(report.max_box_diff, float(
-            np.abs(raw_boxes - theirs["raw_detection_boxes"]).max()))
-        tf_scores = theirs["raw_detection_scores"][..., -meta["num_classes"]:]
-        our_scores = 1 / (1 + np.exp(-ours["class_logits"][: batch.count].astype(np.float64)))
-        report.max_raw_score_diff = max(report.max_raw_score_diff, float(
-            np.abs(our_scores - tf_scores).max()))
+        if two_stage:
+            _compare_two_stage(report, runner, ours, theirs, meta)
+        else:
+            _compare_ssd_heads(report, runner, ours, theirs, meta)
         report.images += batch.count
     report.skipped = list(batcher.skipped)
     return report
+
+
+def _nms_anchors(runner, index: int = -1) -> np.ndarray:
+    """The anchors input of the graph's EfficientNMS_TRT nodes (the last one by default)."""
+    return [n for n in runner.graph.nodes if n.op == "EfficientNMS_TRT"][index].inputs[2].values
+
+
+def _compare_ssd_heads(report: ValidationReport, runner, ours: dict, theirs: dict,
+                       meta: dict) -> None:
+    raw_boxes = decode_like_plugin(ours["box_deltas"], _nms_anchors(runner))
+    report.max_box_diff = max(report.max_box_diff, float(
+        np.abs(raw_boxes - theirs["raw_detection_boxes"]).max()))
+    tf_scores = theirs["raw_detection_scores"][..., -meta["num_classes"]:]
+    our_scores = 1 / (1 + np.exp(-ours["class_logits"].astype(np.float64)))
+    report.max_raw_score_diff = max(report.max_raw_score_diff, float(
+        np.abs(our_scores - tf_scores).max()))
+
+
+TWO_STAGE_OUTPUTS = ("rpn_objectness", "rpn_box_deltas", "proposals", "class_probabilities")
+
+
+def _two_stage_reference(saved_model: Path, meta: dict):
+    """faster_rcnn.tf_reference, fed the graph's pixels normalised as the graph does."""
+    import faster_rcnn
+
+    pre = meta["preprocessor"]
+    run = faster_rcnn.tf_reference(Path(saved_model), pre["height"], pre["width"])
+    scale = np.asarray(meta["normalization"]["scale"], np.float32)
+    offset = np.asarray(meta["normalization"]["offset"], np.float32)
+    return lambda images: run(images.astype(np.float32) * scale + offset)
+
+
+def _compare_two_stage(report: ValidationReport, runner, ours: dict, theirs: dict,
+                       meta: dict) -> None:
+    """RPN heads before NMS, proposals (as sets and by rank), second-stage scores."""
+    from pipeline_config import FASTER_RCNN_BOX_SCALES
+
+    anchors = _nms_anchors(runner, 0)
+    tf_deltas = theirs["rpn_encodings"].reshape(ours["rpn_box_deltas"].shape)
+    tf_boxes = decode_like_plugin(tf_deltas / np.float32(FASTER_RCNN_BOX_SCALES), anchors)
+    report.max_box_diff = max(report.max_box_diff, float(np.abs(
+        decode_like_plugin(ours["rpn_box_deltas"], anchors) - tf_boxes).max()))
+    logits = theirs["rpn_logits"].astype(np.float64)
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    tf_objectness = exp / exp.sum(-1, keepdims=True)
+    report.max_raw_score_diff = max(report.max_raw_score_diff, float(np.abs(
+        ours["rpn_objectness"] - tf_objectness).max()))
+
+    pre = meta["preprocessor"]
+    window = np.float32([pre["height"], pre["width"]] * 2)
+    for tf_rois, our_rois, tf_scores, our_scores in zip(
+            theirs["proposals"], ours["proposals"] * window, theirs["raw_detection_scores"],
+            ours["class_probabilities"], strict=True):
+        flat = np.zeros(len(tf_rois))
+        report.proposals.add(match_detections(
+            Detections(tf_rois, flat, flat), Detections(our_rois, flat, flat),
+            PROPOSAL_MIN_IOU, 0.0))
+        in_place = np.abs(tf_rois - our_rois).max(axis=1) <= 0.01
+        report.proposals_in_place += int(in_place.sum())
+        if in_place.any():
+            report.max_second_stage_score_diff = max(report.max_second_stage_score_diff, float(
+                np.abs(tf_scores[in_place] - our_scores[in_place]).max()))

@@ -68,10 +68,10 @@ class ReferenceRunner:
         steps = []
         for plugin in plugins:
             wanted = [t.name for t in plugin.inputs if isinstance(t, gs.Variable)]
-            steps.append(("onnx", self._segment(available, wanted), wanted))
-            steps.append(("plugin", plugin, None))
+            steps.append(("onnx", self._segment(available, wanted)))
+            steps.append(("plugin", plugin))
             available += [t.name for t in plugin.outputs]
-        steps.append(("onnx", self._segment(available, self.output_names), self.output_names))
+        steps.append(("onnx", self._segment(available, self.output_names)))
         return steps
 
     def _segment(self, inputs: list[str], outputs: list[str]) -> ort.InferenceSession | None:
@@ -95,7 +95,7 @@ class ReferenceRunner:
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Runs one batch (the graph's input layout and batch size) through the whole graph."""
         values: dict[str, np.ndarray] = {self.input_names[0]: batch.astype(np.float32)}
-        for kind, step, wanted in self.steps:
+        for kind, step in self.steps:
             if kind == "plugin":
                 inputs = [
                     values[t.name] if isinstance(t, gs.Variable) else t.values

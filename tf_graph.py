@@ -100,8 +100,9 @@ class GraphIndex:
     def inputs(self, node) -> list[str]:
         return [name for name in node.input if not name.startswith("^")]
 
-    def ancestors(self, tensor: str):
-        """Breadth-first over the producers of `tensor`, nearest first."""
+    def ancestors(self, tensor: str, stop: frozenset[str] = frozenset()):
+        """Breadth-first over the producers of `tensor`, nearest first; nodes whose op is in
+        `stop` are yielded but not walked through."""
         seen, queue = set(), deque([self.node(tensor)])
         while queue:
             node = queue.popleft()
@@ -109,7 +110,8 @@ class GraphIndex:
                 continue
             seen.add(node.name)
             yield node
-            queue.extend(self.node(name) for name in self.inputs(node))
+            if node.op not in stop:
+                queue.extend(self.node(name) for name in self.inputs(node))
 
     def walk_up(self, tensor: str, through: set[str]) -> str:
         """Follows the first data input while the producer's op is in `through`."""
@@ -125,32 +127,39 @@ PASS_THROUGH = {"Identity", "IdentityN", "Squeeze", "ExpandDims"}
 
 def find_network_cut(graph_def, outputs: dict[str, str], model_name: str) -> NetworkCut:
     """Locates the network's input and head outputs by structure; names what is missing."""
+    check_outputs(outputs, model_name)
+    index = GraphIndex(graph_def)
+    logits = find_logits(index, outputs["raw_detection_scores"], model_name, "Sigmoid", "SSD")
+    box_encodings, anchors = find_box_decoder_inputs(
+        index, outputs["raw_detection_boxes"], model_name
+    )
+    image = find_preprocessed_image(index, logits, model_name)
+    return NetworkCut(image, logits, box_encodings, anchors, "SIGMOID")
+
+
+def check_outputs(outputs: dict[str, str], model_name: str) -> None:
     for needed in ("raw_detection_scores", "raw_detection_boxes"):
         if needed not in outputs:
             raise ConversionError(
                 f"{model_name}: the SavedModel has no '{needed}' output; it is not a TFOD "
                 "exporter_main_v2 export of a supported model"
             )
-    index = GraphIndex(graph_def)
-    logits, converter = _find_logits(index, outputs["raw_detection_scores"], model_name)
-    box_encodings, anchors = _find_box_decoder_inputs(
-        index, outputs["raw_detection_boxes"], model_name
-    )
-    image = _find_preprocessed_image(index, logits, model_name)
-    return NetworkCut(image, logits, box_encodings, anchors, converter)
 
 
-def _find_logits(index: GraphIndex, scores: str, model_name: str) -> tuple[str, str]:
+def find_logits(index: GraphIndex, scores: str, model_name: str, converter: str,
+                arch: str) -> str:
+    """The input of the score converter op (`Sigmoid`, `Softmax`) behind `scores`."""
     node = index.node(index.walk_up(scores, PASS_THROUGH | {"Slice", "StridedSlice"}))
-    if node.op != "Sigmoid":
+    if node.op != converter:
         raise ConversionError(
-            f"{model_name}: raw_detection_scores come from a '{node.op}' op, not a Sigmoid "
-            "score converter; only SIGMOID score conversion is supported for SSD models"
+            f"{model_name}: raw_detection_scores come from a '{node.op}' op, not a {converter} "
+            f"score converter; only {converter.upper()} score conversion is supported for "
+            f"{arch} models"
         )
-    return index.inputs(node)[0], "SIGMOID"
+    return index.inputs(node)[0]
 
 
-def _find_box_decoder_inputs(index: GraphIndex, boxes: str, model_name: str) -> tuple[str, str]:
+def find_box_decoder_inputs(index: GraphIndex, boxes: str, model_name: str) -> tuple[str, str]:
     """The box coder's decode: h = exp(th / scale) * anchor_h. Exp leads to the encodings, the
     Mul beside it to the anchors."""
     exps = [node for node in index.ancestors(boxes) if node.op == "Exp"]
@@ -185,7 +194,7 @@ def _find_box_decoder_inputs(index: GraphIndex, boxes: str, model_name: str) -> 
     return box_encodings, index.inputs(anchors_reshape)[0]
 
 
-def _find_preprocessed_image(index: GraphIndex, logits: str, model_name: str) -> str:
+def find_preprocessed_image(index: GraphIndex, logits: str, model_name: str) -> str:
     """The exporter resizes each image in a tf.map_fn; its stacked float output feeds the net."""
     for node in index.ancestors(logits):
         if node.op == "TensorListStack" and node.attr["element_dtype"].type == 1:  # DT_FLOAT
@@ -195,18 +204,46 @@ def _find_preprocessed_image(index: GraphIndex, logits: str, model_name: str) ->
     )
 
 
-def cut_network(graph_def, cut: NetworkCut, batch_size: int, height: int, width: int):
-    """A tf.function-free concrete graph: static image input -> (logits, encodings, anchors)."""
+def prune_graph(graph_def, feeds: dict[str, tuple], fetches: list[str]):
+    """A concrete function of the frozen graph: placeholders (name -> (the graph tensor they
+    replace, static shape[, dtype, default float32])) in, the `fetches` tensors out."""
     import tensorflow as tf
 
     def imported():
-        image = tf.compat.v1.placeholder(tf.float32, [batch_size, height, width, 3], "image")
-        tf.compat.v1.import_graph_def(graph_def, input_map={cut.image: image}, name="")
+        input_map = {feed[0]: tf.compat.v1.placeholder(
+            feed[2] if len(feed) > 2 else tf.float32, feed[1], name)
+            for name, feed in feeds.items()}
+        tf.compat.v1.import_graph_def(graph_def, input_map=input_map, name="")
 
     wrapped = tf.compat.v1.wrap_function(imported, [])
-    fetch = [wrapped.graph.get_tensor_by_name(name if ":" in name else name + ":0")
-             for name in (cut.class_logits, cut.box_encodings, cut.anchors)]
-    return wrapped.prune(feeds=[wrapped.graph.get_tensor_by_name("image:0")], fetches=fetch)
+    get = wrapped.graph.get_tensor_by_name
+    return wrapped.prune(feeds=[get(name + ":0") for name in feeds],
+                         fetches=[get(name if ":" in name else name + ":0") for name in fetches])
+
+
+def cut_network(graph_def, cut: NetworkCut, batch_size: int, height: int, width: int):
+    """A tf.function-free concrete graph: static image input -> (logits, encodings, anchors)."""
+    return prune_graph(graph_def, {"image": (cut.image, [batch_size, height, width, 3])},
+                       [cut.class_logits, cut.box_encodings, cut.anchors])
+
+
+def to_onnx(function, output_names: list[str], opset: int, name: str):
+    """tf2onnx of a pruned concrete function (all its inputs, the given outputs) -> ModelProto."""
+    import tensorflow as tf
+    from tf2onnx import optimizer, tf_loader, tfonnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
+    input_names = [t.name for t in function.inputs]
+    net_graph = tf_loader.from_function(function, input_names, output_names)
+    with tf.Graph().as_default() as tf_graph:
+        tf.import_graph_def(net_graph, name="")
+        onnx_graph = tfonnx.process_tf_graph(
+            tf_graph, opset=opset, input_names=input_names, output_names=output_names
+        )
+    # One pass of the cheap optimizers keeps the graph lean; tf2onnx's default loop repeats all of
+    # them until nothing changes, which costs minutes on an SSD.
+    onnx_graph = optimizer.optimize_graph(onnx_graph)
+    return onnx_graph.make_model(name)
 
 
 def convert_network(
@@ -214,9 +251,6 @@ def convert_network(
 ) -> tuple[ConvertedNetwork, NetworkCut]:
     """SavedModel -> ONNX of the network part, plus the anchors (see module docstring)."""
     import tensorflow as tf
-    from tf2onnx import optimizer, tf_loader, tfonnx
-
-    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
 
     graph_def, outputs = load_frozen_graph(saved_model)
     cut = find_network_cut(graph_def, outputs, model_name)
@@ -226,14 +260,5 @@ def convert_network(
 
     input_name = pruned.inputs[0].name
     output_names = [t.name for t in pruned.outputs[:2]]
-    net_graph = tf_loader.from_function(pruned, [input_name], output_names)
-    with tf.Graph().as_default() as tf_graph:
-        tf.import_graph_def(net_graph, name="")
-        onnx_graph = tfonnx.process_tf_graph(
-            tf_graph, opset=opset, input_names=[input_name], output_names=output_names
-        )
-    # One pass of the cheap optimizers keeps the graph lean; tf2onnx's default loop repeats all of
-    # them until nothing changes, which costs minutes on an SSD.
-    onnx_graph = optimizer.optimize_graph(onnx_graph)
-    model = onnx_graph.make_model(f"{model_name} network")
+    model = to_onnx(pruned, output_names, opset, f"{model_name} network")
     return ConvertedNetwork(model, input_name, output_names[0], output_names[1], anchors), cut

@@ -3,13 +3,17 @@ exports it as a SavedModel, the way `exporter_main_v2.py` does.
 
     python tools/make_tfod_model.py --pipeline_config CFG --output DIR [--num_classes 3]
         [--keep_aspect_ratio MIN:MAX] [--input_type float_image_tensor|image_tensor] [--seed 0]
+        [--calibration_images DIR [--calibration_count 8]]
 
 DIR receives `pipeline.config`, `checkpoint/` and `saved_model/`. The zoo's own initialisers make
 every SSD score equal (sigmoid(-4.6)) and Faster R-CNN detect nothing, so weights are
 re-randomised: He-normal kernels, BatchNorm statistics set from a real forward pass (so that
 activations stay in range through 150 layers), and head kernels rescaled so that class logits have
-a std of about 2 and box encodings about 0.5. The export runs in a fresh process (as
-exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
+a std of about 2 and box encodings about 0.5. Faster R-CNN heads are set per output column, stage
+by stage: pooled second-stage features hardly differ between proposals, so a global rescale left
+one class winning every proposal with near-equal scores; now each class's logits spread with a
+std of 2 across proposals around a random per-class offset. The export runs in a fresh process
+(as exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,13 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-CLASS_HEAD_KEYS = ("ClassPredictor", "class_head", "objectness")
-BOX_HEAD_KEYS = ("BoxEncodingPredictor",)
+# Scope names (whole path components) of the layers that produce the SSD heads' outputs.
+CLASS_HEAD_KEYS = {"ClassPredictor"}
+BOX_HEAD_KEYS = {"BoxEncodingPredictor", "BoxPredictor"}
 TARGET_LOGIT_STD = 2.0
 TARGET_BOX_STD = 0.5
+SSD_LOGIT_MEAN = -8.0  # sigmoid(-8 + 2 * 3.6) = 0.3: about 10 scores >= 0.3 per image
+CLASS_OFFSET_STD = 1.0  # Faster R-CNN: spread of the per-class mean logit
 
 
 def edit_config(pipeline, num_classes: int | None, keep_aspect: tuple[int, int] | None) -> None:
@@ -55,13 +62,30 @@ def input_size(pipeline) -> tuple[int, int]:
     return side, side
 
 
-def randomise_weights(model, size: tuple[int, int], seed: int) -> None:
-    """Replaces the zoo initialisation by non-degenerate random weights (see module docstring)."""
+def calibration_images(folder: Path | None, size: tuple[int, int], seed: int, count: int = 8):
+    """Up to `count` photos resized to the input size (the last ones of the folder, sorted), or
+    smooth random images when no folder is given. BatchNorm statistics taken on photos keep
+    activations in range on photos, so float rounding is not amplified through the network."""
     import numpy as np
     import tensorflow as tf
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from image_batcher import Preprocessor, find_images, load_image, preprocess
+
+    if folder is not None:
+        pre = Preprocessor.fixed_shape(*size)
+        photos = [preprocess(load_image(p), pre)[0] for p in find_images(folder)[-count:]]
+        return tf.constant(np.stack(photos))
     rng = np.random.default_rng(seed)
-    images = tf.constant(rng.uniform(0, 255, (2, *size, 3)).astype(np.float32))
+    coarse = rng.uniform(0, 255, (4, size[0] // 16 + 1, size[1] // 16 + 1, 3)).astype(np.float32)
+    return tf.image.resize(tf.constant(coarse), size)
+
+
+def randomise_weights(model, images, seed: int) -> None:
+    """Replaces the zoo initialisation by non-degenerate random weights (see module docstring)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
 
     def forward():
         prep, shapes = model.preprocess(images)
@@ -71,14 +95,17 @@ def randomise_weights(model, size: tuple[int, int], seed: int) -> None:
     for var in model.variables:
         name, shape = var.name, var.shape.as_list()
         if name.endswith(("kernel:0", "depthwise_kernel:0", "weights:0")) and len(shape) >= 2:
-            fan_in = int(np.prod(shape[:-1])) if "depthwise" not in name else int(np.prod(shape[:2]))
+            fan_in = int(np.prod(shape[:2] if "depthwise" in name else shape[:-1]))
             var.assign(rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32))
         elif name.endswith(("gamma:0", "moving_variance:0")):
             var.assign(rng.uniform(0.8, 1.2, shape).astype(np.float32))
         elif name.endswith(("beta:0", "moving_mean:0", "bias:0", "biases:0")):
             var.assign(rng.normal(0, 0.05, shape).astype(np.float32))
     normalise_batchnorm_statistics(model, images)
-    rescale_heads(model, forward())
+    if hasattr(model, "_mask_rcnn_box_predictor"):  # Faster R-CNN
+        rescale_two_stage_heads(model, forward, rng)
+    else:
+        rescale_heads(model, forward())
 
 
 def normalise_batchnorm_statistics(model, images) -> None:
@@ -91,7 +118,12 @@ def normalise_batchnorm_statistics(model, images) -> None:
     import numpy as np
     import tensorflow as tf
 
-    layers = [m for m in model.submodules if isinstance(m, tf.keras.layers.BatchNormalization)]
+    # TFOD's FreezableBatchNorm derives from Keras' V1 BatchNormalization, which is not a
+    # subclass of tf.keras.layers.BatchNormalization: recognise the layers by their statistics.
+    layers = [m for m in model.submodules
+              if hasattr(m, "moving_mean") and hasattr(m, "moving_variance")]
+    if not layers:
+        raise RuntimeError("no BatchNorm layers found to normalise")
     originals = {id(layer): layer.call for layer in layers}
 
     def patched(layer):
@@ -115,30 +147,61 @@ def normalise_batchnorm_statistics(model, images) -> None:
 
 
 def rescale_heads(model, predictions: dict) -> None:
-    """Scales the last layers of the heads so logits and box encodings have useful spreads."""
+    """SSD: scales the last layers of the heads so logits and box encodings have useful spreads,
+    and shifts the class logits to a low mean, so that only the tail of each image scores high
+    (as with a trained model) instead of a hundred near-equal saturated scores."""
     import numpy as np
 
-    targets = []
-    for key, value in predictions.items():
-        if not hasattr(value, "numpy") or value.dtype.name != "float32":
+    targets = {
+        "class_predictions_with_background": (CLASS_HEAD_KEYS, TARGET_LOGIT_STD, SSD_LOGIT_MEAN),
+        "box_encodings": (BOX_HEAD_KEYS, TARGET_BOX_STD, None),
+    }
+    for key, (keys, target_std, target_mean) in targets.items():
+        if key not in predictions:
             continue
-        if key in ("class_predictions_with_background", "rpn_objectness_predictions_with_background"):
-            targets.append((CLASS_HEAD_KEYS, value, TARGET_LOGIT_STD, key))
-        elif key in ("box_encodings", "rpn_box_encodings", "refined_box_encodings"):
-            targets.append((BOX_HEAD_KEYS, value, TARGET_BOX_STD, key))
-    for keys, value, target, key in targets:
-        std = float(np.std(value.numpy()))
-        if std <= 0:
-            continue
-        scope = "FirstStage" if key.startswith("rpn") else None
+        values = predictions[key].numpy()
+        factor = target_std / max(float(np.std(values)), 1e-12)
         for var in model.variables:
-            name = var.name
-            if not any(k in name for k in keys):
+            parts = var.name.split("/")
+            # A separable conv is linear in both kernels: scale only the pointwise one.
+            if not keys & set(parts) or "depthwise_kernel" in parts[-1]:
                 continue
-            first_stage = "FirstStage" in name
-            if (scope is None) == first_stage:
-                continue
-            var.assign(var * (target / std))
+            var.assign(var * factor)
+            if target_mean is not None and parts[-1].startswith("bias"):
+                var.assign_add(np.full(var.shape, target_mean - factor * float(np.mean(values)),
+                                       np.float32))
+
+
+def rescale_two_stage_heads(model, forward, rng) -> None:
+    """Faster R-CNN: each output column of the four head layers gets the target std across
+    anchors (first stage) or proposals (second stage) and a mean of 0 (boxes) or a random
+    offset (logits). The second stage is measured after the first is set: its proposals move."""
+    import numpy as np
+
+    def last_weighted(layers):
+        return next(layer for layer in reversed(layers) if hasattr(layer, "kernel"))
+
+    rpn = model._first_stage_box_predictor._prediction_heads
+    second = model._mask_rcnn_box_predictor
+    stages = [
+        [(last_weighted(rpn["class_predictions_with_background"][0]._class_predictor_layers),
+          "rpn_objectness_predictions_with_background", TARGET_LOGIT_STD, CLASS_OFFSET_STD),
+         (last_weighted(rpn["box_encodings"][0]._box_encoder_layers), "rpn_box_encodings",
+          TARGET_BOX_STD, 0.0)],
+        [(last_weighted(second._class_prediction_head._class_predictor_layers),
+          "class_predictions_with_background", TARGET_LOGIT_STD, CLASS_OFFSET_STD),
+         (last_weighted(second._box_prediction_head._box_encoder_layers),
+          "refined_box_encodings", TARGET_BOX_STD, 0.0)],
+    ]
+    for heads in stages:
+        predictions = forward()
+        for layer, key, target, offset_std in heads:
+            columns = layer.kernel.shape[-1]
+            values = predictions[key].numpy().reshape(-1, columns)
+            mean, gain = values.mean(0), target / np.maximum(values.std(0), 1e-6)
+            offset = rng.normal(0, offset_std, columns) if offset_std else np.zeros(columns)
+            layer.kernel.assign(layer.kernel * gain.astype(np.float32))
+            layer.bias.assign(((layer.bias.numpy() - mean) * gain + offset).astype(np.float32))
 
 
 def build_and_save(args: argparse.Namespace, work: Path) -> None:
@@ -151,7 +214,9 @@ def build_and_save(args: argparse.Namespace, work: Path) -> None:
     edit_config(pipeline, args.num_classes, args.keep_aspect_ratio)
     tf.keras.utils.set_random_seed(args.seed)
     model = model_builder.build(pipeline.model, is_training=False)
-    randomise_weights(model, input_size(pipeline), args.seed)
+    images = calibration_images(args.calibration_images, input_size(pipeline), args.seed,
+                                args.calibration_count)
+    randomise_weights(model, images, args.seed)
     tf.train.Checkpoint(model=model).save(str(work / "ckpt" / "ckpt"))
     config_util.save_pipeline_config(pipeline, str(work))
 
@@ -181,6 +246,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--input_type", default="float_image_tensor", choices=["float_image_tensor", "image_tensor"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--calibration_count", type=int, default=8,
+                        help="how many photos (the folder's last) calibrate; Faster R-CNN runs its "
+                        "second stage on 300 crops per photo, ~2 GB each")
+    parser.add_argument("--calibration_images", type=Path,
+                        help="photos for the BatchNorm statistics (default: smooth noise)")
     parser.add_argument("--_export_from", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -1,0 +1,334 @@
+"""Faster R-CNN (TFOD, two stages) as one ONNX graph that TensorRT builds.
+
+    image -> normalisation -> backbone -> RPN heads
+          -> EfficientNMS_TRT #1 (softmax objectness, deltas decoded on TF's anchors, in pixels)
+          -> proposals clipped to the image and normalised
+          -> CropAndResize (the cropped feature map, NCHW) -> TFOD's own pooling and second stage
+          -> softmax, padded proposals masked, deltas divided by the box coder scales
+          -> EfficientNMS_TRT #2 (decoded on the proposals as per-image anchors, in pixels)
+          -> TFOD's max_detections_per_class -> boxes normalised to the network input, clipped
+
+TensorFlow side: the SavedModel's frozen graph is searched by structure (as tf_graph.py does for
+SSD): the second stage from the documented outputs `raw_detection_scores/boxes` back to the crop
+that feeds it (the MaxPool after the first stage's box decoder), the first stage from that crop
+(the nearest Softmax and box decoder, the feature map reached without passing a loop). The
+first-stage NMS, proposal normalisation and TFOD's crop (in While loops or matmuls) are replaced
+by the plugins; both network parts are converted in one tf2onnx call with two inputs (the
+preprocessed image and the crops), which the graph surgery joins.
+
+Like TFOD with a static-shape engine, the whole network input counts as the image: proposals and
+detections are clipped to it, not to the unpadded part of a keep_aspect_ratio image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+import onnx_utils as ou
+import tf_graph
+from tf_graph import ConversionError, GraphIndex
+
+LOOPS = frozenset({"While", "StatelessWhile"})
+OBJECTNESS = 1  # the RPN's softmax column of "object" (0 is background)
+# tf.image.crop_and_resize and the CropAndResize plugin sample a row at y1*(H-1) + i*step; for a
+# proposal ending at the image edge, rounding can put the last row an ulp past H-1, which then
+# reads 0. TFOD's matmul crop has no such cliff; keeping the crop boxes this far inside matches it
+# (a sample weight of ~1e-6 moves to the neighbouring row).
+MATMUL_CROP_EDGE = 1.0 - 2e-6
+
+
+@dataclass
+class TwoStageCut:
+    """Tensor names in the frozen SavedModel graph where the two network parts start and end."""
+
+    image: str  # preprocessed image [B,H,W,3]
+    rpn_logits: str  # [B,N,2] objectness logits, background first
+    rpn_encodings: str  # [B,N,1,4] box encodings before the box coder's scaling
+    rpn_anchors: str  # [B,N,1,4] anchors in pixels (clipped to the image), as tiled for decoding
+    features: str  # [B,h,w,C] the feature map the proposals are cropped from
+    crops: str  # [B*R,s,s,C] the crops as the second stage consumes them
+    box_logits: str  # [B,R,C+1] second-stage logits (after TFOD's logit scale)
+    box_encodings: str  # [B,R,1,4] (shared) or [B,R,C,4] box encodings
+    proposals: str  # [B,R,C',4] TF's proposals in pixels as the second decoder tiles them
+
+
+@dataclass
+class TwoStageNetwork:
+    """tf2onnx's conversion of both parts (before our surgery), with the RPN anchors."""
+
+    onnx_model: object  # onnx.ModelProto
+    image: str  # ONNX input names
+    crops: str
+    rpn_logits: str  # ONNX output names
+    rpn_encodings: str
+    features: str
+    box_logits: str
+    box_encodings: str
+    anchors: np.ndarray  # [N,4] float32 corners (ymin, xmin, ymax, xmax) in pixels
+
+
+def find_two_stage_cut(graph_def, outputs: dict[str, str], model_name: str) -> TwoStageCut:
+    """Locates both network parts by structure (see module docstring); names what is missing."""
+    tf_graph.check_outputs(outputs, model_name)
+    index = GraphIndex(graph_def)
+    box_logits = tf_graph.find_logits(
+        index, outputs["raw_detection_scores"], model_name, "Softmax", "Faster R-CNN")
+    box_encodings, proposals = tf_graph.find_box_decoder_inputs(
+        index, outputs["raw_detection_boxes"], model_name)
+    crops = _find_crops(index, box_logits, model_name)
+    softmax = next((n for n in index.ancestors(crops) if n.op == "Softmax"), None)
+    if softmax is None:
+        raise ConversionError(f"{model_name}: the first stage's objectness Softmax was not found")
+    rpn_logits = index.inputs(softmax)[0]
+    rpn_encodings, rpn_anchors = tf_graph.find_box_decoder_inputs(index, crops, model_name)
+    return TwoStageCut(
+        image=tf_graph.find_preprocessed_image(index, rpn_logits, model_name),
+        rpn_logits=rpn_logits, rpn_encodings=rpn_encodings, rpn_anchors=rpn_anchors,
+        features=_find_cropped_features(index, crops, rpn_logits, model_name),
+        crops=crops, box_logits=box_logits, box_encodings=box_encodings, proposals=proposals,
+    )
+
+
+def _find_crops(index: GraphIndex, box_logits: str, model_name: str) -> str:
+    """The second stage starts with TFOD's MaxPool over the crops: of the MaxPools above the
+    second-stage logits that come after decoded proposals (an Exp), the earliest one."""
+    pools = {}
+    for node in index.ancestors(box_logits):
+        if node.op == "MaxPool":
+            above = {a.name for a in index.ancestors(node.name)}
+            if any(index.nodes[name].op == "Exp" for name in above):
+                pools[node.name] = above
+    first = [name for name in pools
+             if not any(other != name and other in above for other, above in pools.items())]
+    if len(first) != 1:
+        raise ConversionError(
+            f"{model_name}: the second stage's input (TFOD's MaxPool over the cropped "
+            f"proposals) was not found; candidates: {sorted(pools)}"
+        )
+    return index.inputs(index.nodes[first[0]])[0]
+
+
+def _find_cropped_features(index: GraphIndex, crops: str, rpn_logits: str,
+                           model_name: str) -> str:
+    """The feature map is the first tensor above the crops that the RPN heads also read,
+    reached without passing the NMS and normalisation loops (the proposals' path)."""
+    rpn_side = {node.name for node in index.ancestors(rpn_logits)}
+    for node in index.ancestors(crops, stop=LOOPS):
+        if node.name in rpn_side and node.op != "Const":
+            return node.name + ":0"
+    raise ConversionError(f"{model_name}: the feature map cropped by the proposals was not found")
+
+
+def convert_network(saved_model: Path, config, batch_size: int, opset: int) -> TwoStageNetwork:
+    """SavedModel -> ONNX of both network parts, plus the RPN anchors (see module docstring)."""
+    import tensorflow as tf
+
+    model_name = config.path.name
+    height, width = config.preprocessor.height, config.preprocessor.width
+    graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
+    cut = find_two_stage_cut(graph_def, outputs, model_name)
+    image = {"image": (cut.image, [batch_size, height, width, 3])}
+    first = tf_graph.prune_graph(graph_def, image, [cut.rpn_anchors, cut.features])
+    anchors, features = first(tf.zeros([batch_size, height, width, 3], tf.float32))
+    anchors = anchors.numpy().reshape(batch_size, -1, 4)[0]
+
+    proposals = config.two_stage.max_proposals
+    crop = config.two_stage.initial_crop_size
+    crops_shape = [batch_size * proposals, crop, crop, features.shape[-1]]
+    fetches = [cut.rpn_logits, cut.rpn_encodings, cut.features, cut.box_logits, cut.box_encodings]
+    both = tf_graph.prune_graph(graph_def, {**image, "crops": (cut.crops, crops_shape)}, fetches)
+    del graph_def, first, features  # tf2onnx's peak memory comes next
+    box_logits_shape = both.outputs[3].shape.as_list()
+    if box_logits_shape[1] != proposals:
+        raise ConversionError(
+            f"{config.path}: first_stage_max_proposals is {proposals}, but the SavedModel's "
+            f"second stage takes {box_logits_shape[1]} proposals per image; use the "
+            "pipeline.config exported with this SavedModel"
+        )
+    names = [t.name for t in both.outputs]
+    model = tf_graph.to_onnx(both, names, opset, f"{model_name} network")
+    return TwoStageNetwork(model, both.inputs[0].name, both.inputs[1].name, *names,
+                           anchors=anchors)
+
+
+def convert(config, saved_model: Path, options):
+    """SavedModel + ModelConfig -> onnx.ModelProto: both stages, two EfficientNMS_TRT and one
+    CropAndResize (see module docstring). `options` are create_onnx.ConversionOptions."""
+    import create_onnx  # (it imports this module)
+
+    score, iou, top_k = create_onnx.nms_settings(config, options)
+    pre, batch = config.preprocessor, options.batch_size
+    proposals = config.two_stage.max_proposals
+    net = convert_network(saved_model, config, batch, options.opset)
+    if options.tf2onnx_path:
+        ou.save_model(net.onnx_model, options.tf2onnx_path)
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(net.onnx_model))
+    tensors = graph.tensors()
+    box_logits, box_encodings = tensors[net.box_logits], tensors[net.box_encodings]
+    create_onnx.check_head_shapes(config, box_logits.shape, box_encodings.shape, proposals)
+
+    window = np.array([pre.height, pre.width] * 2, np.float32)  # the image, in pixels
+    rois, num_rois = _first_stage(graph, tensors[net.rpn_logits], tensors[net.rpn_encodings],
+                                  net.anchors, window, config, batch)
+    crops = _crop(graph, tensors[net.features], rois, config.two_stage)
+    ou.rewire(graph, tensors[net.crops], crops)
+    ou.replace_input_with_normalization(
+        graph, tensors[net.image], batch, pre.height, pre.width, options.input_format,
+        *config.normalization,
+    )
+    outputs = _second_stage(graph, box_logits, box_encodings, rois, num_rois, window, config,
+                            batch, score=score, iou=iou, top_k=top_k)
+    ou.fold_inverse_transposes(graph)
+    meta = create_onnx.metadata(config, saved_model, options, score, iou, top_k)
+    first = config.two_stage
+    meta.update({
+        "max_detections_per_class": config.max_detections_per_class,
+        "first_stage": {"score_threshold": first.score_threshold,
+                        "iou_threshold": first.iou_threshold,
+                        "max_proposals": first.max_proposals,
+                        "initial_crop_size": first.initial_crop_size},
+    })
+    return create_onnx.finish(graph, outputs, options, meta)
+
+
+def _first_stage(graph, logits, encodings, anchors: np.ndarray, window: np.ndarray, config,
+                 batch: int):
+    """RPN -> proposals: EfficientNMS_TRT over the objectness in pixels (as TFOD's first-stage
+    NMS), then clipped to the image and normalised -> (rois [B,R,4], rpn_num_detections)."""
+    first, count = config.two_stage, len(anchors)
+    (probs,) = ou.add_node(graph, "Softmax", [logits], [ou.variable(
+        "rpn_objectness", np.float32, [batch, count, 2])], axis=-1)
+    scores = ou.slice_last_axis(graph, probs, OBJECTNESS, OBJECTNESS + 1, "rpn_scores",
+                                [batch, count, 1])
+    deltas = ou.box_deltas(graph, encodings, [batch, count, 4], config.box_scales, "rpn_")
+    nms = ou.add_efficient_nms(
+        graph, deltas, scores, ou.const("rpn_anchors", ou.anchors_center_size(anchors)), batch,
+        score_threshold=first.score_threshold, iou_threshold=first.iou_threshold,
+        max_detections=first.max_proposals, score_activation=False, prefix="rpn_",
+    )
+    if first.score_threshold < ou.NMS_SAFE_SCORE_FLOOR:
+        nms = ou.guard_low_threshold(graph, nms, first.score_threshold, "rpn_")
+    shape = [batch, first.max_proposals, 4]
+    # TFOD: clip_to_window (min, then max) and to_normalized_coordinates (times 1 / size)
+    (inside,) = ou.add_node(graph, "Min", [nms[1], ou.const("rpn_window", window)],
+                            [ou.variable("rpn_boxes_below_max", np.float32, shape)])
+    (clipped,) = ou.add_node(graph, "Max", [inside, ou.const("rpn_zero", 0.0)],
+                             [ou.variable("rpn_boxes_clipped", np.float32, shape)])
+    (rois,) = ou.add_node(graph, "Mul", [clipped, ou.const("rpn_normalize", 1 / window)],
+                          [ou.variable("proposals", np.float32, shape)])
+    return rois, nms[0]
+
+
+def _crop(graph, features, rois, two_stage):
+    """CropAndResize on the NCHW feature map -> [B*R,s,s,C], where TFOD's crops were."""
+    batch, height, width, channels = features.shape
+    crop = two_stage.initial_crop_size
+    (nchw,) = ou.add_node(graph, "Transpose", [features], [ou.variable(
+        "crop_features", np.float32, [batch, channels, height, width])], perm=[0, 3, 1, 2])
+    if two_stage.matmul_crop:
+        (rois,) = ou.add_node(graph, "Min", [rois, ou.const("crop_edge", MATMUL_CROP_EDGE)],
+                              [ou.variable("crop_boxes", np.float32, list(rois.shape))])
+    crops = ou.add_crop_and_resize(graph, nchw, rois, crop, crop, "crops_nchw")
+    count = batch * rois.shape[1]
+    (flat,) = ou.add_node(graph, "Reshape", [crops, ou.const(
+        "crops_shape", [count, channels, crop, crop], np.int64)], [ou.variable(
+            "crops_flat", np.float32, [count, channels, crop, crop])])
+    (nhwc,) = ou.add_node(graph, "Transpose", [flat], [ou.variable(
+        "crops", np.float32, [count, crop, crop, channels])], perm=[0, 2, 3, 1])
+    return nhwc
+
+
+def _second_stage(graph, logits, encodings, rois, num_rois, window: np.ndarray, config,
+                  batch: int, *, score: float, iou: float, top_k: int) -> list:
+    """Box classifier -> detections: softmax scores of the real proposals, deltas decoded on
+    the proposals (pixels, as TFOD), per-class cap, boxes normalised to the input and clipped."""
+    proposals, classes = rois.shape[1], config.num_classes
+    (probs,) = ou.add_node(graph, "Softmax", [logits], [ou.variable(
+        "class_probabilities", np.float32, [batch, proposals, classes + 1])], axis=-1)
+    scores = ou.slice_last_axis(graph, probs, 1, classes + 1, "class_scores_all",
+                                [batch, proposals, classes])
+    scores = _drop_padded_proposals(graph, scores, num_rois)
+    box_columns = encodings.shape[2]  # 1: one box for all classes, else one per class
+    delta_shape = [batch, proposals, 4] if box_columns == 1 else [batch, proposals, classes, 4]
+    deltas = ou.box_deltas(graph, encodings, delta_shape, config.box_scales)
+    (pixels,) = ou.add_node(graph, "Mul", [rois, ou.const("proposal_window", window)],
+                            [ou.variable("proposal_boxes", np.float32, list(rois.shape))])
+    anchors = ou.corners_to_center_size(graph, pixels, "proposal_anchors")
+    capped = config.max_detections_per_class < top_k
+    candidates = min(proposals * classes, ou.NMS_CANDIDATE_POOL) if capped else top_k
+    outputs = ou.add_efficient_nms(
+        graph, deltas, scores, anchors, batch, score_threshold=score, iou_threshold=iou,
+        max_detections=candidates, score_activation=False,
+    )
+    if score < ou.NMS_SAFE_SCORE_FLOOR:
+        outputs = ou.guard_low_threshold(graph, outputs, score)
+    if capped:
+        outputs = ou.cap_per_class(graph, outputs, classes, config.max_detections_per_class,
+                                   top_k)
+    boxes = outputs[1]
+    boxes.name = "pixel_" + boxes.name
+    (outputs[1],) = ou.add_node(graph, "Mul", [boxes, ou.const("detection_normalize",
+                                                                1 / window)],
+                                [ou.variable("detection_boxes", np.float32, boxes.shape)])
+    outputs[1] = ou.clip_boxes(graph, outputs[1])
+    return outputs
+
+
+def _drop_padded_proposals(graph, scores, num_rois):
+    """TFOD's second stage ignores proposals past the first stage's count: score them -1,
+    below any threshold."""
+    batch, proposals, _ = scores.shape
+    (valid,) = ou.add_node(graph, "Less", [ou.const(
+        "proposal_positions", np.arange(proposals)[None], np.int32), num_rois],
+        [ou.variable("proposal_valid", bool, [batch, proposals])])
+    (valid,) = ou.add_node(graph, "Unsqueeze", [valid, ou.const("proposal_axis", [2], np.int64)],
+                           [ou.variable("proposal_valid3", bool, [batch, proposals, 1])])
+    (masked,) = ou.add_node(graph, "Where", [valid, scores, ou.const("proposal_dropped", -1.0)],
+                            [ou.variable("class_scores", np.float32, list(scores.shape))])
+    return masked
+
+
+def tf_reference(saved_model: Path, height: int, width: int):
+    """TensorFlow's computation on preprocessed images, for parity checks: the SavedModel's
+    frozen serving graph with the exporter's resize loop bypassed, so that the whole network
+    input counts as the image (as in the ONNX graph, also for keep_aspect_ratio min < max).
+
+    Returns run(images): normalised images [B,H,W,3] (TFOD's preprocessed batch) -> dict of the
+    SavedModel's outputs plus 'proposals' [B,R,4] (pixels), 'rpn_logits', 'rpn_encodings'."""
+    import tensorflow as tf
+
+    graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
+    cut = find_two_stage_cut(graph_def, outputs, saved_model.name)
+    true_shapes = _true_image_shapes(GraphIndex(graph_def), cut.image)
+    fetches = {**outputs, "proposals": cut.proposals, "rpn_logits": cut.rpn_logits,
+               "rpn_encodings": cut.rpn_encodings}
+    function = tf_graph.prune_graph(
+        graph_def, {"image": (cut.image, [None, height, width, 3]),
+                    "true_shapes": (true_shapes, [None, 3], tf.int32)}, list(fetches.values()))
+
+    def run(images: np.ndarray) -> dict[str, np.ndarray]:
+        shapes = tf.constant([[height, width, 3]] * len(images), tf.int32)
+        values = function(tf.constant(images, tf.float32), shapes)
+        result = {name: value.numpy() for name, value in zip(fetches, values, strict=True)}
+        result["proposals"] = result["proposals"][:, :, 0]  # TF tiles them over box columns
+        return result
+
+    return run
+
+
+def _true_image_shapes(index: GraphIndex, image: str) -> str:
+    """The resize loop's other output: the true image shapes [B,3] (int32)."""
+    def loop(stack) -> str:
+        return index.node(index.walk_up(index.inputs(stack)[0], {"StopGradient"})).name
+
+    image_loop = loop(index.node(image))
+    for node in index.nodes.values():
+        if (node.op == "TensorListStack" and node.attr["element_dtype"].type == 3  # DT_INT32
+                and loop(node) == image_loop):
+            return node.name + ":0"
+    raise ConversionError(f"{image}: the resize loop's true image shapes were not found")

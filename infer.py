@@ -1,0 +1,350 @@
+"""Detects objects in images with a converted model: a TensorRT engine (``--engine``) or, with no
+TensorRT at all, the ONNX file on the CPU reference runtime (``--onnx``).
+
+    python infer.py -e model.engine -i images/ -o results/ [-l label_map.pbtxt] [-t 0.3]
+    python infer.py --onnx model.onnx -i photo.jpg -o results/ --no_pictures
+
+Writes, per image, ``<stem>.txt`` (one tab-separated line per detection, best score first:
+``xmin ymin xmax ymax score class``, original-image pixels, 0-based class, as NVIDIA's sample
+did) and ``<stem>.png`` (the picture); per run ``detections.json`` (COCO results style).
+
+:func:`make_batcher` and :func:`detect_folder` are the reusable part: feed a runner (anything with
+``infer(batch) -> dict``, ``metadata`` and ``input_shape``) and get detections in pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from cli import UsageError, run_main
+from image_batcher import (
+    FIXED_SHAPE,
+    ImageBatcher,
+    ImageError,
+    ImageScale,
+    Preprocessor,
+    find_images,
+    load_image,
+)
+from labels import label_for, load_labels
+from onnx_utils import atomic_write_bytes
+from parity import Detections, split_batch
+from visualize import draw_detections
+
+PROG = "infer.py"
+log = logging.getLogger("infer")
+
+
+class Runner(Protocol):
+    """ReferenceRunner, TrtRunner: one static-shape batch in, the graph's outputs out."""
+
+    metadata: dict
+
+    @property
+    def input_shape(self) -> list: ...
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class ImageResult:
+    """One image's detections in original-image pixels, best score first."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray  # float64 [N, 4]: xmin, ymin, xmax, ymax, clipped to the image
+    scores: np.ndarray  # float32 [N]
+    classes: np.ndarray  # int64 [N], 0-based
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def to_image_result(
+    path: Path, scale: ImageScale, detections: Detections, score_threshold: float
+) -> ImageResult:
+    """Maps normalised boxes to pixels and keeps scores >= threshold with a non-zero area."""
+    boxes = scale.to_pixels(detections.boxes).reshape(-1, 4)
+    keep = (
+        (detections.scores >= score_threshold)
+        & (boxes[:, 2] > boxes[:, 0])
+        & (boxes[:, 3] > boxes[:, 1])
+    )
+    order = np.argsort(-detections.scores[keep], kind="stable")
+    return ImageResult(
+        path, scale.orig_width, scale.orig_height, boxes[keep][order],
+        detections.scores[keep][order], detections.classes[keep][order],
+    )
+
+
+def detect_folder(
+    runner: Runner, batcher: ImageBatcher, score_threshold: float = 0.0,
+    class_offset: int | None = None,
+) -> Iterator[ImageResult]:
+    """Runs every batch through ``runner``; yields one result per readable image, in order.
+
+    Unreadable images are left out and listed in ``batcher.skipped``. ``class_offset`` is
+    subtracted from the runner's classes to make them 0-based (default: the model metadata's
+    ``class_offset``, else 0; TFOD SavedModels need 1).
+    """
+    if class_offset is None:
+        class_offset = int((getattr(runner, "metadata", None) or {}).get("class_offset", 0))
+    for batch in batcher:
+        per_image = split_batch(runner.infer(batch.data), class_offset)[: batch.count]
+        for path, scale, detections in zip(batch.paths, batch.scales, per_image, strict=True):
+            yield to_image_result(path, scale, detections, score_threshold)
+
+
+def _positive_int(value: object) -> int | None:
+    """A static dimension, or None for a dynamic one (-1, None, a symbolic name)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number > 0 else None
+
+
+def input_layout(input_shape: list, declared: str | None = None) -> tuple[str, int, int]:
+    """(layout, height, width) of an image input: the declared layout, else the 3-channel axis."""
+    shape = [_positive_int(v) for v in input_shape]
+    if len(shape) != 4:
+        raise ValueError(f"expected a 4-D image input, the model takes {list(input_shape)}")
+    layout = declared or ("NHWC" if shape[3] == 3 else "NCHW" if shape[1] == 3 else None)
+    if layout not in ("NHWC", "NCHW"):
+        raise ValueError(f"cannot tell the layout of the input {list(input_shape)}")
+    height, width = shape[2:] if layout == "NCHW" else shape[1:3]
+    if height is None or width is None:
+        raise ValueError(f"the input {list(input_shape)} has no fixed height and width")
+    return layout, height, width
+
+
+def resolve_preprocessor(
+    text: str | None, stored: dict | None, input_hw: tuple[int, int]
+) -> Preprocessor:
+    """``-p`` (``Preprocessor.from_string`` syntax, or a bare ``fixed_shape`` sized from the
+    input) or else the model's metadata; checked against the model's input size."""
+    if text is None:
+        if not stored:
+            raise ValueError(
+                "no preprocessor in the model's metadata (not written by create_onnx.py?); pass "
+                "-p/--preprocessor, e.g. fixed_shape:300x300 or keep_aspect_ratio:640:1024"
+            )
+        pre = Preprocessor.from_dict(stored)
+    else:
+        if text.strip().removesuffix("_resizer") == FIXED_SHAPE:  # NVIDIA's sample's spelling
+            text = f"{FIXED_SHAPE}:{input_hw[0]}x{input_hw[1]}"
+        pre = Preprocessor.from_string(text)
+        if stored:  # the padding value belongs to the model's normalisation
+            pre = pre.with_pad_value(Preprocessor.from_dict(stored).pad_value)
+    if (pre.height, pre.width) != tuple(input_hw):
+        raise ValueError(
+            f"the preprocessor {pre.to_string()} makes {pre.height}x{pre.width} inputs but the "
+            f"model takes {input_hw[0]}x{input_hw[1]}"
+        )
+    return pre
+
+
+def choose_batch_size(
+    requested: int | None, batch_dim: object, batch_range: tuple[int, int] | None = None
+) -> int:
+    """The batch size to run: a static model's own; for a dynamic one (batch dimension -1) the
+    request, checked against ``batch_range`` (the engine profile's min, max) when known."""
+    static = _positive_int(batch_dim)
+    if static is not None:
+        if requested not in (None, static):
+            raise ValueError(
+                f"--batch_size {requested}: the model's batch size is fixed at {static}; use "
+                f"--batch_size {static} or convert the model with --batch_size {requested}"
+            )
+        return static
+    low, high = batch_range or (1, None)
+    size = requested or high or 1
+    if size < low or (high is not None and size > high):
+        raise ValueError(
+            f"--batch_size {size}: the engine's optimisation profile takes {low} to {high}"
+        )
+    return size
+
+
+def make_batcher(
+    runner: Runner, images: str | Path, preprocessor: str | None = None,
+    batch_size: int | None = None, **batcher_options,
+) -> ImageBatcher:
+    """An :class:`ImageBatcher` that fits ``runner``'s input (layout, size, batch size).
+
+    A dynamic batch is checked against TrtRunner's ``profile_shapes`` (min, opt, max). Raises
+    ValueError (what does not fit, and how to fix it) when the model's input cannot be fed.
+    """
+    metadata = runner.metadata or {}
+    layout, height, width = input_layout(runner.input_shape, metadata.get("input_format"))
+    pre = resolve_preprocessor(preprocessor, metadata.get("preprocessor"), (height, width))
+    profile = getattr(runner, "profile_shapes", None)
+    batch_range = (profile[0][0], profile[2][0]) if profile else None
+    size = choose_batch_size(batch_size, runner.input_shape[0], batch_range)
+    return ImageBatcher(images, pre, batch_size=size, layout=layout, **batcher_options)
+
+
+def text_lines(result: ImageResult) -> str:
+    """The sample's .txt format: ``xmin ymin xmax ymax score class`` per line, tab-separated."""
+    return "".join(
+        f"{x0:.4f}\t{y0:.4f}\t{x1:.4f}\t{y1:.4f}\t{score:.6g}\t{cls}\n"
+        for (x0, y0, x1, y1), score, cls in zip(
+            result.boxes.tolist(), result.scores.tolist(), result.classes.tolist(), strict=True)
+    )
+
+
+def coco_records(result: ImageResult, labels: dict[int, str]) -> list[dict]:
+    """COCO results entries (bbox = x, y, width, height in pixels; category_id = class + 1)."""
+    return [
+        {
+            "file_name": result.path.name,
+            "bbox": [round(x0, 4), round(y0, 4), round(x1 - x0, 4), round(y1 - y0, 4)],
+            "score": float(f"{score:.6g}"),
+            "category_id": cls + 1,
+            "category_name": label_for(labels, cls),
+        }
+        for (x0, y0, x1, y1), score, cls in zip(
+            result.boxes.tolist(), result.scores.tolist(), result.classes.tolist(), strict=True)
+    ]
+
+
+def output_stems(images: list[Path]) -> dict[Path, str]:
+    """Output name per image: its stem, or its full name where stems clash (a.jpg, a.png)."""
+    counts = Counter(path.stem for path in images)
+    return {path: path.stem if counts[path.stem] == 1 else path.name for path in images}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Detect objects with a TensorRT engine or its ONNX model (CPU).",
+    )
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("-e", "--engine", type=Path, help="TensorRT engine (TensorRT and a GPU)")
+    model.add_argument("--onnx", type=Path,
+                       help="ONNX model from create_onnx.py, run on the CPU without TensorRT")
+    parser.add_argument("-i", "--input", required=True, type=Path,
+                        help="an image, or a folder of images (.jpg .jpeg .png .bmp)")
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="folder for the results (created)")
+    parser.add_argument("-p", "--preprocessor",
+                        help="fixed_shape:HxW or keep_aspect_ratio:MIN:MAX "
+                             "(default: from the model's metadata)")
+    parser.add_argument("-l", "--labels", type=Path,
+                        help="class names: a TFOD label map .pbtxt, or a text file with one "
+                             "name per line (line 1 = class 0)")
+    parser.add_argument("-t", "--score_threshold", "--nms_threshold", type=float,
+                        help="keep detections scoring at least this (default: all that the "
+                             "model's NMS keeps, as NVIDIA's sample did; zoo configs keep "
+                             "scores down to 1e-8, so pass e.g. 0.3 for readable pictures)")
+    parser.add_argument("-b", "--batch_size", type=int,
+                        help="images per batch (default: the model's; a static model takes "
+                             "only its own)")
+    parser.add_argument("--no_pictures", action="store_true",
+                        help="write no .png pictures, only .txt and detections.json")
+    args = parser.parse_args(argv)
+    if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
+        parser.error(f"--score_threshold {args.score_threshold} must lie in [0, 1]")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch_size {args.batch_size} must be at least 1")
+    return args
+
+
+def open_runner(args: argparse.Namespace) -> Runner:
+    """TrtRunner for --engine (imported only then), ReferenceRunner for --onnx."""
+    path, kind = (args.engine, "engine") if args.engine else (args.onnx, "ONNX model")
+    if not path.is_file():
+        raise UsageError(f"{path}: {kind} file not found")
+    if args.engine:
+        try:
+            from trt_runner import TrtRunner
+        except ImportError as err:
+            raise UsageError(f"--engine needs TensorRT ({err}); --onnx runs on the CPU") from err
+        loader = TrtRunner
+    else:
+        from reference_runner import ReferenceRunner
+
+        loader = ReferenceRunner
+    try:
+        return loader(path)
+    except Exception as err:  # whatever the runtime raises for a file it cannot load
+        raise UsageError(f"{path}: cannot load the {kind}: {type(err).__name__}: {err}") from err
+
+
+def save_image_outputs(
+    result: ImageResult, output: Path, stem: str, labels: dict[int, str], picture: bool
+) -> None:
+    """``<stem>.txt`` and (with ``picture``) ``<stem>.png`` in ``output``, written atomically."""
+    atomic_write_bytes(output / f"{stem}.txt", text_lines(result).encode())
+    if not picture:
+        return
+    try:
+        image = load_image(result.path)
+    except ImageError as err:  # changed since the batcher read it
+        log.warning("no picture for %s: %s", result.path, err.reason)
+        return
+    draw_detections(image, result.boxes, result.scores, result.classes, labels,
+                    output / f"{stem}.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
+    images = find_images(args.input)
+    labels = load_labels(args.labels) if args.labels else {}
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"{args.output}: exists and is not a folder")
+    stems = output_stems(images)
+    if not args.no_pictures:
+        inputs = {path.resolve() for path in images}
+        for path in images:
+            if (args.output / f"{stems[path]}.png").resolve() in inputs:
+                raise UsageError(f"{path}: its picture would overwrite it; choose another "
+                                 "--output or pass --no_pictures")
+    runner = open_runner(args)
+    try:
+        batcher = make_batcher(runner, args.input, args.preprocessor, args.batch_size)
+    except ValueError as err:
+        raise UsageError(f"{args.engine or args.onnx}: {err}") from err
+    args.output.mkdir(parents=True, exist_ok=True)
+
+    records: list[dict] = []
+    done = found = 0
+    start = time.perf_counter()
+    with logging_redirect_tqdm(), tqdm(total=len(batcher), unit="image", desc=PROG) as bar:
+        for result in detect_folder(runner, batcher, args.score_threshold or 0.0):
+            save_image_outputs(result, args.output, stems[result.path], labels,
+                               picture=not args.no_pictures)
+            records += coco_records(result, labels)
+            done, found = done + 1, found + len(result)
+            bar.update(done + len(batcher.skipped) - bar.n)
+        bar.update(len(batcher) - bar.n)
+    elapsed = time.perf_counter() - start
+    body = ",\n".join(json.dumps(record) for record in records)
+    atomic_write_bytes(args.output / "detections.json", f"[\n{body}\n]\n".encode())
+    for path, reason in batcher.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{done} images, {found} detections, {len(batcher.skipped)} skipped, "
+          f"{done / elapsed if elapsed > 0 else 0.0:.1f} images/s")
+    return 0 if done else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit code: 0 done, 1 no image could be read, 2 bad command line or input files."""
+    return run_main(PROG, parse_args, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""create_onnx.py on real TFOD fixture models: graph contract, parity with the SavedModel on
+real photos, option handling and bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from fixtures import (
+    FIXTURE_MODELS,
+    MODELS,
+    SHARED,
+    SLOW_SSD_CONFIGS,
+    build_model,
+    converted_onnx,
+    exported_model,
+)
+
+import create_onnx
+import parity
+from onnx_utils import read_metadata
+from pipeline_config import load_pipeline_config
+from reference_runner import ReferenceRunner
+
+pytestmark = pytest.mark.usefixtures("tfod_configs")
+
+CASES = [
+    ("ssd_mobilenet_v2", 1, "NHWC"),
+    ("ssd_mobilenet_v2", 4, "NCHW"),
+    ("ssd_mobilenet_v2_keep_aspect", 1, "NCHW"),
+    ("ssd_fpnlite_320", 1, "NHWC"),
+    ("ssd_resnet50_fpn_640", 1, "NHWC"),
+]
+
+
+def nms_node(model: onnx.ModelProto) -> onnx.NodeProto:
+    (node,) = [n for n in model.graph.node if n.op_type == "EfficientNMS_TRT"]
+    return node
+
+
+def attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+@pytest.mark.parametrize("name,batch,layout", CASES)
+def test_graph_contract(name: str, batch: int, layout: str) -> None:
+    path = converted_onnx(name, batch, layout)
+    model = onnx.load(str(path))
+    config = load_pipeline_config(exported_model(name) / "pipeline.config")
+    size = config.preprocessor.height, config.preprocessor.width
+    (image,) = model.graph.input
+    dims = [d.dim_value for d in image.type.tensor_type.shape.dim]
+    assert dims == ([batch, *size, 3] if layout == "NHWC" else [batch, 3, *size])
+    outputs = {o.name: o.type.tensor_type for o in model.graph.output}
+    k = config.max_total_detections
+    expected = {
+        "num_detections": ([batch, 1], onnx.TensorProto.INT32),
+        "detection_boxes": ([batch, k, 4], onnx.TensorProto.FLOAT),
+        "detection_scores": ([batch, k], onnx.TensorProto.FLOAT),
+        "detection_classes": ([batch, k], onnx.TensorProto.INT32),
+    }
+    assert list(outputs) == list(expected)
+    for out, (shape, dtype) in expected.items():
+        assert [d.dim_value for d in outputs[out].shape.dim] == shape
+        assert outputs[out].elem_type == dtype
+    nms = attrs(nms_node(model))
+    assert nms["max_output_boxes"] == k == 100
+    assert nms["score_activation"] == 1 and nms["box_coding"] == 1
+    assert nms["background_class"] == -1
+    assert nms["score_threshold"] == pytest.approx(1e-8)  # the config's, honoured
+    assert nms["iou_threshold"] == pytest.approx(0.6)
+    scores_input = nms_node(model).input[1]
+    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    num_classes = int(FIXTURE_MODELS[name][1][1])
+    assert shapes[scores_input].type.tensor_type.shape.dim[2].dim_value == num_classes
+    meta = read_metadata(model)
+    assert meta["num_classes"] == num_classes
+    assert meta["preprocessor"]["kind"] == config.preprocessor.kind
+    assert meta["input_format"] == layout and meta["batch_size"] == batch
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
+
+
+@pytest.mark.parametrize("name,batch,layout", CASES)
+def test_parity_with_saved_model(name: str, batch: int, layout: str, coco_dir: Path) -> None:
+    report = parity.validate(
+        exported_model(name) / "saved_model", converted_onnx(name, batch, layout),
+        coco_dir / "images", max_images=16,
+    )
+    print(report.summary())
+    assert report.images == 16
+    assert report.detections.reference >= 16 * 50  # a meaningful number of detections
+    assert report.detections.rate >= 0.99
+    assert report.detections.max_score_diff <= 1e-3 and report.detections.min_iou >= 0.99
+    assert report.max_box_diff <= 1e-3 and report.max_raw_score_diff <= 1e-3
+
+
+def test_overrides_and_debug_outputs(tmp_path: Path, coco_dir: Path) -> None:
+    model_dir = exported_model("ssd_mobilenet_v2")
+    out, raw = tmp_path / "custom.onnx", tmp_path / "raw.onnx"
+    code = create_onnx.main([
+        "-p", str(model_dir / "pipeline.config"), "-m", str(model_dir / "saved_model"),
+        "-o", str(out), "--score_threshold", "0.1", "--iou_threshold", "0.4",
+        "--max_detections", "20", "--tf2onnx", str(raw), "--debug", "box_deltas",
+    ])
+    assert code == 0
+    model = onnx.load(str(out))
+    nms = attrs(nms_node(model))
+    assert (nms["score_threshold"], nms["max_output_boxes"]) == (pytest.approx(0.1), 20)
+    assert nms["iou_threshold"] == pytest.approx(0.4)
+    assert not any(n.op_type == "Where" for n in model.graph.node)  # no low-threshold guard
+    assert [o.name for o in model.graph.output][-1] == "box_deltas"
+    assert raw.is_file() and not any(
+        n.op_type == "EfficientNMS_TRT" for n in onnx.load(str(raw)).graph.node)
+    runner = ReferenceRunner(out)
+    from image_batcher import ImageBatcher, Preprocessor
+
+    batch = next(iter(ImageBatcher(coco_dir / "images", Preprocessor.fixed_shape(300, 300))))
+    result = runner.infer(batch.data)
+    count = int(result["num_detections"][0, 0])
+    assert 0 < count <= 20
+    assert (result["detection_scores"][0, :count] >= 0.1).all()
+    assert (result["detection_boxes"] >= 0).all() and (result["detection_boxes"] <= 1).all()
+    assert result["box_deltas"].shape == (1, 1917, 4)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    code = create_onnx.main(args)
+    return code, capsys.readouterr().err
+
+
+def test_missing_paths(tmp_path: Path, capsys) -> None:
+    model_dir = exported_model("ssd_mobilenet_v2")
+    code, err = run_cli(["-p", str(tmp_path / "nope.config"), "-m", str(model_dir / "saved_model"),
+                         "-o", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and "nope.config" in err and "not found" in err
+    code, err = run_cli(["-p", str(model_dir / "pipeline.config"), "-m", str(tmp_path),
+                         "-o", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and "no saved_model.pb" in err and str(tmp_path) in err
+
+
+def test_unwritable_output(tmp_path: Path, capsys) -> None:
+    model_dir = exported_model("ssd_mobilenet_v2")
+    base = ["-p", str(model_dir / "pipeline.config"), "-m", str(model_dir / "saved_model")]
+    code, err = run_cli([*base, "-o", str(tmp_path / "missing_dir" / "x.onnx")], capsys)
+    assert code == 2 and "does not exist" in err and "missing_dir" in err
+    code, err = run_cli([*base, "-o", str(tmp_path)], capsys)
+    assert code == 2 and "is a folder" in err
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_bad_thresholds(tmp_path: Path, capsys) -> None:
+    model_dir = exported_model("ssd_mobilenet_v2")
+    base = ["-p", str(model_dir / "pipeline.config"), "-m", str(model_dir / "saved_model"),
+            "-o", str(tmp_path / "x.onnx")]
+    code, err = run_cli([*base, "--score_threshold", "1.5"], capsys)
+    assert code == 2 and "score threshold 1.5" in err
+    code, err = run_cli([*base, "--iou_threshold", "0"], capsys)
+    assert code == 2 and "IoU threshold 0" in err
+
+
+def test_unsupported_meta_architecture(tmp_path: Path, capsys, tfod_configs: Path) -> None:
+    model_dir = exported_model("ssd_mobilenet_v2")
+    center_net = tmp_path / "center_net.config"
+    center_net.write_text("model { center_net { num_classes: 3 } }\n")
+    for config, words in [
+        (center_net, "meta-architecture 'center_net' is not supported"),
+        (tfod_configs / "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config",
+         "Mask R-CNN models are not supported yet"),
+    ]:
+        code, err = run_cli(["-p", str(config), "-m", str(model_dir / "saved_model"),
+                             "-o", str(tmp_path / "x.onnx")], capsys)
+        assert code == 2 and words in err and str(config) in err
+
+
+def test_uint8_image_tensor_export_is_refused(tmp_path: Path, capsys) -> None:
+    model_dir = exported_model("ssd_mobilenet_v2", input_type="image_tensor")
+    code, err = run_cli(["-p", str(model_dir / "pipeline.config"),
+                         "-m", str(model_dir / "saved_model"), "-o", str(tmp_path / "x.onnx")],
+                        capsys)
+    assert code == 2
+    assert "uint8" in err and "float_image_tensor" in err and "exporter_main_v2.py" in err
+
+
+@pytest.mark.parametrize("edit,words", [
+    (("num_classes: 6", "num_classes: 90"), "num_classes is 90"),
+    (("height: 300\n        width: 300", "height: 320\n        width: 320"), "input size"),
+])
+def test_config_not_matching_saved_model(tmp_path: Path, capsys, edit, words) -> None:
+    model_dir = exported_model("ssd_mobilenet_v2")
+    text = (model_dir / "pipeline.config").read_text()
+    assert edit[0] in text
+    config = tmp_path / "pipeline.config"
+    config.write_text(text.replace(edit[0], edit[1]))
+    code, err = run_cli(["-p", str(config), "-m", str(model_dir / "saved_model"),
+                         "-o", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and words in err and str(config) in err
+
+
+def test_validate_cli_reports_and_passes(tmp_path: Path, coco_dir: Path, capsys) -> None:
+    model_dir = exported_model("ssd_fpnlite_320")
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in sorted((coco_dir / "images").glob("*.jpg"))[:3]:
+        shutil.copy(photo, images)
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    code = create_onnx.main(["-p", str(model_dir / "pipeline.config"),
+                             "-m", str(model_dir / "saved_model"), "-o", str(tmp_path / "m.onnx"),
+                             "--validate", str(images)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "PASS" in out and "on 3 images" in out and "broken.jpg" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config_name", SLOW_SSD_CONFIGS)
+def test_every_ssd_zoo_config(config_name: str, tmp_path: Path, coco_dir: Path) -> None:
+    model_dir = build_model(SHARED / "tfod_configs" / config_name,
+                            MODELS / ("zoo_" + config_name.split(".")[0]),
+                            ["--num_classes", "4"])
+    out = tmp_path / "m.onnx"
+    assert create_onnx.main(["-p", str(model_dir / "pipeline.config"),
+                             "-m", str(model_dir / "saved_model"), "-o", str(out)]) == 0
+    report = parity.validate(model_dir / "saved_model", out, coco_dir / "images", max_images=16)
+    print(config_name, report.summary())
+    assert report.detections.rate >= 0.99 and report.detections.reference >= 16 * 50
+
+
+def test_numpy_is_deterministic_reference() -> None:
+    # the NMS input decoding used by the parity report, checked against a hand-made case
+    deltas = np.array([[[0.5, -0.5, np.log(2.0), 0.0]]], np.float32)
+    anchors = np.array([[[0.5, 0.5, 0.2, 0.4]]], np.float32)
+    np.testing.assert_allclose(parity.decode_like_plugin(deltas, anchors),
+                               [[[0.4, 0.1, 0.8, 0.5]]], atol=1e-6)

@@ -1,0 +1,224 @@
+"""Faster R-CNN through create_onnx.py: graph contract, parity with the SavedModel on real
+photos (detections and first-stage proposals), refused variants, and the NumPy CropAndResize
+path of the reference runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import pytest
+from fixtures import FIXTURE_MODELS, converted_onnx, exported_model, have_tensorflow
+
+import create_onnx
+import parity
+import reference_plugins
+from image_batcher import ImageBatcher, Preprocessor, find_images, load_image, preprocess
+from onnx_utils import read_metadata
+from pipeline_config import load_pipeline_config
+from reference_runner import ReferenceRunner
+
+pytestmark = pytest.mark.usefixtures("tfod_configs")
+
+CI_MODEL = "faster_rcnn_r50_640"
+SLOW_MODELS = ["faster_rcnn_r50_1024", "faster_rcnn_r50_800x1333", "faster_rcnn_irv2_640"]
+
+
+def attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def nodes(model: onnx.ModelProto, op: str) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == op]
+
+
+def dims(value: onnx.ValueInfoProto) -> list[int]:
+    return [d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def test_graph_contract() -> None:
+    model = onnx.load(str(converted_onnx(CI_MODEL)))
+    config = load_pipeline_config(exported_model(CI_MODEL) / "pipeline.config")
+    proposals, k = config.two_stage.max_proposals, config.max_total_detections
+    assert (proposals, k, config.max_detections_per_class) == (300, 300, 100)
+    assert [dims(i) for i in model.graph.input] == [[1, 640, 640, 3]]
+    assert [(o.name, dims(o)) for o in model.graph.output] == [
+        ("num_detections", [1, 1]), ("detection_boxes", [1, k, 4]),
+        ("detection_scores", [1, k]), ("detection_classes", [1, k])]
+
+    rpn, second = (attrs(n) for n in nodes(model, "EfficientNMS_TRT"))
+    assert rpn["max_output_boxes"] == proposals and rpn["iou_threshold"] == pytest.approx(0.7)
+    assert rpn["score_threshold"] == 0.0 and rpn["background_class"] == -1
+    assert second["iou_threshold"] == pytest.approx(0.6) and second["score_threshold"] == 0.0
+    # the per-class cap of 100 binds (4 classes, 300 in total): the plugin keeps all candidates
+    assert second["max_output_boxes"] == proposals * 4
+    for nms in (rpn, second):
+        assert (nms["score_activation"], nms["box_coding"], nms["plugin_version"]) == (
+            0, 1, b"1")
+
+    (crop,) = nodes(model, "CropAndResize")
+    assert attrs(crop) == {"plugin_version": b"1", "crop_width": 14, "crop_height": 14}
+    shapes = {v.name: dims(v) for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    assert shapes[crop.input[0]] == [1, 1024, 40, 40]  # conv4 of ResNet-50, NCHW
+    assert shapes[crop.input[1]] == [1, proposals, 4]
+    scores_input = nodes(model, "EfficientNMS_TRT")[1].input[1]
+    assert shapes[scores_input] == [1, proposals, 4]  # background column sliced off
+
+    meta = read_metadata(model)
+    assert (meta["meta_arch"], meta["num_classes"], meta["max_detections"]) == (
+        "faster_rcnn", 4, k)
+    assert meta["first_stage"] == {"score_threshold": 0.0, "iou_threshold": pytest.approx(0.7),
+                                   "max_proposals": 300, "initial_crop_size": 14}
+    assert meta["normalization"]["offset"] == [-123.68, -116.779, -103.939]
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
+
+
+def check_parity(name: str, coco_dir: Path, batch: int = 1, layout: str = "NHWC") -> None:
+    report = parity.validate(exported_model(name) / "saved_model",
+                             converted_onnx(name, batch, layout), coco_dir / "images",
+                             max_images=8)
+    print(name, report.summary())
+    assert report.passed and report.images == 8
+    assert report.detections.reference >= 8 * 50  # a meaningful number of detections
+    assert report.detections.rate >= 0.98
+    assert report.detections.min_iou >= 0.98 and report.detections.max_score_diff <= 2e-3
+    assert report.proposals.rate >= 0.99
+    assert report.max_second_stage_score_diff <= 2e-3
+
+
+def test_parity_with_saved_model(coco_dir: Path) -> None:
+    check_parity(CI_MODEL, coco_dir)
+
+
+@pytest.mark.slow
+def test_parity_batch2_nchw(coco_dir: Path) -> None:
+    check_parity(CI_MODEL, coco_dir, batch=2, layout="NCHW")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_MODELS)
+def test_parity_large_models(name: str, coco_dir: Path) -> None:
+    check_parity(name, coco_dir)
+
+
+def test_reference_is_the_saved_model_signature(coco_dir: Path) -> None:
+    """For a resizer that leaves a network-size image unchanged, parity's TF reference (resize
+    loop bypassed) gives what the SavedModel's own signature gives; and the fixture's scores are
+    not degenerate (several classes win proposals, scores spread)."""
+    model_dir = exported_model(CI_MODEL)
+    meta = read_metadata(converted_onnx(CI_MODEL))
+    pre = Preprocessor.from_dict(meta["preprocessor"])
+    batch = next(iter(ImageBatcher(coco_dir / "images", pre, batch_size=1, max_images=1)))
+    signature = parity.SavedModelRunner(model_dir / "saved_model").infer(batch.data)
+    bypassed = parity._two_stage_reference(model_dir / "saved_model", meta)(batch.data)
+    for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
+        np.testing.assert_array_equal(bypassed[key], signature[key], err_msg=key)
+
+    scores = signature["raw_detection_scores"][0, :, 1:]  # [proposals, classes]
+    assert len(np.unique(scores.argmax(1))) >= 2 and scores.max() > 0.5
+    assert np.log(scores).std(axis=0).min() > 0.3  # each class's logit spreads over proposals
+    assert (signature["detection_scores"][0] >= parity.SCORE_FLOOR).sum() >= 100
+
+
+@pytest.mark.slow
+def test_keep_aspect_min_below_max_against_original_photos(coco_dir: Path) -> None:
+    """800x1333: TF on the original photo (its own resize, clip windows = the true image) vs
+    the ONNX graph on the padded input (clip window = the whole input). Informational: only
+    detections at the image's right/bottom edge may differ."""
+    name = "faster_rcnn_r50_800x1333"
+    path = converted_onnx(name)
+    runner, tf_model = ReferenceRunner(path), parity.SavedModelRunner(
+        exported_model(name) / "saved_model")
+    pre = Preprocessor.from_dict(runner.metadata["preprocessor"])
+    result = parity.MatchResult()
+    for photo in find_images(coco_dir / "images")[:4]:
+        image = load_image(photo)
+        padded, scale = preprocess(image, pre)
+        ours = parity.split_batch(runner.infer(padded[None]))[0]
+        theirs = tf_model.infer(image[None].astype(np.float32))
+        theirs["detection_classes"] = theirs["detection_classes"] - 1
+        ref = parity.split_batch(theirs)[0]
+        ref.boxes = ref.boxes * np.float32([scale.resized_height / pre.height,
+                                            scale.resized_width / pre.width] * 2)
+        result.add(parity.match_detections(ref.above(parity.SCORE_FLOOR),
+                                           ours.above(parity.SCORE_FLOOR), 0.98, 2e-3))
+    print(f"{name} on original photos: {result.matched}/{result.reference} TF detections "
+          f"matched ({100 * result.rate:.1f}%)")
+    assert result.reference > 0 and result.rate >= 0.5
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    code = create_onnx.main(args)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit,words", [
+    (("number_of_stages: 2", "number_of_stages: 3"), "Mask R-CNN models are not supported yet"),
+    (("initial_crop_size: 14", "initial_crop_size: 14\n    context_config { max_num_context_"
+      "features: 2000 }"), "Context R-CNN models are not supported yet"),
+    (("number_of_stages: 2", "number_of_stages: 1"), "RPN only) models are not supported yet"),
+    (("score_converter: SOFTMAX", "score_converter: SIGMOID"), "only SOFTMAX is supported"),
+    (("faster_rcnn_resnet50_keras", "faster_rcnn_resnet50_fpn_keras"),
+     "feature extractor 'faster_rcnn_resnet50_fpn_keras' is not supported for faster_rcnn"),
+])
+def test_unsupported_variants(tmp_path: Path, capsys, tfod_configs: Path, edit, words) -> None:
+    text = (tfod_configs / FIXTURE_MODELS[CI_MODEL][0]).read_text().replace(
+        "first_stage_nms_score_threshold", "number_of_stages: 2\n    "
+        "first_stage_nms_score_threshold")
+    assert edit[0] in text
+    config = tmp_path / "pipeline.config"
+    config.write_text(text.replace(edit[0], edit[1]))
+    (tmp_path / "saved_model").mkdir()
+    (tmp_path / "saved_model" / "saved_model.pb").write_bytes(b"")
+    code, err = run_cli(["-p", str(config), "-m", str(tmp_path / "saved_model"),
+                         "-o", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and words in err and str(config) in err
+
+
+def test_zoo_faster_rcnn_configs(tfod_configs: Path) -> None:
+    for path in sorted(tfod_configs.glob("faster_rcnn_*.config")):
+        if "fpn" in path.name:
+            continue
+        config = load_pipeline_config(path)
+        size = path.name.split("_")[4]
+        assert config.meta_arch == "faster_rcnn" and config.num_classes == 90, path.name
+        assert config.score_converter == "SOFTMAX" and config.box_scales == (10, 10, 5, 5)
+        assert config.two_stage.max_proposals == 300 and config.two_stage.initial_crop_size == 14
+        assert config.max_total_detections == (100 if size == "800x1333" else 300)
+        assert config.two_stage.matmul_crop == (size != "800x1333")
+        assert config.normalization[1] == (-123.68, -116.779, -103.939)
+        kind = "keep_aspect_ratio" if size in ("640x640", "800x1333") else "fixed_shape"
+        assert config.preprocessor.kind == kind
+
+
+def crop_graph(path: Path, rois: np.ndarray, crop: int) -> None:
+    """NHWC features -> Transpose (ONNX Runtime) -> CropAndResize (NumPy) -> Mul (ONNX Runtime)."""
+    import onnx_utils as ou
+
+    features = ou.variable("features", np.float32, [1, 9, 7, 3])
+    graph = gs.Graph(inputs=[features], opset=17)
+    (nchw,) = ou.add_node(graph, "Transpose", [features],
+                          [ou.variable("nchw", np.float32, [1, 3, 9, 7])], perm=[0, 3, 1, 2])
+    crops = ou.add_crop_and_resize(graph, nchw, ou.const("rois", rois), crop, crop, "crops")
+    (doubled,) = ou.add_node(graph, "Mul", [crops, ou.const("two", 2.0)],
+                             [ou.variable("doubled", np.float32, list(crops.shape))])
+    graph.outputs = [doubled]
+    onnx.save(gs.export_onnx(graph), str(path))
+
+
+def test_crop_and_resize_through_reference_runner(tmp_path: Path) -> None:
+    rois = np.array([[[0.1, 0.2, 0.9, 0.7], [0.0, 0.0, 1.0, 1.0], [0.5, -0.2, 1.3, 0.4],
+                      [0.6, 0.6, 0.2, 0.3]]], np.float32)  # inside, whole, outside, flipped
+    crop_graph(tmp_path / "crop.onnx", rois, 5)
+    features = np.random.default_rng(0).normal(size=(1, 9, 7, 3)).astype(np.float32)
+    (doubled,) = ReferenceRunner(tmp_path / "crop.onnx").infer(features).values()
+    assert doubled.shape == (1, 4, 3, 5, 5)
+    expected = reference_plugins.crop_and_resize(features.transpose(0, 3, 1, 2), rois, 5, 5)
+    np.testing.assert_array_equal(doubled, 2 * expected)
+    if have_tensorflow():
+        import tensorflow as tf
+
+        tf_crops = tf.image.crop_and_resize(features, rois[0], [0] * 4, [5, 5]).numpy()
+        np.testing.assert_allclose(doubled[0] / 2, tf_crops.transpose(0, 3, 1, 2), atol=1e-6)

@@ -1,0 +1,418 @@
+"""The TensorRT API that trt_compat.py, trt_runner.py and build_engine.py touch exists in
+TensorRT 10 and 11 (and the legacy part of it does not exist in 11), checked on the CPU against
+the real Python bindings (../shared/trt-api/make-surface.sh: no library behind them), plus the
+version logic of trt_compat against fake modules of 8.6, 10.x and 11.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import build_engine
+import trt_compat
+import trt_runner
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("trt_compat.py", "trt_runner.py", "build_engine.py")
+SURFACE_VERSIONS = ("10.13.3.9", "11.4.0.106")
+
+
+# ---------------------------------------------------------------------------------------------
+# Which TensorRT attributes the code touches (from its AST).
+
+
+def dotted(node: ast.AST) -> list[str] | None:
+    """``a.b.c`` -> ["a", "b", "c"]; None when the chain does not start at a plain name."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return [node.id, *reversed(parts)] if isinstance(node, ast.Name) else None
+
+
+def trt_class(annotation: ast.AST | None) -> str | None:
+    """``trt.X`` or ``trt.X | None`` -> "X"."""
+    if isinstance(annotation, ast.BinOp):
+        return trt_class(annotation.left) or trt_class(annotation.right)
+    chain = dotted(annotation) if annotation is not None else None
+    return chain[1] if chain and len(chain) == 2 and chain[0] == "trt" else None
+
+
+def annotated_objects(tree: ast.AST) -> dict[str, str]:
+    """Names and ``self.x`` attributes annotated with a TensorRT class -> that class."""
+    found: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign):
+            target, cls = ".".join(dotted(node.target) or []), trt_class(node.annotation)
+        elif isinstance(node, ast.arg):
+            target, cls = node.arg, trt_class(node.annotation)
+        else:
+            continue
+        if cls:
+            assert found.setdefault(target, cls) == cls, f"{target} annotated as two classes"
+    return found
+
+
+def touched_api(path: Path) -> set[str]:
+    """"X.Y" for every ``trt.X.Y`` chain, and "Class.attr" for ``obj.attr`` where ``obj`` is
+    annotated ``trt.Class``."""
+    tree = ast.parse(path.read_text())
+    objects = annotated_objects(tree)
+    chains = set()
+    for node in ast.walk(tree):
+        chain = dotted(node) if isinstance(node, ast.Attribute) else None
+        if not chain:
+            continue
+        if chain[0] == "trt":
+            chains.add(".".join(chain[1:]))
+        owner = ".".join(chain[:-1])
+        if owner in objects:
+            chains.add(f"{objects[owner]}.{chain[-1]}")
+    return chains
+
+
+def is_legacy(chain: str) -> bool:
+    parts = chain.split(".")
+    return any(".".join(parts[:i]) in trt_compat.LEGACY_API for i in range(1, len(parts) + 1))
+
+
+@pytest.fixture(scope="session")
+def api() -> set[str]:
+    return set().union(*(touched_api(ROOT / name) for name in SOURCES))
+
+
+def test_the_ast_walk_finds_the_api(api: set[str]) -> None:
+    expected = {"init_libnvinfer_plugins", "Runtime", "ICudaEngine.get_tensor_name",
+                "IExecutionContext.execute_async_v3", "IExecutionContext.set_input_shape",
+                "IBuilderConfig.set_flag", "OnnxParser", "ParserError.desc",
+                "BuilderFlag.FP16", "IInt8EntropyCalibrator2", "ILayer.precision",
+                "IPluginRegistry.get_creator", "MemoryPoolType.WORKSPACE"}
+    assert expected <= api
+    assert {c for c in api if is_legacy(c)} >= {"BuilderFlag.FP16", "ILayer.set_output_type"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The real bindings of TensorRT 10 and 11.
+
+
+@dataclass
+class Surface:
+    version: str
+    folder: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": f"{self.folder}{os.pathsep}{ROOT}",
+                "LD_LIBRARY_PATH": str(self.folder / "tensorrt")}
+
+
+@pytest.fixture(scope="session", params=SURFACE_VERSIONS)
+def surface(request: pytest.FixtureRequest, shared_dir: Path) -> Surface:
+    script = shared_dir / "trt-api" / "make-surface.sh"
+    if not script.is_file():
+        pytest.skip(f"{script} is absent")
+    # The script installs for the `python3` it finds: make that this interpreter.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    try:
+        result = subprocess.run(["bash", str(script), request.param], capture_output=True,
+                                text=True, timeout=600, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"make-surface.sh {request.param} timed out (network?)")
+    if result.returncode != 0:
+        pytest.skip(f"make-surface.sh {request.param} failed (network?): {result.stderr[-500:]}")
+    return Surface(request.param, Path(result.stdout.strip().splitlines()[-1]))
+
+
+PROBE = r"""
+import contextlib, io, json, sys, tempfile
+from pathlib import Path
+import tensorrt as trt
+import build_engine, trt_compat, trt_runner
+
+def exists(chain):
+    obj = trt
+    for part in chain.split("."):
+        if not hasattr(obj, part):
+            return False
+        obj = getattr(obj, part)
+    return True
+
+def cli(precision):
+    err = io.StringIO()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(err):
+        onnx = Path(tmp, "model.onnx")
+        onnx.write_bytes(b"")
+        code = build_engine.main(["-o", str(onnx), "-e", str(Path(tmp, "e.engine")),
+                                  "-p", precision])
+    return code, err.getvalue().strip().splitlines()[-1]
+
+report = {
+    "version": trt.__version__,
+    "exists": {chain: exists(chain) for chain in json.loads(sys.argv[1])},
+    "trt_version": trt_compat.trt_version(trt),
+    "network_flags": trt_compat.network_flags(trt),
+    "precision_flags": trt_compat.supports_builder_precision_flags(trt),
+    "layer_precision": trt_compat.supports_layer_precision(trt),
+    "calibrator": trt_compat.supports_implicit_int8_calibrator(trt),
+    "renames": sorted([list(k), list(v)] for k, v in trt_compat.plugin_renames(trt).items()),
+    "cli_fp32": cli("fp32"),
+    "cli_fp16": cli("fp16"),
+}
+if report["calibrator"]:
+    calibrator = build_engine.calibrator_class(trt)(iter(()), 2, None)
+    report["calibrator_batch_size"] = calibrator.get_batch_size()
+    report["calibrator_is_trt"] = isinstance(calibrator, trt.IInt8Calibrator)
+    report["calibrator_end"] = calibrator.get_batch(["input_tensor"])
+print(json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="session")
+def probe(surface: Surface, api: set[str]) -> dict:
+    chains = sorted(api | trt_compat.LEGACY_API)
+    result = subprocess.run([sys.executable, "-c", PROBE, json.dumps(chains)], cwd=ROOT,
+                            env=surface.env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["version"] == surface.version
+    return report
+
+
+def test_every_touched_attribute_exists(probe: dict, api: set[str]) -> None:
+    missing = sorted(c for c in api if not is_legacy(c) and not probe["exists"][c])
+    assert not missing, f"TensorRT {probe['version']} lacks {missing}"
+
+
+def test_legacy_api_exists_only_before_11(probe: dict, api: set[str]) -> None:
+    legacy = sorted(c for c in api | trt_compat.LEGACY_API if is_legacy(c))
+    present = {c for c in legacy if probe["exists"][c]}
+    if probe["trt_version"][0] < 11:
+        assert present == set(legacy), f"missing in {probe['version']}: {set(legacy) - present}"
+    else:
+        marked = {c for c in present if c in trt_compat.LEGACY_API}
+        assert not marked, f"TensorRT {probe['version']} still has {sorted(marked)}"
+
+
+def test_version_logic_matches_the_real_module(probe: dict) -> None:
+    exists = probe["exists"]
+    assert probe["trt_version"] == [int(p) for p in probe["version"].split(".")[:3]]
+    assert probe["network_flags"] == 0
+    assert probe["precision_flags"] == exists["BuilderFlag.FP16"] == exists["BuilderFlag.INT8"]
+    assert probe["layer_precision"] == exists["ILayer.precision"]
+    assert probe["calibrator"] == exists["IInt8EntropyCalibrator2"]
+    assert probe["renames"] == [[["CropAndResize", "1"], ["CropAndResizeDynamic", "2"]],
+                                [["CropAndResizeDynamic", "1"], ["CropAndResizeDynamic", "2"]]]
+
+
+def test_calibrator_subclasses_the_real_base(probe: dict) -> None:
+    if not probe["calibrator"]:
+        pytest.skip(f"TensorRT {probe['version']} has no implicit INT8 calibrator")
+    assert probe["calibrator_is_trt"] and probe["calibrator_batch_size"] == 2
+    assert probe["calibrator_end"] is None
+
+
+def test_build_engine_fails_cleanly_without_gpu(probe: dict) -> None:
+    code, line = probe["cli_fp32"]
+    assert code == 2 and line.startswith("build_engine.py: error: ")
+    assert "no usable NVIDIA GPU" in line
+
+
+def test_reduced_precision_on_11_explains_what_is_needed(probe: dict) -> None:
+    code, line = probe["cli_fp16"]
+    assert code == 2 and line.startswith("build_engine.py: error: ")
+    if probe["trt_version"][0] >= 11:
+        assert "FP16 ONNX" in line and "strongly typed" in line
+    else:
+        assert "no usable NVIDIA GPU" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Version logic against fake modules (8.6 cannot be imported here at all).
+
+
+class FakeRegistry:
+    """Plugin registry of a fake TensorRT: 8.6 has get_plugin_creator, 11 only get_creator."""
+
+    def __init__(self, creators: set[tuple[str, str]], major: int) -> None:
+        self.creators = creators
+        if major >= 10:
+            self.get_creator = self._find
+        if major < 11:
+            self.get_plugin_creator = self._find
+
+    def _find(self, name: str, version: str, namespace: str = "") -> object | None:
+        return object() if (name, version) in self.creators else None
+
+
+def fake_trt(version: str, creators: set[tuple[str, str]] = frozenset()) -> SimpleNamespace:
+    registry = FakeRegistry(set(creators), int(version.split(".")[0]))
+    return SimpleNamespace(
+        __version__=version, get_plugin_registry=lambda: registry,
+        NetworkDefinitionCreationFlag=SimpleNamespace(EXPLICIT_BATCH=0),
+    )
+
+
+NMS, CROP, CROP_DYNAMIC, CROP_V2 = (("EfficientNMS_TRT", "1"), ("CropAndResize", "1"),
+                                   ("CropAndResizeDynamic", "1"), ("CropAndResizeDynamic", "2"))
+REGISTERED = {  # ../shared/design/tensorrt-versions.md, "Plugins"
+    "8.6.0": {NMS, CROP, CROP_DYNAMIC},
+    "10.11.0.33": {NMS, CROP, CROP_DYNAMIC},
+    "10.12.0.36": {NMS, CROP, CROP_DYNAMIC, CROP_V2},
+    "11.4.0.106": {NMS, CROP_V2},
+}
+
+
+def plugin_model(op: str = "CropAndResize", version: str | None = "1") -> onnx.ModelProto:
+    attrs = {"crop_width": 7, "crop_height": 7}
+    if version is not None:
+        attrs["plugin_version"] = version
+    nodes = [
+        helper.make_node(op, ["features", "rois"], ["crops"], name="crop", **attrs),
+        helper.make_node("EfficientNMS_TRT", ["boxes", "scores"], ["num"], name="nms",
+                         plugin_version="1"),
+        helper.make_node("Relu", ["crops"], ["out"], name="relu"),
+    ]
+    graph = helper.make_graph(nodes, "g", [], [])
+    return helper.make_model(graph)
+
+
+def ops(model: onnx.ModelProto) -> list[tuple[str, str | None]]:
+    def version(node: onnx.NodeProto) -> str | None:
+        attr = next((a for a in node.attribute if a.name == "plugin_version"), None)
+        return helper.get_attribute_value(attr).decode() if attr else None
+
+    return [(n.op_type, version(n)) for n in model.graph.node]
+
+
+def test_versions_and_flags() -> None:
+    assert trt_compat.trt_version(fake_trt("8.6.1")) == (8, 6, 1)
+    assert trt_compat.network_flags(fake_trt("8.6.1")) == 1  # EXPLICIT_BATCH
+    assert trt_compat.network_flags(fake_trt("10.0.1.6")) == 0
+    assert trt_compat.supports_implicit_int8_calibrator(fake_trt("8.6.0"))
+    assert trt_compat.supports_implicit_int8_calibrator(fake_trt("10.16.1.11"))
+    assert not trt_compat.supports_implicit_int8_calibrator(fake_trt("11.0.0.1"))
+    assert not trt_compat.supports_implicit_int8_calibrator(fake_trt("8.5.3"))
+    assert trt_compat.reduced_precision_unsupported("fp16", fake_trt("10.13.3.9")) is None
+    assert "Q/DQ" in trt_compat.reduced_precision_unsupported("int8", fake_trt("11.4.0.106"))
+
+
+@pytest.mark.parametrize("version", REGISTERED)
+@pytest.mark.parametrize("op", ["CropAndResize", "CropAndResizeDynamic"])
+def test_adapt_onnx_plugins_renames_crop_and_resize(version: str, op: str) -> None:
+    model = plugin_model(op)
+    adapted = trt_compat.adapt_onnx_plugins(model, fake_trt(version, REGISTERED[version]))
+    renamed = tuple(int(part) for part in version.split(".")[:2]) >= (10, 12)
+    crop = CROP_V2 if renamed else (op, "1")
+    assert ops(adapted) == [crop, ("EfficientNMS_TRT", "1"), ("Relu", None)]
+    assert ops(model)[0] == (op, "1"), "the input model must not change"
+
+
+def test_adapt_onnx_plugins_defaults_to_version_1() -> None:
+    adapted = trt_compat.adapt_onnx_plugins(plugin_model(version=None),
+                                            fake_trt("11.4.0.106", REGISTERED["11.4.0.106"]))
+    assert ops(adapted)[0] == ("CropAndResizeDynamic", "2")
+
+
+def test_adapt_onnx_plugins_names_the_missing_plugin() -> None:
+    trt = fake_trt("10.13.3.9", {CROP, CROP_DYNAMIC, CROP_V2})
+    with pytest.raises(trt_compat.PluginUnavailable, match=r"'nms'.*EfficientNMS_TRT version 1"):
+        trt_compat.adapt_onnx_plugins(plugin_model(), trt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors and helpers that need neither TensorRT nor a GPU.
+
+
+def test_runner_reports_a_missing_engine(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="build_engine.py"):
+        trt_runner.TrtRunner(tmp_path / "missing.engine")
+
+
+def test_metadata_lives_beside_the_engine(tmp_path: Path) -> None:
+    engine = tmp_path / "model.engine"
+    assert trt_runner.metadata_path(engine) == tmp_path / "model.engine.json"
+    assert trt_runner.read_engine_metadata(engine) == {}
+    trt_runner.metadata_path(engine).write_text(json.dumps({"num_classes": 3}))
+    assert trt_runner.read_engine_metadata(engine) == {"num_classes": 3}
+
+
+def test_build_engine_missing_onnx(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = build_engine.main(["-o", str(tmp_path / "none.onnx"), "-e", str(tmp_path / "e")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and lines == [f"build_engine.py: error: ONNX file {tmp_path}/none.onnx "
+                                   "not found"]
+
+
+def test_without_tensorrt_says_where_it_runs(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    if importlib.util.find_spec("tensorrt"):
+        pytest.skip("TensorRT is installed here")
+    onnx_path = tmp_path / "model.onnx"
+    onnx.save(plugin_model(), onnx_path)
+    assert build_engine.main(["-o", str(onnx_path), "-e", str(tmp_path / "e")]) == 2
+    assert "GPU machine" in capsys.readouterr().err
+    with pytest.raises(trt_compat.TensorRTUnavailable, match="GPU machine"):
+        trt_runner.TrtRunner(onnx_path)
+
+
+def test_int8_needs_images_or_a_cache(tmp_path: Path) -> None:
+    trt = fake_trt("10.13.3.9")
+    options = build_engine.BuildOptions(precision="int8", calib_cache=tmp_path / "none.cache")
+    with pytest.raises(build_engine.BuildError, match="--calib_input.*--calib_cache"):
+        build_engine.check_options(options, trt)
+    (tmp_path / "none.cache").write_bytes(b"cache")
+    build_engine.check_options(options, trt)
+    options.calib_input = tmp_path / "no-images"
+    with pytest.raises(build_engine.BuildError, match="no such image"):
+        build_engine.check_options(options, trt)
+
+
+class FakeBackend:
+    """Records what the calibrator copies to the 'device'."""
+
+    def __init__(self) -> None:
+        self.device: dict[int, np.ndarray] = {}
+
+    def malloc(self, nbytes: int) -> int:
+        return 4096
+
+    def pinned_empty(self, count: int, dtype: np.dtype) -> np.ndarray:
+        return np.empty(count, dtype)
+
+    def copy_htod_async(self, device: int, host: np.ndarray) -> None:
+        self.device[device] = host.copy()
+
+    def synchronize(self) -> None:
+        pass
+
+
+def test_calibrator_feeds_batches_and_writes_its_cache_atomically(tmp_path: Path) -> None:
+    class Base:
+        def __init__(self) -> None:
+            pass
+
+    batches = [np.full((2, 4, 4, 3), i, np.float32) for i in range(2)]
+    backend = FakeBackend()
+    cache = tmp_path / "calib.cache"
+    calibrator = build_engine.calibrator_class(SimpleNamespace(IInt8EntropyCalibrator2=Base))(
+        iter(batches), 2, cache, backend)
+    assert calibrator.read_calibration_cache() is None
+    assert calibrator.get_batch(["input_tensor"]) == [4096]
+    assert backend.device[4096].reshape(batches[0].shape).tolist() == batches[0].tolist()
+    assert calibrator.get_batch(["input_tensor"]) == [4096]
+    assert calibrator.get_batch(["input_tensor"]) is None
+    calibrator.write_calibration_cache(memoryview(b"scales"))
+    assert cache.read_bytes() == b"scales" and calibrator.read_calibration_cache() == b"scales"
+    assert [p.name for p in tmp_path.iterdir()] == ["calib.cache"]

@@ -1,0 +1,537 @@
+"""Runs a TensorRT engine (8.6, 10.x or 11.x) with the same interface as reference_runner:
+``TrtRunner(engine).infer(batch) -> {output name: array}``.
+
+Tensor-name API only, static or dynamic (optimization profile 0) input shapes, pinned host
+buffers, asynchronous copies and execution on one CUDA stream, optional CUDA graph replay.
+CUDA is reached through a small back-end interface implemented with cuda-python or pycuda.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+import trt_compat
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+log = logging.getLogger(__name__)
+
+REBUILD = "rebuild with build_engine.py"
+
+
+class CudaError(RuntimeError):
+    """A CUDA call failed; the message names the call."""
+
+
+class NoGpuError(RuntimeError):
+    """No usable NVIDIA GPU (or driver) on this machine."""
+
+
+class BackendUnavailable(ImportError):
+    """The requested CUDA Python back-end is not installed."""
+
+
+class EngineError(RuntimeError):
+    """The engine file cannot be loaded or run."""
+
+
+def metadata_path(engine_path: str | Path) -> Path:
+    """Where build_engine.py keeps an engine's metadata: ``<engine>.json`` beside it."""
+    return Path(f"{engine_path}.json")
+
+
+def read_engine_metadata(engine_path: str | Path) -> dict:
+    """The metadata saved with an engine (the ONNX's, plus an "engine" entry), or {}."""
+    path = metadata_path(engine_path)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise EngineError(f"{path}: unreadable engine metadata ({err}); {REBUILD}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA back-ends: one stream each; device pointers and stream handles are plain ints.
+
+
+class CudaBackend(ABC):
+    """What the runner and the INT8 calibrator need from CUDA, on one stream."""
+
+    name: ClassVar[str]
+
+    @property
+    @abstractmethod
+    def stream(self) -> int:
+        """The stream's handle, as TensorRT's ``execute_async_v3`` takes it."""
+
+    @abstractmethod
+    def malloc(self, nbytes: int) -> int: ...
+
+    @abstractmethod
+    def free(self, pointer: int) -> None: ...
+
+    @abstractmethod
+    def pinned_empty(self, count: int, dtype: np.dtype) -> np.ndarray:
+        """A flat page-locked host array of ``count`` elements."""
+
+    @abstractmethod
+    def free_pinned(self, array: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def copy_htod_async(self, device: int, host: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def copy_dtoh_async(self, host: np.ndarray, device: int) -> None: ...
+
+    @abstractmethod
+    def synchronize(self) -> None: ...
+
+    # CUDA graphs are optional: a back-end without them makes the runner fall back.
+    def _no_graphs(self) -> CudaError:
+        return CudaError(f"the {self.name} back-end cannot capture CUDA graphs")
+
+    def begin_capture(self) -> None:
+        raise self._no_graphs()
+
+    def end_capture(self) -> Any:
+        """Ends the capture begun on the stream; returns an instantiated graph."""
+        raise self._no_graphs()
+
+    def launch_graph(self, graph: Any) -> None:
+        raise self._no_graphs()
+
+    def destroy_graph(self, graph: Any) -> None:
+        raise self._no_graphs()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def _import_cudart() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # cuda-python 12 before cuda.bindings (gone in 13)
+        except ImportError as err:
+            raise BackendUnavailable(
+                f"cuda-python is not installed ({err}): pip install cuda-python"
+            ) from err
+    return cudart
+
+
+class CudaPythonBackend(CudaBackend):
+    """NVIDIA's cuda-python runtime bindings: every call returns (error, values...)."""
+
+    name = "cuda-python"
+
+    def __init__(self) -> None:
+        self._rt = _import_cudart()
+        try:
+            count = self._call("cudaGetDeviceCount")
+        except CudaError as err:
+            raise NoGpuError(f"no usable NVIDIA GPU here: {err}") from err
+        if count < 1:
+            raise NoGpuError("no usable NVIDIA GPU here: cudaGetDeviceCount found none")
+        self._stream = self._call("cudaStreamCreate")
+
+    def _call(self, name: str, *args: Any) -> Any:
+        err, *values = getattr(self._rt, name)(*args)
+        if int(err) != 0:
+            _, text = self._rt.cudaGetErrorString(err)
+            raise CudaError(f"{name} failed: {getattr(err, 'name', err)} ({text.decode()})")
+        return values[0] if len(values) == 1 else tuple(values)
+
+    @property
+    def stream(self) -> int:
+        return int(self._stream)
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._call("cudaMalloc", max(nbytes, 1)))
+
+    def free(self, pointer: int) -> None:
+        self._call("cudaFree", pointer)
+
+    def pinned_empty(self, count: int, dtype: np.dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = max(count * dtype.itemsize, 1)
+        pointer = int(self._call("cudaMallocHost", nbytes))
+        raw = (ctypes.c_uint8 * nbytes).from_address(pointer)
+        return np.frombuffer(raw, np.uint8)[: count * dtype.itemsize].view(dtype)
+
+    def free_pinned(self, array: np.ndarray) -> None:
+        self._call("cudaFreeHost", array.ctypes.data)
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind: str) -> None:
+        self._call("cudaMemcpyAsync", dst, src, nbytes, getattr(self._rt.cudaMemcpyKind, kind),
+                   self._stream)
+
+    def copy_htod_async(self, device: int, host: np.ndarray) -> None:
+        self._copy(device, host.ctypes.data, host.nbytes, "cudaMemcpyHostToDevice")
+
+    def copy_dtoh_async(self, host: np.ndarray, device: int) -> None:
+        self._copy(host.ctypes.data, device, host.nbytes, "cudaMemcpyDeviceToHost")
+
+    def synchronize(self) -> None:
+        self._call("cudaStreamSynchronize", self._stream)
+
+    def begin_capture(self) -> None:
+        mode = self._rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        self._call("cudaStreamBeginCapture", self._stream, mode)
+
+    def end_capture(self) -> Any:
+        try:
+            graph = self._call("cudaStreamEndCapture", self._stream)
+        except CudaError:
+            self._rt.cudaGetLastError()  # clears the failed capture's error; not sticky
+            raise
+        try:
+            return self._call("cudaGraphInstantiate", graph, 0)
+        finally:
+            self._call("cudaGraphDestroy", graph)
+
+    def launch_graph(self, graph: Any) -> None:
+        self._call("cudaGraphLaunch", graph, self._stream)
+
+    def destroy_graph(self, graph: Any) -> None:
+        self._call("cudaGraphExecDestroy", graph)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._call("cudaStreamDestroy", self._stream)
+            self._stream = None
+
+
+class PyCudaBackend(CudaBackend):
+    """pycuda on the device's primary context (the one TensorRT's runtime API uses)."""
+
+    name = "pycuda"
+
+    def __init__(self) -> None:
+        try:
+            import pycuda.driver as cuda
+        except ImportError as err:
+            raise BackendUnavailable(f"pycuda is not installed ({err})") from err
+        self._cuda = cuda
+        try:
+            self._call("cuInit", cuda.init)
+            count = self._call("cuDeviceGetCount", cuda.Device.count)
+        except CudaError as err:
+            raise NoGpuError(f"no usable NVIDIA GPU here: {err}") from err
+        if count < 1:
+            raise NoGpuError("no usable NVIDIA GPU here: cuDeviceGetCount found none")
+        self._context = self._call("cuDevicePrimaryCtxRetain",
+                                   cuda.Device(0).retain_primary_context)
+        self._call("cuCtxPushCurrent", self._context.push)
+        self._stream_obj = self._call("cuStreamCreate", cuda.Stream)
+        self._allocations: dict[int, Any] = {}
+
+    def _call(self, name: str, function: Any, *args: Any) -> Any:
+        try:
+            return function(*args)
+        except self._cuda.Error as err:
+            raise CudaError(f"{name} failed: {err}") from err
+
+    @property
+    def stream(self) -> int:
+        return int(self._stream_obj.handle)
+
+    def malloc(self, nbytes: int) -> int:
+        allocation = self._call("cuMemAlloc", self._cuda.mem_alloc, max(nbytes, 1))
+        self._allocations[int(allocation)] = allocation
+        return int(allocation)
+
+    def free(self, pointer: int) -> None:
+        self._call("cuMemFree", self._allocations.pop(pointer).free)
+
+    def pinned_empty(self, count: int, dtype: np.dtype) -> np.ndarray:
+        return self._call("cuMemHostAlloc", self._cuda.pagelocked_empty, (count,), dtype)
+
+    def free_pinned(self, array: np.ndarray) -> None:
+        self._call("cuMemFreeHost", array.base.free)
+
+    def copy_htod_async(self, device: int, host: np.ndarray) -> None:
+        self._call("cuMemcpyHtoDAsync", self._cuda.memcpy_htod_async, device, host,
+                   self._stream_obj)
+
+    def copy_dtoh_async(self, host: np.ndarray, device: int) -> None:
+        self._call("cuMemcpyDtoHAsync", self._cuda.memcpy_dtoh_async, host, device,
+                   self._stream_obj)
+
+    def synchronize(self) -> None:
+        self._call("cuStreamSynchronize", self._stream_obj.synchronize)
+
+    def close(self) -> None:
+        if self._context is not None:
+            self.synchronize()
+            self._call("cuCtxPopCurrent", self._context.pop)
+            self._context = None
+
+
+BACKENDS: dict[str, type[CudaBackend]] = {
+    CudaPythonBackend.name: CudaPythonBackend,
+    PyCudaBackend.name: PyCudaBackend,
+}
+
+
+def make_backend(name: str = "auto") -> CudaBackend:
+    """A CUDA back-end: "cuda-python", "pycuda", or "auto" (cuda-python, else pycuda)."""
+    if name != "auto":
+        if name not in BACKENDS:
+            raise ValueError(f"unknown CUDA back-end {name!r}: use auto, {', '.join(BACKENDS)}")
+        return BACKENDS[name]()
+    missing = []
+    for backend in BACKENDS.values():
+        try:
+            return backend()
+        except BackendUnavailable as err:
+            missing.append(str(err))
+    raise BackendUnavailable("no CUDA Python back-end: " + "; ".join(missing))
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner.
+
+
+@dataclass
+class _Tensor:
+    """One engine input or output: its shape now, pinned host and device buffers."""
+
+    name: str
+    dtype: np.dtype
+    is_input: bool
+    shape: tuple[int, ...] = ()
+    host: np.ndarray | None = None  # flat, capacity elements
+    device: int = 0
+
+    @property
+    def view(self) -> np.ndarray:
+        """The host buffer as an array of the current shape."""
+        return self.host[: math.prod(self.shape)].reshape(self.shape)
+
+
+class TrtRunner:
+    """``TrtRunner(engine).infer(batch)`` -> every engine output by name, as numpy arrays."""
+
+    def __init__(self, engine_path: str | Path, cuda_backend: str = "auto",
+                 use_cuda_graph: bool = False) -> None:
+        self.path = Path(engine_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"engine {self.path} not found: build it with build_engine.py")
+        self._trt = trt = trt_compat.require_tensorrt()
+        self.metadata = read_engine_metadata(self.path)
+        self.backend = make_backend(cuda_backend)
+        self.use_cuda_graph = use_cuda_graph
+        self._graph: Any = None
+        self._tensors: list[_Tensor] = []
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.engine: trt.ICudaEngine = self._deserialize()
+        self.context: trt.IExecutionContext = self.engine.create_execution_context()
+        if self.context is None:
+            raise EngineError(f"{self.path}: TensorRT could not create an execution context")
+        self._tensors = [self._describe(i) for i in range(self.engine.num_io_tensors)]
+        self._input = self._single_input()
+        if not self.is_dynamic:
+            self._set_shape(self.input_shape)
+
+    def _deserialize(self) -> trt.ICudaEngine:
+        trt = self._trt
+        trt.init_libnvinfer_plugins(self.logger, "")
+        self._runtime: trt.Runtime = trt.Runtime(self.logger)
+        engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise EngineError(f"{self.path}: TensorRT {trt.__version__} cannot load this "
+                              f"engine: {self._likely_cause()}; {REBUILD}")
+        return engine
+
+    def _likely_cause(self) -> str:
+        built = self.metadata.get("engine", {}).get("tensorrt_version")
+        if built and built != self._trt.__version__:
+            return f"it was built by TensorRT {built}"
+        return ("it was built by another TensorRT version or for another GPU, "
+                "or the file is damaged")
+
+    def _describe(self, index: int) -> _Tensor:
+        trt = self._trt
+        name = self.engine.get_tensor_name(index)
+        return _Tensor(
+            name=name,
+            dtype=np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))),
+            is_input=self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+        )
+
+    def _single_input(self) -> _Tensor:
+        inputs = [t for t in self._tensors if t.is_input]
+        if len(inputs) != 1:
+            raise EngineError(f"{self.path}: expected one input tensor, found {len(inputs)}")
+        return inputs[0]
+
+    # -- what the engine takes and gives -----------------------------------------------------
+
+    @property
+    def input_name(self) -> str:
+        return self._input.name
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self._tensors if not t.is_input]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The engine's input shape; -1 marks a dimension chosen at run time."""
+        return tuple(self.engine.get_tensor_shape(self.input_name))
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        return self._input.dtype
+
+    @property
+    def is_dynamic(self) -> bool:
+        return any(d < 0 for d in self.input_shape)
+
+    @property
+    def profile_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """(min, opt, max) input shapes of optimization profile 0 (static: the shape thrice)."""
+        if not self.is_dynamic:
+            return (self.input_shape,) * 3
+        shapes = self.engine.get_tensor_profile_shape(self.input_name, 0)
+        return tuple(tuple(shape) for shape in shapes)
+
+    @property
+    def batch_size(self) -> int:
+        """The static batch size, or the largest one the profile allows."""
+        return self.profile_shapes[2][0]
+
+    # -- running --------------------------------------------------------------------------------
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Runs one batch (the engine's input layout) and returns every output by name."""
+        batch = np.asarray(batch)
+        shape = self._check_shape(batch.shape)
+        if shape != self._input.shape:
+            self._set_shape(shape)
+        np.copyto(self._input.view, batch, casting="same_kind")
+        self.backend.copy_htod_async(self._input.device, self._input.view)
+        if self._graph is not None:
+            self.backend.launch_graph(self._graph)
+        else:
+            self._execute()
+        outputs = [t for t in self._tensors if not t.is_input]
+        for tensor in outputs:
+            self.backend.copy_dtoh_async(tensor.view, tensor.device)
+        self.backend.synchronize()
+        results = {t.name: t.view.copy() for t in outputs}
+        if self.use_cuda_graph and self._graph is None:
+            self._capture_graph()
+        return results
+
+    def _check_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        low, _, high = self.profile_shapes
+        fits = len(shape) == len(high) and all(
+            lo <= d <= hi for d, lo, hi in zip(shape, low, high, strict=True))
+        if not fits:
+            allowed = high if low == high else f"{low} .. {high}"
+            raise ValueError(
+                f"{self.path}: input {self.input_name} takes shape {allowed} "
+                f"({self.input_dtype}), got a batch of shape {shape}"
+            )
+        return tuple(shape)
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        """New input shape: tells TensorRT, resizes the buffers, drops the captured graph."""
+        if self.is_dynamic and not self.context.set_input_shape(self.input_name, shape):
+            raise EngineError(f"{self.path}: TensorRT refused input shape {shape}")
+        self._drop_graph()
+        self._allocate(self._input, shape)
+        for tensor in self._tensors:
+            if not tensor.is_input:
+                out_shape = tuple(self.context.get_tensor_shape(tensor.name))
+                if any(d < 0 for d in out_shape):
+                    raise EngineError(
+                        f"{self.path}: output {tensor.name} has a data-dependent shape "
+                        f"{out_shape}, which this runner does not support"
+                    )
+                self._allocate(tensor, out_shape)
+
+    def _allocate(self, tensor: _Tensor, shape: tuple[int, ...]) -> None:
+        """Grows the tensor's buffers when the new shape needs more room."""
+        count = math.prod(shape)
+        if tensor.host is None or tensor.host.size < count:
+            self._free(tensor)
+            tensor.host = self.backend.pinned_empty(count, tensor.dtype)
+            tensor.device = self.backend.malloc(count * tensor.dtype.itemsize)
+            if not self.context.set_tensor_address(tensor.name, tensor.device):
+                raise EngineError(f"{self.path}: TensorRT refused the address of {tensor.name}")
+        tensor.shape = shape
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.backend.stream):
+            raise EngineError(f"{self.path}: execute_async_v3 failed (see the TensorRT log)")
+
+    def _capture_graph(self) -> None:
+        """Captures execute_async_v3 into a CUDA graph (after a normal run has done TensorRT's
+        lazy set-up); when capture fails, runs without a graph from then on."""
+        try:
+            self._graph = self._captured_execute()
+        except (CudaError, EngineError) as err:
+            log.warning("CUDA graph capture failed, running without: %s", err)
+            self.use_cuda_graph = False
+
+    def _captured_execute(self) -> Any:
+        self.backend.begin_capture()
+        try:
+            enqueued = self.context.execute_async_v3(self.backend.stream)
+        finally:
+            graph = self.backend.end_capture()
+        if not enqueued:
+            self.backend.destroy_graph(graph)
+            raise EngineError("execute_async_v3 failed while capturing")
+        return graph
+
+    def _drop_graph(self) -> None:
+        if self._graph is not None:
+            self.backend.destroy_graph(self._graph)
+            self._graph = None
+
+    # -- clean-up -------------------------------------------------------------------------------
+
+    def _free(self, tensor: _Tensor) -> None:
+        if tensor.host is not None:
+            self.backend.free_pinned(tensor.host)
+            self.backend.free(tensor.device)
+            tensor.host, tensor.device = None, 0
+
+    def close(self) -> None:
+        """Releases the engine, the buffers and the stream (also on ``with`` exit)."""
+        if getattr(self, "backend", None) is None:
+            return
+        self.backend.synchronize()
+        self._drop_graph()
+        self.context = self.engine = self._runtime = None
+        for tensor in self._tensors:
+            self._free(tensor)
+        self.backend.close()
+        self.backend = None
+
+    def __enter__(self) -> TrtRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: CUDA may already be gone
+            pass
