@@ -18,7 +18,7 @@ fi
 if [ ! -f "$OUT/model/saved_model/saved_model.pb" ]; then
   echo "== building and exporting the demo model (configs/demo_ssd_mobilenet_v2_320.config)"
   "$PY" tools/make_tfod_model.py --pipeline_config configs/demo_ssd_mobilenet_v2_320.config \
-    --output "$OUT/model"
+    --output "$OUT/model" --calibration_images "$IMAGES"
 fi
 echo "== create_onnx.py (with a parity check against TensorFlow on 8 photos)"
 "$PY" create_onnx.py --pipeline_config "$OUT/model/pipeline.config" \

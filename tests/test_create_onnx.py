@@ -234,3 +234,38 @@ def test_numpy_is_deterministic_reference() -> None:
     anchors = np.array([[[0.5, 0.5, 0.2, 0.4]]], np.float32)
     np.testing.assert_allclose(parity.decode_like_plugin(deltas, anchors),
                                [[[0.4, 0.1, 0.8, 0.5]]], atol=1e-6)
+
+
+def save_fake_detector(path: Path, with_raw_outputs: bool) -> Path:
+    """A SavedModel with TFOD's input signature but not TFOD's graph."""
+    import tensorflow as tf
+
+    class Fake(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                    name="input_tensor")])
+        def __call__(self, images):
+            pooled = tf.reduce_mean(images, axis=[1, 2])  # [B, 3]
+            out = {"detection_boxes": tf.tile(pooled[:, None, :1], [1, 10, 4])}
+            if with_raw_outputs:
+                logits = tf.tile(pooled[:, None, :], [1, 10, 1])
+                out["raw_detection_scores"] = tf.nn.softmax(logits)
+                out["raw_detection_boxes"] = tf.tile(pooled[:, None, :1], [1, 10, 4])
+            return out
+
+    module = Fake()
+    tf.saved_model.save(module, str(path), signatures=module.__call__.get_concrete_function())
+    return path
+
+
+@pytest.mark.parametrize("with_raw_outputs,words", [
+    (False, "has no 'raw_detection_scores' output"),
+    (True, "come from a 'Softmax' op, not a Sigmoid"),
+])
+def test_graph_that_is_not_a_tfod_ssd(tmp_path: Path, capsys, with_raw_outputs: bool,
+                                      words: str) -> None:
+    pytest.importorskip("tensorflow")
+    model_dir = exported_model("ssd_mobilenet_v2")
+    fake = save_fake_detector(tmp_path / "fake", with_raw_outputs)
+    code, err = run_cli(["-p", str(model_dir / "pipeline.config"), "-m", str(fake),
+                         "-o", str(tmp_path / "x.onnx")], capsys)
+    assert code == 2 and words in err and str(fake) in err and "Traceback" not in err
