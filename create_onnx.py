@@ -77,7 +77,8 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
     score, iou, top_k = nms_settings(config, options)
     pre = config.preprocessor
     net, _ = tf_graph.convert_network(
-        saved_model, str(saved_model), options.batch_size, pre.height, pre.width, options.opset
+        saved_model, f"{saved_model} with {config.path}", options.batch_size, pre.height,
+        pre.width, options.opset,
     )
     if options.tf2onnx_path:
         ou.save_model(net.onnx_model, options.tf2onnx_path)

@@ -3,7 +3,8 @@
     image -> normalisation -> backbone -> RPN heads
           -> EfficientNMS_TRT #1 (softmax objectness, deltas decoded on TF's anchors, in pixels)
           -> proposals clipped to the image and normalised
-          -> CropAndResize (the cropped feature map, NCHW) -> TFOD's own pooling and second stage
+          -> CropAndResize (the cropped feature map, NCHW; FPN: every level, then each
+             proposal's level as TFOD assigns it) -> TFOD's own pooling and second stage
           -> softmax, padded proposals masked, deltas divided by the box coder scales
           -> EfficientNMS_TRT #2 (decoded on the proposals as per-image anchors, in pixels)
           -> TFOD's max_detections_per_class -> boxes normalised to the network input, clipped
@@ -11,13 +12,15 @@
 TensorFlow side: the SavedModel's frozen graph is searched by structure (as tf_graph.py does for
 SSD): the second stage from the documented outputs `raw_detection_scores/boxes` back to the crop
 that feeds it (the MaxPool after the first stage's box decoder), the first stage from that crop
-(the nearest Softmax and box decoder, the feature map reached without passing a loop). The
-first-stage NMS, proposal normalisation and TFOD's crop (in While loops or matmuls) are replaced
+(the nearest Softmax and box decoder; the feature maps reached along data, not through a loop).
+The first-stage NMS, proposal normalisation and TFOD's crop (While loops, matmuls) are replaced
 by the plugins; both network parts are converted in one tf2onnx call with two inputs (the
 preprocessed image and the crops), which the graph surgery joins.
 
-Like TFOD with a static-shape engine, the whole network input counts as the image: proposals and
-detections are clipped to it, not to the unpadded part of a keep_aspect_ratio image.
+The whole network input counts as the image (a static engine does not know the unpadded size of
+a keep_aspect_ratio image): proposals and detections are clipped to it, where TFOD clips them to
+the true image. On non-square photos, detections that reach into the padding therefore differ
+from TF's on the original photo (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ class TwoStageCut:
     rpn_logits: str  # [B,N,2] objectness logits, background first
     rpn_encodings: str  # [B,N,1,4] box encodings before the box coder's scaling
     rpn_anchors: str  # [B,N,1,4] anchors in pixels (clipped to the image), as tiled for decoding
-    features: str  # [B,h,w,C] the feature map the proposals are cropped from
+    features: list[str]  # [B,h,w,C] the feature map(s) cropped (FPN: one per level)
     crops: str  # [B*R,s,s,C] the crops as the second stage consumes them
     box_logits: str  # [B,R,C+1] second-stage logits (after TFOD's logit scale)
     box_encodings: str  # [B,R,1,4] (shared) or [B,R,C,4] box encodings
@@ -66,9 +69,9 @@ class TwoStageNetwork:
     crops: str
     rpn_logits: str  # ONNX output names
     rpn_encodings: str
-    features: str
     box_logits: str
     box_encodings: str
+    features: list[str]  # finest (FPN's lowest level) first
     anchors: np.ndarray  # [N,4] float32 corners (ymin, xmin, ymax, xmax) in pixels
 
 
@@ -103,8 +106,8 @@ def _find_crops(index: GraphIndex, box_logits: str, model_name: str) -> str:
             above = {a.name for a in index.ancestors(node.name)}
             if any(index.nodes[name].op == "Exp" for name in above):
                 pools[node.name] = above
-    first = [name for name in pools
-             if not any(other != name and other in above for other, above in pools.items())]
+    first = [name for name, above in pools.items()
+             if not any(other != name and other in above for other in pools)]
     if len(first) != 1:
         raise ConversionError(
             f"{model_name}: the second stage's input (TFOD's MaxPool over the cropped "
@@ -114,14 +117,21 @@ def _find_crops(index: GraphIndex, box_logits: str, model_name: str) -> str:
 
 
 def _find_cropped_features(index: GraphIndex, crops: str, rpn_logits: str,
-                           model_name: str) -> str:
-    """The feature map is the first tensor above the crops that the RPN heads also read,
-    reached without passing the NMS and normalisation loops (the proposals' path)."""
+                           model_name: str) -> list[str]:
+    """The feature maps are the nearest tensors above the crops that the RPN heads also read,
+    reached along data (not shapes) and not through the NMS and normalisation loops (the
+    proposals' path). FPN models crop one of several levels per proposal."""
     rpn_side = {node.name for node in index.ancestors(rpn_logits)}
-    for node in index.ancestors(crops, stop=LOOPS):
-        if node.name in rpn_side and node.op != "Const":
-            return node.name + ":0"
-    raise ConversionError(f"{model_name}: the feature map cropped by the proposals was not found")
+
+    def stop(node) -> bool:
+        return node.op in LOOPS or node.op == "Shape" or node.name in rpn_side
+
+    found = [node.name + ":0" for node in index.ancestors(crops, stop)
+             if node.name in rpn_side and node.op != "Const"]
+    if not found:
+        raise ConversionError(
+            f"{model_name}: the feature map cropped by the proposals was not found")
+    return found
 
 
 def convert_network(saved_model: Path, config, batch_size: int, opset: int) -> TwoStageNetwork:
@@ -133,17 +143,19 @@ def convert_network(saved_model: Path, config, batch_size: int, opset: int) -> T
     graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
     cut = find_two_stage_cut(graph_def, outputs, model_name)
     image = {"image": (cut.image, [batch_size, height, width, 3])}
-    first = tf_graph.prune_graph(graph_def, image, [cut.rpn_anchors, cut.features])
-    anchors, features = first(tf.zeros([batch_size, height, width, 3], tf.float32))
+    first = tf_graph.prune_graph(graph_def, image, [cut.rpn_anchors, *cut.features])
+    anchors, *features = first(tf.zeros([batch_size, height, width, 3], tf.float32))
     anchors = anchors.numpy().reshape(batch_size, -1, 4)[0]
+    levels = sorted(zip(cut.features, features, strict=True), key=lambda lv: -lv[1].shape[1])
 
     proposals = config.two_stage.max_proposals
     crop = config.two_stage.initial_crop_size
-    crops_shape = [batch_size * proposals, crop, crop, features.shape[-1]]
-    fetches = [cut.rpn_logits, cut.rpn_encodings, cut.features, cut.box_logits, cut.box_encodings]
+    crops_shape = [batch_size * proposals, crop, crop, features[0].shape[-1]]
+    fetches = [cut.rpn_logits, cut.rpn_encodings, cut.box_logits, cut.box_encodings,
+               *(name for name, _ in levels)]
     both = tf_graph.prune_graph(graph_def, {**image, "crops": (cut.crops, crops_shape)}, fetches)
-    del graph_def, first, features  # tf2onnx's peak memory comes next
-    box_logits_shape = both.outputs[3].shape.as_list()
+    del graph_def, first, features, levels  # tf2onnx's peak memory comes next
+    box_logits_shape = both.outputs[2].shape.as_list()
     if box_logits_shape[1] != proposals:
         raise ConversionError(
             f"{config.path}: first_stage_max_proposals is {proposals}, but the SavedModel's "
@@ -152,8 +164,8 @@ def convert_network(saved_model: Path, config, batch_size: int, opset: int) -> T
         )
     names = [t.name for t in both.outputs]
     model = tf_graph.to_onnx(both, names, opset, f"{model_name} network")
-    return TwoStageNetwork(model, both.inputs[0].name, both.inputs[1].name, *names,
-                           anchors=anchors)
+    return TwoStageNetwork(model, both.inputs[0].name, both.inputs[1].name, *names[:4],
+                           features=names[4:], anchors=anchors)
 
 
 def convert(config, saved_model: Path, options):
@@ -175,7 +187,8 @@ def convert(config, saved_model: Path, options):
     window = np.array([pre.height, pre.width] * 2, np.float32)  # the image, in pixels
     rois, num_rois = _first_stage(graph, tensors[net.rpn_logits], tensors[net.rpn_encodings],
                                   net.anchors, window, config, batch)
-    crops = _crop(graph, tensors[net.features], rois, config.two_stage)
+    crops = _crop(graph, [tensors[name] for name in net.features], rois, config.two_stage,
+                  window)
     ou.rewire(graph, tensors[net.crops], crops)
     ou.replace_input_with_normalization(
         graph, tensors[net.image], batch, pre.height, pre.width, options.input_format,
@@ -224,16 +237,23 @@ def _first_stage(graph, logits, encodings, anchors: np.ndarray, window: np.ndarr
     return rois, nms[0]
 
 
-def _crop(graph, features, rois, two_stage):
-    """CropAndResize on the NCHW feature map -> [B*R,s,s,C], where TFOD's crops were."""
-    batch, height, width, channels = features.shape
+def _crop(graph, features: list, rois, two_stage, window: np.ndarray):
+    """CropAndResize on the NCHW feature map -> [B*R,s,s,C], where TFOD's crops were. With
+    several (FPN) feature maps, every level is cropped and each proposal takes its own level."""
     crop = two_stage.initial_crop_size
-    (nchw,) = ou.add_node(graph, "Transpose", [features], [ou.variable(
-        "crop_features", np.float32, [batch, channels, height, width])], perm=[0, 3, 1, 2])
+    crop_rois = rois
     if two_stage.matmul_crop:
-        (rois,) = ou.add_node(graph, "Min", [rois, ou.const("crop_edge", MATMUL_CROP_EDGE)],
-                              [ou.variable("crop_boxes", np.float32, list(rois.shape))])
-    crops = ou.add_crop_and_resize(graph, nchw, rois, crop, crop, "crops_nchw")
+        (crop_rois,) = ou.add_node(graph, "Min", [rois, ou.const("crop_edge", MATMUL_CROP_EDGE)],
+                                   [ou.variable("crop_boxes", np.float32, list(rois.shape))])
+    levels = []
+    for level, feature in enumerate(features):
+        batch, height, width, channels = feature.shape
+        (nchw,) = ou.add_node(graph, "Transpose", [feature], [ou.variable(
+            f"crop_features_{level}", np.float32, [batch, channels, height, width])],
+            perm=[0, 3, 1, 2])
+        levels.append(ou.add_crop_and_resize(graph, nchw, crop_rois, crop, crop,
+                                             f"crops_level_{level}"))
+    crops = levels[0] if len(levels) == 1 else _select_levels(graph, levels, rois, window)
     count = batch * rois.shape[1]
     (flat,) = ou.add_node(graph, "Reshape", [crops, ou.const(
         "crops_shape", [count, channels, crop, crop], np.int64)], [ou.variable(
@@ -241,6 +261,44 @@ def _crop(graph, features, rois, two_stage):
     (nhwc,) = ou.add_node(graph, "Transpose", [flat], [ou.variable(
         "crops", np.float32, [count, crop, crop, channels])], perm=[0, 2, 3, 1])
     return nhwc
+
+
+def _select_levels(graph, levels: list, rois, window: np.ndarray):
+    """Each proposal's crop from its FPN level, as TFOD's ops.fpn_feature_levels assigns it:
+    floor(log2(sqrt(area) * sqrt(H*W) / 224)) + (levels - 2), clipped to the levels."""
+    batch, proposals = rois.shape[:2]
+    shape = [batch, proposals, 1]
+
+    def node(op: str, inputs: list, name: str, **attrs):
+        return ou.add_node(graph, op, inputs, [ou.variable(f"fpn_{name}", np.float32, shape)],
+                           **attrs)[0]
+
+    low = ou.slice_last_axis(graph, rois, 0, 2, "fpn_box_min", [batch, proposals, 2])
+    high = ou.slice_last_axis(graph, rois, 2, 4, "fpn_box_max", [batch, proposals, 2])
+    (size,) = ou.add_node(graph, "Sub", [high, low], [ou.variable(
+        "fpn_box_size", np.float32, [batch, proposals, 2])])
+    height = ou.slice_last_axis(graph, size, 0, 1, "fpn_box_height", shape)
+    width = ou.slice_last_axis(graph, size, 1, 2, "fpn_box_width", shape)
+    image_ratio = np.sqrt(np.float32(window[0] * window[1])) / np.float32(224)
+    scale = node("Sqrt", [node("Mul", [height, width], "area")], "scale")
+    scale = node("Log", [node("Mul", [scale, ou.const("fpn_image_ratio", image_ratio)],
+                              "relative_scale")], "log_scale")
+    octave = node("Floor", [node("Div", [scale, ou.const("fpn_log2", np.log(np.float32(2)))],
+                                 "log2_scale")], "octave")
+    level = node("Clip", [node("Add", [octave, ou.const("fpn_unit_level", len(levels) - 2.0)],
+                               "level_unclipped"),
+                          ou.const("fpn_min_level", 0.0), ou.const("fpn_max_level",
+                                                                   len(levels) - 1.0)], "level")
+    (level,) = ou.add_node(graph, "Unsqueeze", [level, ou.const("fpn_axes", [3, 4], np.int64)],
+                           [ou.variable("fpn_level_5d", np.float32, shape + [1, 1])])
+    crops = levels[0]
+    for index, candidate in enumerate(levels[1:], start=1):
+        (chosen,) = ou.add_node(graph, "Equal", [level, ou.const(f"fpn_level_{index}",
+                                                                 float(index))],
+                                [ou.variable(f"fpn_is_level_{index}", bool, shape + [1, 1])])
+        (crops,) = ou.add_node(graph, "Where", [chosen, candidate, crops], [ou.variable(
+            f"fpn_crops_{index}", np.float32, list(candidate.shape))])
+    return crops
 
 
 def _second_stage(graph, logits, encodings, rois, num_rois, window: np.ndarray, config,

@@ -211,7 +211,7 @@ def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: 
                   max_per_class: int, keep: int) -> list[gs.Variable]:
     """TFOD's max_detections_per_class, which EfficientNMS_TRT lacks: of the plugin's outputs
     (sorted by score) each class keeps its first `max_per_class`, then the best `keep` remain,
-    in order, zero-filled and recounted like the plugin's own outputs."""
+    in order, zero-filled and recounted like the plugin's own outputs (scores are >= 0)."""
     num, boxes, scores, classes = nms_outputs
     batch, candidates = scores.shape
     final = [t.name for t in nms_outputs]
@@ -244,14 +244,12 @@ def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: 
     best, index = add_node(graph, "TopK", [ranked, const("cap_keep", [keep], np.int64)],
                            [variable("cap_best", np.float32, [batch, keep]),
                             variable("cap_index", np.int64, [batch, keep])], axis=1)
-    kept_i = node("Cast", [kept], "kept_i", np.int32, [batch, candidates],
-                  to=onnx.TensorProto.INT32)
-    total = node("ReduceSum", [kept_i, const("cap_axis1b", [1], np.int64)], "total", np.int32,
-                 [batch, 1], keepdims=1)
-    new_num = add_node(graph, "Min", [total, const("cap_keep_i", [keep], np.int32)],
-                       [variable(final[0], np.int32, [batch, 1])])[0]
-    present = node("Less", [const("cap_out_positions", np.arange(keep)[None], np.int32),
-                            new_num], "present", bool, [batch, keep])
+    present = node("GreaterOrEqual", [best, const("cap_zero", 0.0)], "present", bool,
+                   [batch, keep])
+    present_i = node("Cast", [present], "present_i", np.int32, [batch, keep],
+                     to=onnx.TensorProto.INT32)
+    new_num = add_node(graph, "ReduceSum", [present_i, const("cap_axis1b", [1], np.int64)],
+                       [variable(final[0], np.int32, [batch, 1])], keepdims=1)[0]
     box_index = node("Unsqueeze", [index, axis2], "box_index", np.int64, [batch, keep, 1])
     box_index = node("Expand", [box_index, const("cap_box_shape", [batch, keep, 4], np.int64)],
                      "box_index4", np.int64, [batch, keep, 4])

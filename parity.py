@@ -153,6 +153,7 @@ class ValidationReport:
     proposals: MatchResult | None = None  # Faster R-CNN: TF's proposals found among ours
     proposals_in_place: int = 0  # ... at the same rank, to 0.01 pixel
     max_second_stage_score_diff: float = 0.0  # class scores of the proposals in place
+    second_stage_outliers: int = 0  # proposals in place whose scores differ by more than allowed
 
     @property
     def passed(self) -> bool:
@@ -179,7 +180,8 @@ class ValidationReport:
                 f"same rank; RPN before NMS: max |box diff| {self.max_box_diff:.2e} px, max "
                 f"|objectness diff| {self.max_raw_score_diff:.2e}",
                 f"  second stage on the proposals in place: max |class score diff| "
-                f"{self.max_second_stage_score_diff:.2e}",
+                f"{self.max_second_stage_score_diff:.2e}, {self.second_stage_outliers} above the "
+                "detection tolerance",
             ]
         lines += [f"  skipped {path}: {why}" for path, why in self.skipped]
         return "\n".join(lines)
@@ -233,7 +235,7 @@ def validate(
             report.detections.add(match_detections(
                 ref.above(SCORE_FLOOR), test.above(SCORE_FLOOR), min_iou, max_score_diff))
         if two_stage:
-            _compare_two_stage(report, runner, ours, theirs, meta)
+            _compare_two_stage(report, runner, ours, theirs, meta, max_score_diff)
         else:
             _compare_ssd_heads(report, runner, ours, theirs, meta)
         report.images += batch.count
@@ -272,8 +274,10 @@ def _two_stage_reference(saved_model: Path, meta: dict):
 
 
 def _compare_two_stage(report: ValidationReport, runner, ours: dict, theirs: dict,
-                       meta: dict) -> None:
-    """RPN heads before NMS, proposals (as sets and by rank), second-stage scores."""
+                       meta: dict, max_score_diff: float) -> None:
+    """RPN heads before NMS, proposals (as sets and by rank), second-stage scores. A proposal
+    on the image edge can differ a lot: tf.image.crop_and_resize (and the plugin) read 0 for the
+    crop's last row when rounding puts it past the map, so a 1e-3 px shift can flip that row."""
     from pipeline_config import FASTER_RCNN_BOX_SCALES
 
     anchors = _nms_anchors(runner, 0)
@@ -299,5 +303,7 @@ def _compare_two_stage(report: ValidationReport, runner, ours: dict, theirs: dic
         in_place = np.abs(tf_rois - our_rois).max(axis=1) <= 0.01
         report.proposals_in_place += int(in_place.sum())
         if in_place.any():
-            report.max_second_stage_score_diff = max(report.max_second_stage_score_diff, float(
-                np.abs(tf_scores[in_place] - our_scores[in_place]).max()))
+            diff = np.abs(tf_scores[in_place] - our_scores[in_place]).max(axis=1)
+            report.max_second_stage_score_diff = max(report.max_second_stage_score_diff,
+                                                     float(diff.max()))
+            report.second_stage_outliers += int((diff > max_score_diff).sum())

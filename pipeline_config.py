@@ -129,6 +129,9 @@ SUPPORTED_EXTRACTORS = {
         "faster_rcnn_resnet101_keras": RESNET_NORM,
         "faster_rcnn_resnet152_keras": RESNET_NORM,
         "faster_rcnn_inception_resnet_v2_keras": MOBILENET_NORM,
+        "faster_rcnn_resnet50_fpn_keras": RESNET_NORM,
+        "faster_rcnn_resnet101_fpn_keras": RESNET_NORM,
+        "faster_rcnn_resnet152_fpn_keras": RESNET_NORM,
     },
 }
 # TFOD builds Faster R-CNN's box coder itself (target_assigner 'FasterRCNN'), for both stages.

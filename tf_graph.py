@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,9 +102,9 @@ class GraphIndex:
     def inputs(self, node) -> list[str]:
         return [name for name in node.input if not name.startswith("^")]
 
-    def ancestors(self, tensor: str, stop: frozenset[str] = frozenset()):
-        """Breadth-first over the producers of `tensor`, nearest first; nodes whose op is in
-        `stop` are yielded but not walked through."""
+    def ancestors(self, tensor: str, stop: Callable[[Any], bool] = lambda node: False):
+        """Breadth-first over the producers of `tensor`, nearest first; nodes for which
+        `stop(node)` holds are yielded but not walked through."""
         seen, queue = set(), deque([self.node(tensor)])
         while queue:
             node = queue.popleft()
@@ -110,7 +112,7 @@ class GraphIndex:
                 continue
             seen.add(node.name)
             yield node
-            if node.op not in stop:
+            if not stop(node):
                 queue.extend(self.node(name) for name in self.inputs(node))
 
     def walk_up(self, tensor: str, through: set[str]) -> str:
@@ -254,9 +256,16 @@ def convert_network(
 
     graph_def, outputs = load_frozen_graph(saved_model)
     cut = find_network_cut(graph_def, outputs, model_name)
-    pruned = cut_network(graph_def, cut, batch_size, height, width)
-    zeros = tf.zeros([batch_size, height, width, 3], tf.float32)
-    anchors = pruned(zeros)[2].numpy().reshape(batch_size, -1, 4)[0]
+    try:
+        pruned = cut_network(graph_def, cut, batch_size, height, width)
+        zeros = tf.zeros([batch_size, height, width, 3], tf.float32)
+        anchors = pruned(zeros)[2].numpy().reshape(batch_size, -1, 4)[0]
+    except (ValueError, tf.errors.OpError) as exc:
+        first_line = str(exc).strip().splitlines()[0][:300]
+        raise ConversionError(
+            f"{model_name}: the network does not run at the config's input size "
+            f"{height}x{width} ({first_line}); the pipeline config does not match the SavedModel"
+        ) from exc
 
     input_name = pruned.inputs[0].name
     output_names = [t.name for t in pruned.outputs[:2]]

@@ -46,6 +46,8 @@ FIXTURE_MODELS = {
                                  ON_PHOTOS),
     "faster_rcnn_irv2_640": ("faster_rcnn_inception_resnet_v2_640.config",
                              [*ON_PHOTOS, "--keep_aspect_ratio", "640:640"]),
+    "faster_rcnn_r50_fpn_640": ("faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
+                                ON_PHOTOS),
 }
 # Configs that the zoo lacks, derived from a zoo config by text edits: name -> (zoo config,
 # [(old, new)]). Faster R-CNN Inception-ResNet v2 exists only as Mask R-CNN: drop the mask head.

@@ -178,30 +178,42 @@ def rescale_two_stage_heads(model, forward, rng) -> None:
     offset (logits). The second stage is measured after the first is set: its proposals move."""
     import numpy as np
 
-    def last_weighted(layers):
-        return next(layer for layer in reversed(layers) if hasattr(layer, "kernel"))
-
     rpn = model._first_stage_box_predictor._prediction_heads
     second = model._mask_rcnn_box_predictor
     stages = [
-        [(last_weighted(rpn["class_predictions_with_background"][0]._class_predictor_layers),
+        [(rpn["class_predictions_with_background"], "_class_predictor_layers",
           "rpn_objectness_predictions_with_background", TARGET_LOGIT_STD, CLASS_OFFSET_STD),
-         (last_weighted(rpn["box_encodings"][0]._box_encoder_layers), "rpn_box_encodings",
-          TARGET_BOX_STD, 0.0)],
-        [(last_weighted(second._class_prediction_head._class_predictor_layers),
+         (rpn["box_encodings"], "_box_encoder_layers", "rpn_box_encodings", TARGET_BOX_STD, 0.0)],
+        [([second._class_prediction_head], "_class_predictor_layers",
           "class_predictions_with_background", TARGET_LOGIT_STD, CLASS_OFFSET_STD),
-         (last_weighted(second._box_prediction_head._box_encoder_layers),
-          "refined_box_encodings", TARGET_BOX_STD, 0.0)],
+         ([second._box_prediction_head], "_box_encoder_layers", "refined_box_encodings",
+          TARGET_BOX_STD, 0.0)],
     ]
-    for heads in stages:
+    for stage, heads in enumerate(stages):
         predictions = forward()
-        for layer, key, target, offset_std in heads:
-            columns = layer.kernel.shape[-1]
-            values = predictions[key].numpy().reshape(-1, columns)
-            mean, gain = values.mean(0), target / np.maximum(values.std(0), 1e-6)
-            offset = rng.normal(0, offset_std, columns) if offset_std else np.zeros(columns)
-            layer.kernel.assign(layer.kernel * gain.astype(np.float32))
-            layer.bias.assign(((layer.bias.numpy() - mean) * gain + offset).astype(np.float32))
+        # The RPN has one head per feature map (FPN level); its outputs concatenate their
+        # locations in that order.
+        sizes = [int(np.prod(f.shape[1:3])) for f in predictions["rpn_box_predictor_features"]]
+        for head_list, layers, key, target, offset_std in heads:
+            values = predictions[key].numpy()
+            chunks = [values] if stage else np.split(
+                values.reshape(len(values), sum(sizes), -1), np.cumsum(sizes)[:-1], axis=1)
+            for head, chunk in zip(head_list, chunks, strict=True):
+                layer = next(x for x in reversed(getattr(head, layers)) if hasattr(x, "kernel"))
+                calibrate_layer(layer, chunk, target, offset_std, rng)
+
+
+def calibrate_layer(layer, outputs, target: float, offset_std: float, rng) -> None:
+    """Rescales a head layer so each output column has std `target` over `outputs` (its
+    current outputs) and mean N(0, offset_std)."""
+    import numpy as np
+
+    columns = layer.kernel.shape[-1]
+    values = outputs.reshape(-1, columns)
+    mean, gain = values.mean(0), target / np.maximum(values.std(0), 1e-6)
+    offset = rng.normal(0, offset_std, columns) if offset_std else np.zeros(columns)
+    layer.kernel.assign(layer.kernel * gain.astype(np.float32))
+    layer.bias.assign(((layer.bias.numpy() - mean) * gain + offset).astype(np.float32))
 
 
 def build_and_save(args: argparse.Namespace, work: Path) -> None:
