@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -204,7 +205,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
-    if not 7 <= args.opset <= 21:
+    if not 11 <= args.opset <= 21:  # Clip and Slice take their bounds as inputs from 11
         parser.error("--opset must lie in 11..21 (TensorRT 8.6 reads up to 17)")
     return args
 
@@ -218,13 +219,11 @@ def check_paths(args: argparse.Namespace) -> None:
             f"{args.saved_model}: no saved_model.pb there; pass the exported 'saved_model' folder"
         )
     for out in [args.onnx] + ([args.tf2onnx] if args.tf2onnx else []):
-        parent = out.parent if str(out.parent) else Path(".")
+        parent = out.parent
         if out.is_dir():
             raise IsADirectoryError(f"{out}: is a folder; give a file name for the ONNX model")
         if not parent.is_dir():
             raise FileNotFoundError(f"{out}: the folder {parent} does not exist")
-        import os
-
         if not os.access(parent, os.W_OK):
             raise PermissionError(f"{out}: the folder {parent} is not writable")
     if args.validate and not args.validate.exists():
