@@ -17,10 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import queue
 import sys
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +36,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from cli import UsageError, run_main
 from image_batcher import (
     FIXED_SHAPE,
+    Batch,
     ImageBatcher,
     ImageError,
     ImageScale,
@@ -45,6 +50,7 @@ from parity import Detections, split_batch
 from visualize import draw_detections
 
 PROG = "infer.py"
+DEFAULT_WORKERS = min(16, os.cpu_count() or 1)
 log = logging.getLogger("infer")
 
 
@@ -101,12 +107,156 @@ def detect_folder(
     subtracted from the runner's classes to make them 0-based (default: the model metadata's
     ``class_offset``, else 0; TFOD SavedModels need 1).
     """
-    if class_offset is None:
-        class_offset = int((getattr(runner, "metadata", None) or {}).get("class_offset", 0))
+    class_offset = _class_offset(runner, class_offset)
     for batch in batcher:
-        per_image = split_batch(runner.infer(batch.data), class_offset)[: batch.count]
-        for path, scale, detections in zip(batch.paths, batch.scales, per_image, strict=True):
-            yield to_image_result(path, scale, detections, score_threshold)
+        yield from batch_results(runner.infer(batch.data), batch, class_offset, score_threshold)
+
+
+def _class_offset(runner: Runner, class_offset: int | None) -> int:
+    if class_offset is None:
+        return int((getattr(runner, "metadata", None) or {}).get("class_offset", 0))
+    return class_offset
+
+
+def batch_results(outputs: dict[str, np.ndarray], batch: Batch, class_offset: int,
+                  score_threshold: float) -> list[ImageResult]:
+    """One batch's outputs -> a result per real image of the batch (padding dropped)."""
+    per_image = split_batch(outputs, class_offset)[: batch.count]
+    return [to_image_result(path, scale, detections, score_threshold)
+            for path, scale, detections in zip(batch.paths, batch.scales, per_image, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipelined folder path: decoding on the batcher's worker threads, batches assembled by a
+# producer thread straight into one of `depth` (pinned) input buffers, the runner working on
+# one batch while the next is prepared, and results handed on in order.
+
+
+class BatchPipeline(Protocol):
+    """``depth`` input buffers; ``submit(slot)`` starts a batch, ``wait(slot)`` returns its
+    outputs. TrtRunner.pipeline gives the GPU one (trt_runner.TrtPipeline)."""
+
+    depth: int
+
+    def input_buffer(self, slot: int) -> np.ndarray: ...
+
+    def submit(self, slot: int) -> None: ...
+
+    def wait(self, slot: int) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+class HostPipeline:
+    """A BatchPipeline for runners without one (ReferenceRunner): NumPy buffers, and
+    ``runner.infer`` on one background thread, so that it too overlaps the next batch's
+    preparation."""
+
+    def __init__(self, runner: Runner, shape: tuple[int, ...], depth: int = 2) -> None:
+        if depth < 1:
+            raise ValueError(f"a pipeline needs at least 1 buffer set, got {depth}")
+        self.runner = runner
+        self.depth = depth
+        self._buffers = [np.zeros(shape, np.float32) for _ in range(depth)]
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="host-pipeline")
+        self._running: dict[int, Future] = {}
+
+    def input_buffer(self, slot: int) -> np.ndarray:
+        return self._buffers[slot]
+
+    def submit(self, slot: int) -> None:
+        if slot in self._running:
+            raise RuntimeError(f"slot {slot} is still in flight")
+        self._running[slot] = self._pool.submit(self.runner.infer, self._buffers[slot])
+
+    def wait(self, slot: int) -> dict[str, np.ndarray]:
+        return self._running.pop(slot).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_pipeline(runner: Runner, shape: tuple[int, ...], depth: int = 2) -> BatchPipeline:
+    """The runner's own pipeline (TrtRunner: pinned buffers, overlapped copies) or a
+    HostPipeline."""
+    own = getattr(runner, "pipeline", None)
+    return own(shape, depth) if callable(own) else HostPipeline(runner, shape, depth)
+
+
+_END = object()
+
+
+class _Stopped(Exception):
+    """The consumer went away: the producer stops."""
+
+
+def detect_folder_pipelined(
+    runner: Runner, batcher: ImageBatcher, score_threshold: float = 0.0,
+    class_offset: int | None = None, depth: int = 2,
+) -> Iterator[ImageResult]:
+    """:func:`detect_folder` (same results, same order) with the batch preparation, the
+    runner and the consumer overlapping: a producer thread assembles batches (images decoded
+    and resized on the batcher's worker threads) into the pipeline's ``depth`` buffers, this
+    thread submits each batch and, while the next one is submitted, collects the previous.
+    Runner calls all happen on the calling thread (pycuda needs that)."""
+    class_offset = _class_offset(runner, class_offset)
+    pipeline = make_pipeline(runner, batcher.shape, depth)
+    free: queue.Queue[int] = queue.Queue()
+    for slot in range(depth):
+        free.put(slot)
+    ready: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def allocate() -> np.ndarray:
+        while True:
+            try:
+                slot = free.get(timeout=0.05)
+            except queue.Empty:
+                if stop.is_set():
+                    raise _Stopped from None
+                continue
+            taken.append(slot)
+            return pipeline.input_buffer(slot)
+
+    def produce() -> None:
+        try:
+            for batch in batcher.batches(allocate):
+                ready.put((taken.popleft(), batch))
+                if stop.is_set():
+                    return
+            ready.put(_END)
+        except _Stopped:
+            pass
+        except BaseException as err:  # handed to the consumer, raised there
+            ready.put(err)
+
+    taken: deque[int] = deque()
+    producer = threading.Thread(target=produce, name="infer-producer", daemon=True)
+    producer.start()
+    in_flight: deque[tuple[int, Batch]] = deque()
+    finished = False
+    try:
+        while in_flight or not finished:
+            if not finished and len(in_flight) < depth:
+                item = ready.get()
+                if item is _END:
+                    finished = True
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    pipeline.submit(item[0])
+                    in_flight.append(item)
+                if len(in_flight) < min(depth, 2) and not finished:
+                    continue  # keep one batch running while the next is submitted
+            if in_flight:
+                slot, batch = in_flight.popleft()
+                outputs = pipeline.wait(slot)
+                free.put(slot)
+                yield from batch_results(outputs, batch, class_offset, score_threshold)
+    finally:
+        stop.set()
+        producer.join()  # it writes into the buffers: it must be gone before they are freed
+        pipeline.close()
 
 
 def _positive_int(value: object) -> int | None:
@@ -255,7 +405,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "only its own)")
     parser.add_argument("--no_pictures", action="store_true",
                         help="write no .png pictures, only .txt and detections.json")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"threads decoding and resizing images (default {DEFAULT_WORKERS})")
+    parser.add_argument("--writers", type=int, default=4,
+                        help="threads writing the result files (default 4)")
+    parser.add_argument("--pipeline_depth", type=int, default=2,
+                        help="input buffer sets: batches being prepared or run (default 2)")
+    parser.add_argument("--serial", action="store_true",
+                        help="no pipelining: decode, infer and write one batch after another")
     args = parser.parse_args(argv)
+    for name in ("workers", "writers", "pipeline_depth"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} {getattr(args, name)} must be at least 1")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         parser.error(f"--score_threshold {args.score_threshold} must lie in [0, 1]")
     if args.batch_size is not None and args.batch_size < 1:
@@ -300,6 +461,46 @@ def save_image_outputs(
                     output / f"{stem}.png")
 
 
+class ResultWriter:
+    """Writes each result's files (:func:`save_image_outputs`) on ``threads`` background
+    threads (0: in the calling thread), at most ``2 * threads`` results queued, and keeps the
+    COCO records in the order the results came. Errors of a write are raised by a later
+    ``put`` or by ``close``."""
+
+    def __init__(self, output: Path, stems: dict[Path, str], labels: dict[int, str],
+                 pictures: bool, threads: int = 4) -> None:
+        self.output, self.stems, self.labels, self.pictures = output, stems, labels, pictures
+        self.records: list[dict] = []
+        self._threads = threads
+        self._pool = (ThreadPoolExecutor(threads, thread_name_prefix="infer-writer")
+                      if threads > 0 else None)
+        self._pending: deque[Future] = deque()
+
+    def _write(self, result: ImageResult) -> list[dict]:
+        save_image_outputs(result, self.output, self.stems[result.path], self.labels,
+                           picture=self.pictures)
+        return coco_records(result, self.labels)
+
+    def put(self, result: ImageResult) -> None:
+        """Queues one result's files (waits while too many are queued)."""
+        if self._pool is None:
+            self.records += self._write(result)
+            return
+        while len(self._pending) >= 2 * self._threads:
+            self.records += self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write, result))
+
+    def close(self) -> list[dict]:
+        """Waits for every write; returns all COCO records, in order."""
+        try:
+            while self._pending:
+                self.records += self._pending.popleft().result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+        return self.records
+
+
 def run(args: argparse.Namespace) -> int:
     """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
     images = find_images(args.input)
@@ -315,22 +516,34 @@ def run(args: argparse.Namespace) -> int:
                                  "--output or pass --no_pictures")
     runner = open_runner(args)
     try:
-        batcher = make_batcher(runner, args.input, args.preprocessor, args.batch_size)
+        batcher = make_batcher(runner, args.input, args.preprocessor, args.batch_size,
+                               workers=args.workers)
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
     args.output.mkdir(parents=True, exist_ok=True)
 
-    records: list[dict] = []
+    threshold = args.score_threshold or 0.0
+    if args.serial:  # one thing at a time, files written in this thread
+        results = detect_folder(runner, batcher, threshold)
+        writer = ResultWriter(args.output, stems, labels, not args.no_pictures, threads=0)
+    else:
+        results = detect_folder_pipelined(runner, batcher, threshold,
+                                          depth=args.pipeline_depth)
+        writer = ResultWriter(args.output, stems, labels, not args.no_pictures,
+                              threads=args.writers)
     done = found = 0
     start = time.perf_counter()
-    with logging_redirect_tqdm(), tqdm(total=len(batcher), unit="image", desc=PROG) as bar:
-        for result in detect_folder(runner, batcher, args.score_threshold or 0.0):
-            save_image_outputs(result, args.output, stems[result.path], labels,
-                               picture=not args.no_pictures)
-            records += coco_records(result, labels)
-            done, found = done + 1, found + len(result)
-            bar.update(done + len(batcher.skipped) - bar.n)
-        bar.update(len(batcher) - bar.n)
+    try:
+        with logging_redirect_tqdm(), tqdm(total=len(batcher), unit="image", desc=PROG) as bar:
+            for result in results:
+                writer.put(result)
+                done, found = done + 1, found + len(result)
+                bar.update(done + len(batcher.skipped) - bar.n)
+            records = writer.close()
+            bar.update(len(batcher) - bar.n)
+    finally:
+        results.close()
+        writer.close()
     elapsed = time.perf_counter() - start
     body = ",\n".join(json.dumps(record) for record in records)
     atomic_write_bytes(args.output / "detections.json", f"[\n{body}\n]\n".encode())

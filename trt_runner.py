@@ -89,13 +89,45 @@ class CudaBackend(ABC):
     def free_pinned(self, array: np.ndarray) -> None: ...
 
     @abstractmethod
-    def copy_htod_async(self, device: int, host: np.ndarray) -> None: ...
+    def copy_htod_async(self, device: int, host: np.ndarray, stream: int | None = None
+                        ) -> None:
+        """Host -> device on ``stream`` (default: the back-end's own stream)."""
 
     @abstractmethod
-    def copy_dtoh_async(self, host: np.ndarray, device: int) -> None: ...
+    def copy_dtoh_async(self, host: np.ndarray, device: int, stream: int | None = None
+                        ) -> None:
+        """Device -> host on ``stream`` (default: the back-end's own stream)."""
 
     @abstractmethod
     def synchronize(self) -> None: ...
+
+    # Extra streams and events (benchmark timing, the overlapped pipeline). Streams are ints.
+    @abstractmethod
+    def create_stream(self) -> int: ...
+
+    @abstractmethod
+    def destroy_stream(self, stream: int) -> None: ...
+
+    @abstractmethod
+    def create_event(self) -> Any:
+        """A CUDA event with timing enabled."""
+
+    @abstractmethod
+    def record_event(self, event: Any, stream: int | None = None) -> None: ...
+
+    @abstractmethod
+    def wait_event(self, event: Any, stream: int | None = None) -> None:
+        """Makes ``stream`` (default: the back-end's own) wait for ``event``'s last record."""
+
+    @abstractmethod
+    def synchronize_event(self, event: Any) -> None: ...
+
+    @abstractmethod
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        """Milliseconds between two recorded (and completed) events."""
+
+    @abstractmethod
+    def destroy_event(self, event: Any) -> None: ...
 
     # CUDA graphs are optional: a back-end without them makes the runner fall back.
     def _no_graphs(self) -> CudaError:
@@ -145,6 +177,7 @@ class CudaPythonBackend(CudaBackend):
         if count < 1:
             raise NoGpuError("no usable NVIDIA GPU here: cudaGetDeviceCount found none")
         self._stream = self._call("cudaStreamCreate")
+        self._streams: dict[int, Any] = {}  # extra streams: handle -> cudaStream_t
 
     def _call(self, name: str, *args: Any) -> Any:
         err, *values = getattr(self._rt, name)(*args)
@@ -173,18 +206,49 @@ class CudaPythonBackend(CudaBackend):
     def free_pinned(self, array: np.ndarray) -> None:
         self._call("cudaFreeHost", array.ctypes.data)
 
-    def _copy(self, dst: int, src: int, nbytes: int, kind: str) -> None:
+    def _stream_object(self, stream: int | None) -> Any:
+        return self._stream if stream is None or stream == self.stream else self._streams[stream]
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind: str, stream: int | None) -> None:
         self._call("cudaMemcpyAsync", dst, src, nbytes, getattr(self._rt.cudaMemcpyKind, kind),
-                   self._stream)
+                   self._stream_object(stream))
 
-    def copy_htod_async(self, device: int, host: np.ndarray) -> None:
-        self._copy(device, host.ctypes.data, host.nbytes, "cudaMemcpyHostToDevice")
+    def copy_htod_async(self, device: int, host: np.ndarray, stream: int | None = None
+                        ) -> None:
+        self._copy(device, host.ctypes.data, host.nbytes, "cudaMemcpyHostToDevice", stream)
 
-    def copy_dtoh_async(self, host: np.ndarray, device: int) -> None:
-        self._copy(host.ctypes.data, device, host.nbytes, "cudaMemcpyDeviceToHost")
+    def copy_dtoh_async(self, host: np.ndarray, device: int, stream: int | None = None
+                        ) -> None:
+        self._copy(host.ctypes.data, device, host.nbytes, "cudaMemcpyDeviceToHost", stream)
 
     def synchronize(self) -> None:
         self._call("cudaStreamSynchronize", self._stream)
+
+    def create_stream(self) -> int:
+        stream = self._call("cudaStreamCreate")
+        self._streams[int(stream)] = stream
+        return int(stream)
+
+    def destroy_stream(self, stream: int) -> None:
+        self._call("cudaStreamDestroy", self._streams.pop(stream))
+
+    def create_event(self) -> Any:
+        return self._call("cudaEventCreate")
+
+    def record_event(self, event: Any, stream: int | None = None) -> None:
+        self._call("cudaEventRecord", event, self._stream_object(stream))
+
+    def wait_event(self, event: Any, stream: int | None = None) -> None:
+        self._call("cudaStreamWaitEvent", self._stream_object(stream), event, 0)
+
+    def synchronize_event(self, event: Any) -> None:
+        self._call("cudaEventSynchronize", event)
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        return float(self._call("cudaEventElapsedTime", start, end))
+
+    def destroy_event(self, event: Any) -> None:
+        self._call("cudaEventDestroy", event)
 
     def begin_capture(self) -> None:
         mode = self._rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
@@ -208,6 +272,8 @@ class CudaPythonBackend(CudaBackend):
         self._call("cudaGraphExecDestroy", graph)
 
     def close(self) -> None:
+        for handle in list(self._streams):
+            self.destroy_stream(handle)
         if self._stream is not None:
             self._call("cudaStreamDestroy", self._stream)
             self._stream = None
@@ -235,6 +301,7 @@ class PyCudaBackend(CudaBackend):
                                    cuda.Device(0).retain_primary_context)
         self._call("cuCtxPushCurrent", self._context.push)
         self._stream_obj = self._call("cuStreamCreate", cuda.Stream)
+        self._streams: dict[int, Any] = {}  # extra streams: handle -> pycuda Stream
         self._allocations: dict[int, Any] = {}
 
     def _call(self, name: str, function: Any, *args: Any) -> Any:
@@ -261,20 +328,55 @@ class PyCudaBackend(CudaBackend):
     def free_pinned(self, array: np.ndarray) -> None:
         self._call("cuMemFreeHost", array.base.free)
 
-    def copy_htod_async(self, device: int, host: np.ndarray) -> None:
-        self._call("cuMemcpyHtoDAsync", self._cuda.memcpy_htod_async, device, host,
-                   self._stream_obj)
+    def _stream_object(self, stream: int | None) -> Any:
+        if stream is None or stream == self.stream:
+            return self._stream_obj
+        return self._streams[stream]
 
-    def copy_dtoh_async(self, host: np.ndarray, device: int) -> None:
+    def copy_htod_async(self, device: int, host: np.ndarray, stream: int | None = None
+                        ) -> None:
+        self._call("cuMemcpyHtoDAsync", self._cuda.memcpy_htod_async, device, host,
+                   self._stream_object(stream))
+
+    def copy_dtoh_async(self, host: np.ndarray, device: int, stream: int | None = None
+                        ) -> None:
         self._call("cuMemcpyDtoHAsync", self._cuda.memcpy_dtoh_async, host, device,
-                   self._stream_obj)
+                   self._stream_object(stream))
 
     def synchronize(self) -> None:
         self._call("cuStreamSynchronize", self._stream_obj.synchronize)
 
+    def create_stream(self) -> int:
+        stream = self._call("cuStreamCreate", self._cuda.Stream)
+        self._streams[int(stream.handle)] = stream
+        return int(stream.handle)
+
+    def destroy_stream(self, stream: int) -> None:
+        self._call("cuStreamSynchronize", self._streams.pop(stream).synchronize)
+
+    def create_event(self) -> Any:
+        return self._call("cuEventCreate", self._cuda.Event)
+
+    def record_event(self, event: Any, stream: int | None = None) -> None:
+        self._call("cuEventRecord", event.record, self._stream_object(stream))
+
+    def wait_event(self, event: Any, stream: int | None = None) -> None:
+        self._call("cuStreamWaitEvent", self._stream_object(stream).wait_for_event, event)
+
+    def synchronize_event(self, event: Any) -> None:
+        self._call("cuEventSynchronize", event.synchronize)
+
+    def elapsed_ms(self, start: Any, end: Any) -> float:
+        return float(self._call("cuEventElapsedTime", end.time_since, start))
+
+    def destroy_event(self, event: Any) -> None:
+        pass  # pycuda frees the event with the object
+
     def close(self) -> None:
         if self._context is not None:
             self.synchronize()
+            for handle in list(self._streams):
+                self.destroy_stream(handle)
             self._call("cuCtxPopCurrent", self._context.pop)
             self._context = None
 
@@ -436,6 +538,59 @@ class TrtRunner:
             self._capture_graph()
         return results
 
+    # -- pieces of ``infer`` for benchmarks and pipelines (all on the back-end's stream) --------
+
+    def set_input_shape(self, shape: tuple[int, ...]) -> None:
+        """Checks ``shape`` against the profile and prepares the buffers for it."""
+        shape = self._check_shape(tuple(shape))
+        if shape != self._input.shape:
+            self._set_shape(shape)
+
+    @property
+    def host_input(self) -> np.ndarray:
+        """The pinned input buffer at the current shape (what ``copy_inputs_async`` sends)."""
+        return self._input.view
+
+    def copy_inputs_async(self) -> None:
+        """Enqueues the host -> device copy of the input buffer."""
+        self.backend.copy_htod_async(self._input.device, self._input.view)
+
+    def enqueue(self) -> None:
+        """Enqueues one inference: the captured CUDA graph if there is one, else
+        ``execute_async_v3``."""
+        if self._graph is not None:
+            self.backend.launch_graph(self._graph)
+        else:
+            self._execute()
+
+    def copy_outputs_async(self) -> None:
+        """Enqueues the device -> host copies of every output."""
+        for tensor in self._tensors:
+            if not tensor.is_input:
+                self.backend.copy_dtoh_async(tensor.view, tensor.device)
+
+    def output_views(self) -> dict[str, np.ndarray]:
+        """The pinned output buffers at the current shapes (valid after a synchronize)."""
+        return {t.name: t.view for t in self._tensors if not t.is_input}
+
+    def capture_graph(self) -> bool:
+        """Captures a CUDA graph for the current shape (after at least one normal run);
+        True when ``enqueue`` now replays it, False when the back-end cannot capture."""
+        self.use_cuda_graph = True
+        if self._graph is None:
+            self.backend.synchronize()
+            self._capture_graph()
+        return self._graph is not None
+
+    def release_graph(self) -> None:
+        """Drops the captured graph: ``enqueue`` calls ``execute_async_v3`` again."""
+        self._drop_graph()
+        self.use_cuda_graph = False
+
+    def pipeline(self, shape: tuple[int, ...], depth: int = 2) -> TrtPipeline:
+        """A :class:`TrtPipeline` with ``depth`` buffer sets for input ``shape``."""
+        return TrtPipeline(self, shape, depth)
+
     def _check_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         low, _, high = self.profile_shapes
         fits = len(shape) == len(high) and all(
@@ -535,3 +690,115 @@ class TrtRunner:
             self.close()
         except Exception:  # interpreter shutdown: CUDA may already be gone
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlapped execution: several buffer sets, copies in on a second stream.
+
+
+@dataclass
+class _Slot:
+    """One buffer set of a pipeline: pinned host and device buffers for every tensor."""
+
+    host: dict[str, np.ndarray]  # name -> pinned array of the tensor's shape
+    device: dict[str, int]  # name -> device pointer
+    allocations: list[np.ndarray]  # the flat pinned arrays as allocated (freed as such)
+    copied_in: Any  # event: the input has reached the device (copy stream)
+    done: Any  # event: outputs are back on the host (compute stream)
+
+
+class TrtPipeline:
+    """``depth`` sets of pinned host + device buffers over one TrtRunner (one context).
+
+    ``submit(slot)`` enqueues: the input's host -> device copy on a copy stream, then on the
+    runner's stream (after that copy) ``execute_async_v3`` with the slot's addresses and the
+    outputs' device -> host copies. So batch N+1's input copy overlaps batch N's inference,
+    and the host fills another slot meanwhile. ``wait(slot)`` returns the outputs. All calls
+    must come from the thread that created the runner (pycuda's context is per thread);
+    other threads may write into ``input_buffer(slot)`` of a slot not in flight.
+    """
+
+    def __init__(self, runner: TrtRunner, shape: tuple[int, ...], depth: int = 2) -> None:
+        if depth < 1:
+            raise ValueError(f"a pipeline needs at least 1 buffer set, got {depth}")
+        runner.set_input_shape(shape)
+        runner.release_graph()  # a graph would replay the runner's own addresses
+        self.runner = runner
+        self.depth = depth
+        self._backend = backend = runner.backend
+        self._shapes = {t.name: t.shape for t in runner._tensors}
+        self._dtypes = {t.name: t.dtype for t in runner._tensors}
+        self._input_name = runner.input_name
+        self._copy_stream = backend.create_stream()
+        self._slots: list[_Slot] = []
+        try:
+            for _ in range(depth):
+                self._make_slot()
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_slot(self) -> _Slot:
+        backend = self._backend
+        slot = _Slot({}, {}, [], backend.create_event(), backend.create_event())
+        self._slots.append(slot)  # freed by close() even when a later allocation fails
+        for name, shape in self._shapes.items():
+            count = math.prod(shape)
+            flat = backend.pinned_empty(count, self._dtypes[name])
+            slot.allocations.append(flat)
+            slot.host[name] = flat.reshape(shape)
+            slot.device[name] = backend.malloc(count * self._dtypes[name].itemsize)
+        return slot
+
+    def input_buffer(self, slot: int) -> np.ndarray:
+        """The slot's pinned input array (the pipeline's input shape and the engine's dtype)."""
+        return self._slots[slot].host[self._input_name]
+
+    def submit(self, slot: int) -> None:
+        """Enqueues copy in, inference and copies out for the slot's input buffer."""
+        backend, context, s = self._backend, self.runner.context, self._slots[slot]
+        backend.wait_event(s.done, self._copy_stream)  # the slot's previous run is over
+        backend.copy_htod_async(s.device[self._input_name], s.host[self._input_name],
+                                self._copy_stream)
+        backend.record_event(s.copied_in, self._copy_stream)
+        backend.wait_event(s.copied_in)
+        for name, pointer in s.device.items():
+            if not context.set_tensor_address(name, pointer):
+                raise EngineError(f"{self.runner.path}: TensorRT refused the address of {name}")
+        self.runner._execute()
+        for name, host in s.host.items():
+            if name != self._input_name:
+                backend.copy_dtoh_async(host, s.device[name])
+        backend.record_event(s.done)
+
+    def wait(self, slot: int) -> dict[str, np.ndarray]:
+        """Waits for the slot's last submission; returns copies of its outputs."""
+        s = self._slots[slot]
+        self._backend.synchronize_event(s.done)
+        return {name: host.copy() for name, host in s.host.items() if name != self._input_name}
+
+    def close(self) -> None:
+        """Waits for the GPU, frees the slots and gives the runner its own buffers back."""
+        if self._backend is None:
+            return
+        backend = self._backend
+        backend.synchronize()
+        for s in self._slots:
+            backend.synchronize_event(s.done)
+            for flat in s.allocations:
+                backend.free_pinned(flat)
+            for pointer in s.device.values():
+                backend.free(pointer)
+            backend.destroy_event(s.copied_in)
+            backend.destroy_event(s.done)
+        self._slots = []
+        backend.destroy_stream(self._copy_stream)
+        for tensor in self.runner._tensors:  # the runner's own buffers again
+            self.runner.context.set_tensor_address(tensor.name, tensor.device)
+        self._backend = None
+
+    def __enter__(self) -> TrtPipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -217,9 +217,12 @@ def test_validate_cli_reports_and_passes(tmp_path: Path, coco_dir: Path, capsys)
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", SLOW_SSD_CONFIGS)
 def test_every_ssd_zoo_config(config_name: str, tmp_path: Path, coco_dir: Path) -> None:
+    # Random 101/152-layer ResNets compound float rounding ~1.2x per block unless their residual
+    # branches are scaled down as in trained ResNets (docs/benchmarks.md, the bisection).
+    deep = "resnet101" in config_name or "resnet152" in config_name
     model_dir = build_model(SHARED / "tfod_configs" / config_name,
                             MODELS / ("zoo_" + config_name.split(".")[0]),
-                            ["--num_classes", "4"])
+                            ["--num_classes", "4", *(["--residual_gamma", "0.25"] if deep else [])])
     out = tmp_path / "m.onnx"
     assert create_onnx.main(["-p", str(model_dir / "pipeline.config"),
                              "-m", str(model_dir / "saved_model"), "-o", str(out)]) == 0

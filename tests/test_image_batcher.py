@@ -293,3 +293,27 @@ def test_missing_path_and_empty_folder(tmp_path):
     assert str(empty) in str(info.value)
     with pytest.raises(ValueError, match="layout"):
         ImageBatcher(tmp_path / "empty_folder" / "notes.txt", pre, layout="CHW")
+
+
+def test_batches_fill_supplied_buffers_and_zero_the_padding(photos, tmp_path):
+    """batches(allocate): each batch lands in the array allocate() gives (reused buffers, as
+    the pipelined infer path does), allocate() runs once per batch, stale data is cleared."""
+    for photo in photos[:3]:
+        shutil.copy(photo, tmp_path)
+    pre = Preprocessor.fixed_shape(24, 32)
+    expected = [b.data.copy() for b in ImageBatcher(tmp_path, pre, batch_size=2, layout="NCHW")]
+    buffers = [np.full((2, 3, 24, 32), 7.0, np.float32) for _ in range(2)]
+    given = []
+
+    def allocate() -> np.ndarray:
+        given.append(buffers[len(given) % 2])
+        return given[-1]
+
+    batcher = ImageBatcher(tmp_path, pre, batch_size=2, layout="NCHW")
+    for index, batch in enumerate(batcher.batches(allocate)):
+        assert batch.data is buffers[index % 2]
+        np.testing.assert_array_equal(batch.data, expected[index])
+    assert len(given) == 2  # no allocation for a batch that never gets an image
+    assert not buffers[1][1].any()  # the last batch's padding, 7.0 before
+    with pytest.raises(ValueError, match=r"shape \(1, 3, 24, 32\).*\(2, 3, 24, 32\)"):
+        next(batcher.batches(lambda: np.zeros((1, 3, 24, 32), np.float32)))

@@ -9,6 +9,7 @@ import io
 import json
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -357,3 +358,92 @@ def test_drawing_and_panels(photos: list[Path], tmp_path: Path) -> None:
     assert len(np.unique(sheet[:bar, : image.shape[1]].reshape(-1, 3), axis=0)) > 1  # title
     with pytest.raises(ValueError, match="one title per image"):
         visualize.save_panels([image], [], panels)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipelined folder path (the default) against the serial one (--serial).
+
+
+def test_pipelined_cli_writes_exactly_what_the_serial_path_writes(
+    onnx_b4: Path, image_dir: Path, threshold: float, tmp_path: Path, tfod_configs: Path
+) -> None:
+    common = ["--onnx", onnx_b4, "-i", image_dir, "-t", repr(threshold),
+              "-l", tfod_configs / "mscoco_label_map.pbtxt"]
+    serial = run_cli(*common, "-o", tmp_path / "serial", "--serial")
+    piped = run_cli(*common, "-o", tmp_path / "piped", "--workers", "3", "--writers", "2",
+                    "--pipeline_depth", "2")
+    assert serial.code == piped.code == 0, serial.err + piped.err
+    names = sorted(p.name for p in serial.output.iterdir())
+    assert names == sorted(p.name for p in piped.output.iterdir())
+    assert len(names) == 2 * PHOTOS + 1
+    for name in names:
+        assert (serial.output / name).read_bytes() == (piped.output / name).read_bytes(), name
+    counts = [SUMMARY.match(r.out.strip().splitlines()[-1]).groups()[:3] for r in (serial, piped)]
+    assert counts[0] == counts[1] == (str(PHOTOS), counts[0][1], "1")
+    assert str(image_dir / CORRUPT) in piped.err
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_pipelined_results_in_order_with_bad_images_skipped(
+    onnx_b4: Path, image_dir: Path, depth: int
+) -> None:
+    runner = ReferenceRunner(onnx_b4)
+    serial_batcher = infer.make_batcher(runner, image_dir)
+    expected = list(infer.detect_folder(runner, serial_batcher))
+    batcher = infer.make_batcher(runner, image_dir, workers=3)
+    found = list(infer.detect_folder_pipelined(runner, batcher, depth=depth))
+    assert [r.path for r in found] == [r.path for r in expected] and len(found) == PHOTOS
+    for mine, theirs in zip(found, expected, strict=True):
+        np.testing.assert_array_equal(mine.boxes, theirs.boxes)
+        np.testing.assert_array_equal(mine.scores, theirs.scores)
+        np.testing.assert_array_equal(mine.classes, theirs.classes)
+    assert [p.name for p, _ in batcher.skipped] == [CORRUPT]
+    assert not [t for t in threading.enumerate() if t.name == "infer-producer"]
+
+
+class FailingRunner(ReferenceRunner):
+    """The reference runner, failing on its ``fail_at``-th call (fault injection)."""
+
+    def __init__(self, path: Path, fail_at: int) -> None:
+        super().__init__(path)
+        self.calls, self.fail_at = 0, fail_at
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("runner failed on purpose")
+        return super().infer(batch)
+
+
+def test_pipeline_stops_cleanly_on_errors_and_early_exit(onnx_b4: Path, image_dir: Path
+                                                         ) -> None:
+    failing = FailingRunner(onnx_b4, fail_at=2)
+    results = infer.detect_folder_pipelined(failing, infer.make_batcher(failing, image_dir))
+    with pytest.raises(RuntimeError, match="on purpose"):
+        list(results)
+    runner = ReferenceRunner(onnx_b4)
+    early = infer.detect_folder_pipelined(runner, infer.make_batcher(runner, image_dir))
+    first = next(early)
+    early.close()  # the consumer leaves after one image
+    assert first.path.name == sorted(p.name for p in image_dir.glob("*.jpg"))[0]
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith(("infer-producer", "host-pipeline", "image-batcher"))]
+
+
+def test_result_writer_keeps_order_and_reports_errors(
+    reference: list[infer.ImageResult], tmp_path: Path
+) -> None:
+    stems = {r.path: r.path.stem for r in reference}
+    writer = infer.ResultWriter(tmp_path, stems, {}, pictures=False, threads=3)
+    for result in reference:
+        writer.put(result)
+    records = writer.close()
+    assert [r["file_name"] for r in records] == [
+        r.path.name for r in reference for _ in range(len(r))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{r.path.stem}.txt" for r in reference)
+    broken = infer.ResultWriter(tmp_path / "missing_folder", stems, {}, False, threads=2)
+    with pytest.raises(OSError):
+        for result in reference:
+            broken.put(result)
+        broken.close()
