@@ -1,11 +1,17 @@
 """Builds a TensorRT engine (8.6, 10.x or 11.x) from an ONNX graph made by create_onnx.py.
 
     python build_engine.py -o model.onnx -e model.engine [-p fp32|fp16|int8] \\
-        [--calib_input IMAGES] [--calib_cache model.cache] [--timing_cache timing.cache]
+        [--int8_mode calibrator|qdq] [--fp16_onnx] [--calib_input IMAGES] \\
+        [--calib_cache model.cache] [--timing_cache timing.cache]
 
 The engine is written with its metadata beside it (``<engine>.json``: the ONNX's metadata plus
 how it was built), which trt_runner.TrtRunner reads. Plugin nodes are adapted to what the
 installed TensorRT registers (trt_compat.adapt_onnx_plugins) before parsing.
+
+Reduced precision comes either from builder flags on the FP32 graph (8.6-10.x: FP16 flag, INT8
+flag with the entropy calibrator) or from the graph itself (quantize.py: an FP16 / mixed graph,
+or Q/DQ nodes calibrated with ONNX Runtime), which is the only way on TensorRT 11 (strongly
+typed). trt_compat says which the installed TensorRT needs.
 """
 
 from __future__ import annotations
@@ -53,6 +59,21 @@ class BuildOptions:
     calib_num_images: int = 5000
     calib_batch_size: int = 8
     tf32: bool = False
+    int8_mode: str | None = None  # "calibrator" or "qdq"; None: trt_compat.default_int8_mode
+    fp16_onnx: bool = False  # fp16 from an FP16 ONNX also where the FP16 flag exists
+    calib_method: str = "minmax"  # qdq: ONNX Runtime's range calibration method
+
+    def typed_onnx(self, trt: Any) -> bool:
+        """Whether the precision goes into the ONNX (FP16 graph or Q/DQ) before parsing."""
+        if self.precision == "fp16":
+            return self.fp16_onnx or trt_compat.needs_typed_onnx("fp16", trt)
+        if self.precision == "int8":
+            return self.resolved_int8_mode(trt) == "qdq"
+        return False
+
+    def resolved_int8_mode(self, trt: Any) -> str:
+        """The INT8 mode asked for, or this TensorRT's default."""
+        return self.int8_mode or trt_compat.default_int8_mode(trt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,13 +171,13 @@ def calibration_batches(options: BuildOptions, metadata: dict, batch_size: int
     return (batch.data for batch in batcher)
 
 
-def check_options(options: BuildOptions, trt: Any) -> None:
-    """What can be refused before any slow work: a precision this TensorRT cannot build from
-    an FP32 ONNX, INT8 without calibration images or an existing cache."""
-    reason = trt_compat.reduced_precision_unsupported(options.precision, trt)
+def check_options(options: BuildOptions, trt: Any, prequantized: bool = False) -> None:
+    """What can be refused before any slow work: an INT8 mode this TensorRT lacks, INT8
+    without calibration images or an existing cache (unless the ONNX has Q/DQ already)."""
+    reason = trt_compat.reduced_precision_unsupported(options.precision, trt, options.int8_mode)
     if reason:
         raise BuildError(reason)
-    if options.precision != "int8":
+    if options.precision != "int8" or prequantized:
         return
     if options.calib_input is not None and not options.calib_input.exists():
         raise BuildError(f"--calib_input {options.calib_input}: no such image file or folder")
@@ -199,9 +220,11 @@ class EngineBuilder:
         self.onnx_metadata: dict = {}
         self.nms_tensors: set[str] = set()
         self.profiled = False
+        self.typed_precision: str | None = None  # "fp16"/"int8" when the ONNX carries it
 
-    def create_network(self, onnx_path: Path) -> None:
-        """Loads the ONNX, adapts its plugins to this TensorRT and parses it."""
+    def create_network(self, onnx_path: Path, options: BuildOptions | None = None) -> None:
+        """Loads the ONNX, makes it FP16 or Q/DQ when ``options`` ask for a typed ONNX (see
+        BuildOptions.typed_onnx), adapts its plugins to this TensorRT and parses it."""
         import onnx
 
         trt = self.trt
@@ -210,6 +233,7 @@ class EngineBuilder:
         except Exception as err:  # protobuf's DecodeError and friends
             raise BuildError(f"{onnx_path}: not a readable ONNX file ({err})") from err
         self.onnx_metadata = read_metadata(model)
+        model = self._typed_model(model, onnx_path, options)
         try:
             model = trt_compat.adapt_onnx_plugins(model, trt)
         except trt_compat.PluginUnavailable as err:
@@ -222,6 +246,35 @@ class EngineBuilder:
         if not self.parser.parse(model.SerializeToString(), str(onnx_path)):
             raise BuildError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: "
                              + self._parse_errors(model))
+
+    def _typed_model(self, model: onnx.ModelProto, onnx_path: Path,
+                     options: BuildOptions | None) -> onnx.ModelProto:
+        """The graph with its precision written in: an ONNX that has it already (Q/DQ nodes,
+        FP16 tensors) is kept, an FP32 one is converted by quantize.py when asked."""
+        import quantize
+
+        if quantize.has_qdq(model):
+            self.typed_precision = "int8"
+        elif quantize.is_fp16(model):
+            self.typed_precision = "fp16"
+        if options is None or options.precision == "fp32" or self.typed_precision:
+            if options is not None and self.typed_precision not in (None, options.precision):
+                raise BuildError(f"{onnx_path} is an {self.typed_precision} ONNX: build it with "
+                                 f"-p {self.typed_precision}")
+            return model
+        if not options.typed_onnx(self.trt):
+            return model
+        try:
+            if options.precision == "fp16":
+                typed = quantize.convert_fp16(model, onnx_path)
+            else:
+                typed = quantize.quantize_int8(model, options.calib_input, options.calib_cache,
+                                               options.calib_num_images, options.calib_method,
+                                               onnx_path)
+        except quantize.QuantizeError as err:
+            raise BuildError(str(err)) from err
+        self.typed_precision = options.precision
+        return typed
 
     def _parse_errors(self, model: onnx.ModelProto) -> str:
         """The parser's errors with node names (``node()`` is an index in 8.6, 10 and 11)."""
@@ -256,7 +309,7 @@ class EngineBuilder:
             raise BuildError(f"the ONNX inputs {dynamic} have dynamic shapes "
                              f"{[self.input_shapes[n] for n in dynamic]}; make the ONNX with a "
                              "static batch size (create_onnx.py --batch_size)")
-        check_options(options, self.trt)
+        check_options(options, self.trt, self.typed_precision is not None)
         trt_compat.set_workspace(self.config, int(options.workspace_gib * GIB), self.trt)
         self._load_timing_cache(options.timing_cache)
         calibrator = self._set_precision(options)
@@ -283,7 +336,11 @@ class EngineBuilder:
                 self.config.clear_flag(trt.BuilderFlag.TF32)
             return None
         calibrator = None
-        if options.precision == "fp16":
+        if self.typed_precision is not None:  # the ONNX carries its precision
+            for flag in trt_compat.typed_onnx_flags(self.typed_precision, trt):
+                self.config.set_flag(trt.BuilderFlag.FP16 if flag == "FP16"
+                                     else trt.BuilderFlag.INT8)
+        elif options.precision == "fp16":
             self.config.set_flag(trt.BuilderFlag.FP16)
         else:
             self.config.set_flag(trt.BuilderFlag.INT8)
@@ -373,11 +430,29 @@ def engine_metadata(builder: EngineBuilder, onnx_path: Path, options: BuildOptio
         "engine": {
             "onnx": str(onnx_path),
             "precision": options.precision,
+            # "onnx" when the graph carried the precision (FP16 graph / Q/DQ), else "flags"
+            "precision_from": "onnx" if builder.typed_precision else "flags",
+            "int8_mode": (options.resolved_int8_mode(builder.trt)
+                          if options.precision == "int8" else None),
             "tensorrt_version": builder.trt.__version__,
             "tf32": options.tf32 or options.precision != "fp32",
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
+
+
+def _is_prequantized(onnx_path: Path, options: BuildOptions) -> bool:
+    """Whether an INT8 build without images or cache gets an ONNX that has Q/DQ already."""
+    if options.precision != "int8" or options.calib_input or options.calib_cache:
+        return False
+    import onnx
+
+    import quantize
+
+    try:
+        return quantize.has_qdq(onnx.load(str(onnx_path), load_external_data=False))
+    except Exception:  # unreadable: create_network reports it
+        return False
 
 
 def build(onnx_path: Path, engine_path: Path, options: BuildOptions,
@@ -387,9 +462,9 @@ def build(onnx_path: Path, engine_path: Path, options: BuildOptions,
 
     if not onnx_path.is_file():
         raise BuildError(f"ONNX file {onnx_path} not found")
-    check_options(options, trt_compat.require_tensorrt())
+    check_options(options, trt_compat.require_tensorrt(), _is_prequantized(onnx_path, options))
     builder = EngineBuilder(verbose)
-    builder.create_network(onnx_path)
+    builder.create_network(onnx_path, options)
     engine = builder.build(options)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(engine_path, engine)
@@ -409,10 +484,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-p", "--precision", choices=["fp32", "fp16", "int8"], default="fp32")
     parser.add_argument("-w", "--workspace", type=float, default=8.0,
                         help="the builder's workspace limit in GiB")
+    parser.add_argument("--int8_mode", choices=trt_compat.INT8_MODES,
+                        help="INT8: TensorRT's entropy calibrator (8.6-10.x), or Q/DQ nodes "
+                             "calibrated with ONNX Runtime (quantize.py; any version); default: "
+                             "calibrator where TensorRT has it, else qdq")
+    parser.add_argument("--fp16_onnx", action="store_true",
+                        help="FP16: convert the ONNX to FP16 (quantize.py) also where the FP16 "
+                             "builder flag exists (always done on TensorRT 11)")
     parser.add_argument("--calib_input", type=Path,
                         help="INT8: a folder of calibration images")
     parser.add_argument("--calib_cache", type=Path,
-                        help="INT8: calibration cache to read (skips calibration) or write")
+                        help="INT8: calibration cache to read (skips calibration) or write "
+                             "(calibrator: TensorRT's cache; qdq: JSON of tensor ranges)")
+    parser.add_argument("--calib_method", choices=["minmax", "entropy", "percentile"],
+                        default="minmax", help="INT8 qdq: ONNX Runtime's calibration method")
     parser.add_argument("--calib_num_images", type=int, default=5000,
                         help="INT8: at most this many calibration images")
     parser.add_argument("--calib_batch_size", type=int, default=8,
@@ -438,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
         precision=args.precision, workspace_gib=args.workspace, timing_cache=args.timing_cache,
         calib_input=args.calib_input, calib_cache=args.calib_cache,
         calib_num_images=args.calib_num_images, calib_batch_size=args.calib_batch_size,
-        tf32=args.tf32,
+        tf32=args.tf32, int8_mode=args.int8_mode, fp16_onnx=args.fp16_onnx,
+        calib_method=args.calib_method,
     )
     try:
         build(args.onnx, args.engine, options, args.verbose)

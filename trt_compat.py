@@ -120,15 +120,43 @@ def supports_implicit_int8_calibrator(trt: ModuleType | None = None) -> bool:
     return MIN_VERSION <= version[:2] and version[0] < 11
 
 
-def reduced_precision_unsupported(precision: str, trt: ModuleType | None = None) -> str | None:
-    """Why ``precision`` cannot be built from an FP32 ONNX on this TensorRT, or None."""
-    if precision == "fp32" or supports_builder_precision_flags(trt):
+INT8_MODES = ("calibrator", "qdq")
+
+
+def default_int8_mode(trt: ModuleType | None = None) -> str:
+    """How INT8 is built by default: TensorRT's entropy calibrator where it exists (8.6-10.x),
+    else an explicitly quantized (Q/DQ) ONNX (11)."""
+    return "calibrator" if supports_implicit_int8_calibrator(trt) else "qdq"
+
+
+def needs_typed_onnx(precision: str, trt: ModuleType | None = None) -> bool:
+    """Whether ``precision`` must be written into the ONNX itself (FP16 graph or Q/DQ nodes)
+    because this TensorRT builds strongly typed networks only (11)."""
+    return precision != "fp32" and not supports_builder_precision_flags(trt)
+
+
+def typed_onnx_flags(precision: str, trt: ModuleType | None = None) -> list[str]:
+    """``BuilderFlag`` names to set for an ONNX that already carries its precision (FP16
+    graph or Q/DQ nodes): 8.6-10.x need FP16 / INT8 to run such layers in that precision
+    (explicit quantization on 8.6 needs the INT8 flag); 11 is strongly typed and has none."""
+    if precision == "fp32" or not supports_builder_precision_flags(trt):
+        return []
+    return [{"fp16": "FP16", "int8": "INT8"}[precision]]
+
+
+def reduced_precision_unsupported(precision: str, trt: ModuleType | None = None,
+                                  int8_mode: str | None = None) -> str | None:
+    """Why ``precision`` (and, for int8, ``int8_mode``) cannot be built on this TensorRT, or
+    None. FP16 and Q/DQ INT8 build everywhere (on 11 from an FP16 / Q/DQ ONNX, which
+    build_engine makes); the calibrator exists only before 11."""
+    if precision != "int8" or (int8_mode or default_int8_mode(trt)) != "calibrator":
         return None
-    what = {"fp16": "an FP16 ONNX", "int8": "an explicitly quantized (Q/DQ) ONNX"}[precision]
+    if supports_implicit_int8_calibrator(trt):
+        return None
     return (
         f"TensorRT {version_string(trt)} builds strongly typed networks only: it has no "
-        f"FP16/INT8 builder flags and no INT8 calibrator, so {precision} needs {what}, "
-        "which this tool cannot make yet; build with -p fp32, or use TensorRT 8.6-10.x"
+        "INT8 builder flag and no INT8 calibrator, so INT8 needs an explicitly quantized "
+        "(Q/DQ) ONNX: use --int8_mode qdq (the default here)"
     )
 
 

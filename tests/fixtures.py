@@ -145,3 +145,43 @@ def converted_onnx(name: str, batch_size: int = 1, input_format: str = "NHWC") -
     ])
     assert code == 0, f"create_onnx.py failed for {name}"
     return path
+
+
+# The trained model of issue 7 (models/shapes_ssd, committed) and its synthetic data.
+SHAPES_MODEL = ROOT / "models" / "shapes_ssd"
+SHAPES_DATA = Path(os.environ.get("TFOD_TRT_SHAPES", ROOT / ".cache" / "shapes"))
+
+
+def shapes_dataset(split: str, count: int | None = None, output: Path | None = None) -> Path:
+    """A split of the synthetic shapes data (tools/make_shapes_dataset.py: NumPy and Pillow
+    only, so the GPU machine makes it too); `count` takes a prefix of the split."""
+    output = output or SHAPES_DATA / split
+    if (output / "annotations.json").is_file():
+        return output
+    command = [sys.executable, str(ROOT / "tools" / "make_shapes_dataset.py"), "--split", split,
+               "--output", str(output), *(["--count", str(count)] if count else [])]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return output
+
+
+def trained_onnx() -> Path:
+    """models/shapes_ssd converted by create_onnx.py (batch 1, NHWC), cached under a name that
+    changes with the SavedModel, so a retrained model is never compared with a stale graph."""
+    import hashlib
+
+    saved_model = SHAPES_MODEL / "saved_model"
+    if not (saved_model / "saved_model.pb").is_file():
+        pytest.skip(f"{saved_model} is absent")
+    digest = hashlib.sha256((saved_model / "saved_model.pb").read_bytes()).hexdigest()[:12]
+    path = CACHE / "trained" / f"shapes_ssd_{digest}_b1_nhwc.onnx"
+    if path.is_file():
+        return path
+    if not have_tensorflow():
+        pytest.skip(f"{path} is not cached and TensorFlow is absent")
+    import create_onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    code = create_onnx.main(["--pipeline_config", str(SHAPES_MODEL / "pipeline.config"),
+                             "--saved_model", str(saved_model), "--onnx", str(path)])
+    assert code == 0, "create_onnx.py failed for models/shapes_ssd"
+    return path

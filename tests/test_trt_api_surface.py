@@ -149,13 +149,13 @@ def exists(chain):
         obj = getattr(obj, part)
     return True
 
-def cli(precision):
+def cli(precision, *extra):
     err = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(err):
         onnx = Path(tmp, "model.onnx")
         onnx.write_bytes(b"")
         code = build_engine.main(["-o", str(onnx), "-e", str(Path(tmp, "e.engine")),
-                                  "-p", precision])
+                                  "-p", precision, *[a.format(tmp=tmp) for a in extra]])
     return code, err.getvalue().strip().splitlines()[-1]
 
 report = {
@@ -169,6 +169,11 @@ report = {
     "renames": sorted([list(k), list(v)] for k, v in trt_compat.plugin_renames(trt).items()),
     "cli_fp32": cli("fp32"),
     "cli_fp16": cli("fp16"),
+    "cli_int8_calibrator": cli("int8", "--int8_mode", "calibrator", "--calib_input", "{tmp}"),
+    "cli_int8_qdq": cli("int8", "--int8_mode", "qdq", "--calib_input", "{tmp}"),
+    "int8_default": trt_compat.default_int8_mode(trt),
+    "typed_onnx_fp16": trt_compat.needs_typed_onnx("fp16", trt),
+    "typed_flags": {p: trt_compat.typed_onnx_flags(p, trt) for p in ("fp16", "int8")},
 }
 if report["calibrator"]:
     calibrator = build_engine.calibrator_class(trt)(iter(()), 2, None)
@@ -230,12 +235,26 @@ def test_build_engine_fails_cleanly_without_gpu(probe: dict) -> None:
 
 
 def test_reduced_precision_on_11_explains_what_is_needed(probe: dict) -> None:
-    code, line = probe["cli_fp16"]
-    assert code == 2 and line.startswith("build_engine.py: error: ")
-    if probe["trt_version"][0] >= 11:
-        assert "FP16 ONNX" in line and "strongly typed" in line
-    else:
-        assert "no usable NVIDIA GPU" in line
+    """FP16 and Q/DQ INT8 get as far as the builder everywhere (no GPU here); the INT8
+    calibrator only before 11, where the error names the way that works."""
+    for key in ("cli_fp16", "cli_int8_qdq", "cli_int8_calibrator"):
+        code, line = probe[key]
+        assert code == 2 and line.startswith("build_engine.py: error: "), (key, line)
+        if key == "cli_int8_calibrator" and probe["trt_version"][0] >= 11:
+            assert "strongly typed" in line and "--int8_mode qdq" in line
+        else:
+            assert "no usable NVIDIA GPU" in line, (key, line)
+
+
+def test_typed_onnx_choices_match_the_real_module(probe: dict) -> None:
+    """Strongly typed 11: FP16 and INT8 come from the ONNX and no builder flag is set; before
+    11 the flags set for a typed ONNX exist in the real bindings."""
+    strongly_typed = not probe["exists"]["BuilderFlag.FP16"]
+    assert probe["typed_onnx_fp16"] == strongly_typed
+    assert probe["int8_default"] == ("qdq" if strongly_typed else "calibrator")
+    for precision, flags in probe["typed_flags"].items():
+        assert flags == ([] if strongly_typed else [precision.upper()])
+        assert all(probe["exists"][f"BuilderFlag.{flag}"] for flag in flags)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +324,16 @@ def test_versions_and_flags() -> None:
     assert not trt_compat.supports_implicit_int8_calibrator(fake_trt("11.0.0.1"))
     assert not trt_compat.supports_implicit_int8_calibrator(fake_trt("8.5.3"))
     assert trt_compat.reduced_precision_unsupported("fp16", fake_trt("10.13.3.9")) is None
-    assert "Q/DQ" in trt_compat.reduced_precision_unsupported("int8", fake_trt("11.4.0.106"))
+    assert "Q/DQ" in trt_compat.reduced_precision_unsupported("int8", fake_trt("11.4.0.106"),
+                                                              "calibrator")
+    assert trt_compat.reduced_precision_unsupported("int8", fake_trt("11.4.0.106")) is None
+    assert trt_compat.reduced_precision_unsupported("fp16", fake_trt("11.4.0.106")) is None
+    assert trt_compat.reduced_precision_unsupported("int8", fake_trt("8.6.1"), "qdq") is None
+    assert trt_compat.typed_onnx_flags("int8", fake_trt("8.6.1")) == ["INT8"]
+    assert trt_compat.typed_onnx_flags("fp16", fake_trt("10.16.1.11")) == ["FP16"]
+    assert trt_compat.typed_onnx_flags("int8", fake_trt("11.4.0.106")) == []
+    assert trt_compat.default_int8_mode(fake_trt("8.6.1")) == "calibrator"
+    assert trt_compat.default_int8_mode(fake_trt("11.0.0.1")) == "qdq"
 
 
 @pytest.mark.parametrize("version", REGISTERED)

@@ -29,7 +29,6 @@ pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "ssd_mobilenet_v2"
 TEST_IMAGES = 16
-CALIB_FIRST_IMAGE = 32  # calibration images come from the other end of the folder
 BACKENDS = ("cuda-python", "pycuda")
 
 
@@ -78,14 +77,9 @@ def test_images(coco_dir: Path, work_dir: Path) -> Path:
     return image_folder(coco_dir, work_dir / "test_images", slice(0, TEST_IMAGES))
 
 
-@pytest.fixture(scope="session")
-def calib_images(coco_dir: Path, work_dir: Path) -> Path:
-    return image_folder(coco_dir, work_dir / "calib_images", slice(CALIB_FIRST_IMAGE, None))
-
-
 def cache_key(onnx_path: Path, args: list[str]) -> str:
     digest = hashlib.sha256(onnx_path.read_bytes())
-    for source in ("build_engine.py", "trt_compat.py"):
+    for source in ("build_engine.py", "trt_compat.py", "quantize.py"):
         digest.update((ROOT / source).read_bytes())
     digest.update(" ".join([trt_compat.version_string(), *args]).encode())
     return digest.hexdigest()[:16]
@@ -108,26 +102,12 @@ def fp32_engine(onnx_path: Path, work_dir: Path) -> Path:
     return build(onnx_path, work_dir, "fp32")
 
 
-@pytest.fixture(scope="session")
-def fp16_engine(onnx_path: Path, work_dir: Path) -> Path:
-    return build(onnx_path, work_dir, "fp16")
-
-
-@pytest.fixture(scope="session")
-def int8_engine(onnx_path: Path, work_dir: Path, calib_images: Path) -> Path:
-    cache = work_dir / f"{onnx_path.stem}_int8.cache"
-    engine = build(onnx_path, work_dir, "int8", "--calib_input", str(calib_images),
-                   "--calib_cache", str(cache))
-    assert cache.is_file() and cache.stat().st_size > 0
-    return engine
-
-
 Reference = list[tuple[np.ndarray, list[Detections]]]
 
 
-@pytest.fixture(scope="session")
-def reference(onnx_path: Path, test_images: Path) -> Reference:
-    """(batch, the CPU reference runner's detections per real image) for the test photos."""
+def reference_detections(onnx_path: Path, test_images: Path, count: int = TEST_IMAGES
+                         ) -> Reference:
+    """(batch, the CPU reference runner's detections per image) for the test images."""
     from reference_runner import ReferenceRunner
 
     runner = ReferenceRunner(onnx_path)
@@ -135,8 +115,13 @@ def reference(onnx_path: Path, test_images: Path) -> Reference:
     batcher = ImageBatcher(test_images, Preprocessor.from_dict(meta["preprocessor"]),
                            batch_size=meta["batch_size"], layout=meta["input_format"])
     batches = [(b.data, split_batch(runner.infer(b.data))[: b.count]) for b in batcher]
-    assert sum(len(d) for _, d in batches) == TEST_IMAGES
+    assert sum(len(d) for _, d in batches) == count
     return batches
+
+
+@pytest.fixture(scope="session")
+def reference(onnx_path: Path, test_images: Path) -> Reference:
+    return reference_detections(onnx_path, test_images)
 
 
 def compare(engine: Path, backend: str, reference: Reference, floor: float, min_iou: float,
@@ -165,27 +150,6 @@ def test_fp32_matches_the_reference(fp32_engine: Path, reference: Reference,
                                     backend: str) -> None:
     result = compare(fp32_engine, backend, reference, SCORE_FLOOR, 0.99, 1e-3)
     assert result.rate >= 0.99, describe(result)
-
-
-@pytest.mark.xfail(strict=False, reason=(
-    "measured 2026-11-24 on TensorRT 8.6.0 / H100 with the random-weight fixture (recipe v3): "
-    "56.9% matched at IoU 0.9 (92.0% at IoU 0.5, |score diff| up to 0.25); FP32 100%. A random "
-    "network is too ill-conditioned for FP16; judged again on the trained model of issue 7"))
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_fp16_matches_the_reference(fp16_engine: Path, reference: Reference,
-                                    backend: str) -> None:
-    result = compare(fp16_engine, backend, reference, SCORE_FLOOR, 0.9, 1e-2)
-    assert result.rate >= 0.97, describe(result)
-
-
-@pytest.mark.xfail(strict=False, reason=(
-    "measured 2026-11-24 on TensorRT 8.6.0 / H100 with the random-weight fixture (recipe v3, "
-    "2-100 detections >= 0.3 per image): 55.4% of the reference's detections >= 0.3 matched at "
-    "IoU 0.5 (scores off by up to 0.63). Judged again on the trained model of issue 7"))
-def test_int8_calibrated_on_other_images_matches_confident_detections(
-        int8_engine: Path, reference: Reference) -> None:
-    result = compare(int8_engine, "cuda-python", reference, 0.3, 0.5, 1.0)
-    assert result.rate >= 0.90, describe(result)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -258,3 +222,244 @@ def test_dynamic_batch_engine(gpu: None, tmp_path: Path) -> None:
             np.testing.assert_array_equal(runner.infer(data)["y"], 2 * data)
         with pytest.raises(ValueError, match=r"\(1, 8\) \.\. \(4, 8\)"):
             runner.infer(np.zeros((5, 8), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmark.py and the pipelined infer path (issue 6), on the cached FP32 engine.
+
+
+def ordered(stats: dict) -> bool:
+    return (0 < stats["min"] <= stats["median"] <= stats["p90"] <= stats["p95"]
+            <= stats["p99"] <= stats["max"] and stats["mean"] > 0)
+
+
+def test_benchmark_json_is_sane(fp32_engine: Path, test_images: Path, tmp_path: Path) -> None:
+    import json
+
+    import benchmark
+
+    out = tmp_path / "bench.json"
+    code = benchmark.main(["-e", str(fp32_engine), "--cuda_graphs", "both", "--warmup", "0.2",
+                           "--duration", "0.5", "--iterations", "10", "--images",
+                           str(test_images), "--profile", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["device"]["tensorrt"] == trt_compat.version_string()
+    runs = {(e["measure"], e["cuda_graph"]): e for e in report["results"]
+            if e["kind"] == "tensorrt"}
+    assert set(runs) == {("compute", False), ("compute", True), ("end_to_end", False),
+                         ("end_to_end", True), ("infer_call", False)}
+    for entry in runs.values():
+        assert entry["latency_ms"]["count"] >= 10 and ordered(entry["latency_ms"]), entry
+        assert entry["precision"] == "fp32" and entry["images_per_s"] > 0
+    compute = runs[("compute", False)]["latency_ms"]["median"]
+    assert runs[("end_to_end", False)]["latency_ms"]["median"] > 0.9 * compute
+    assert runs[("infer_call", False)]["latency_ms"]["median"] > 0.9 * compute
+    (profile,) = [e for e in report["results"] if e["kind"] == "profile"]
+    assert profile["layers"] and profile["total_ms"] > 0
+    assert sum(row["percent"] for row in profile["layers"]) == pytest.approx(100.0)
+    assert set(profile["percent_by_kind"]) <= {*benchmark.LAYER_KINDS, "other"}
+
+
+def test_benchmark_pipeline_mode(fp32_engine: Path, test_images: Path, tmp_path: Path) -> None:
+    import json
+
+    import benchmark
+
+    out = tmp_path / "pipeline.json"
+    code = benchmark.main(["-e", str(fp32_engine), "--skip_latency", "--pipeline",
+                           str(test_images), "--pipeline_images", "48", "--duration", "0.3",
+                           "--json", str(out)])
+    assert code == 0
+    (entry,) = json.loads(out.read_text())["results"]
+    assert entry["kind"] == "pipeline" and entry["images"] == 48
+    assert entry["pipelined"]["images"] == entry["serial"]["images"] == 48
+    for name in ("pipelined", "serial"):
+        assert entry[name]["images_per_s"] > 0
+    assert ordered(entry["engine_only"]["no_cuda_graph"]["latency_ms"])
+    assert entry["pipelined_over_serial"] > 0 and entry["pipelined_over_engine_only"] > 0
+
+
+def test_pipelined_infer_writes_what_the_serial_loop_writes(
+        fp32_engine: Path, test_images: Path, tmp_path: Path) -> None:
+    import infer
+
+    outputs = {}
+    for mode in ("--serial", "--pipeline_depth=2"):
+        folder = tmp_path / mode.strip("-").split("=")[0]
+        code = infer.main(["-e", str(fp32_engine), "-i", str(test_images), "-o", str(folder),
+                           "-t", "0.01", mode])
+        assert code == 0
+        outputs[mode] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    serial, piped = outputs.values()
+    assert len(serial) == 2 * TEST_IMAGES + 1 and serial.keys() == piped.keys()
+    different = [name for name in serial if serial[name] != piped[name]]
+    assert not different, different
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trt_pipeline_matches_runner_infer(fp32_engine: Path, test_images: Path,
+                                           backend: str) -> None:
+    import infer
+
+    with trt_runner.TrtRunner(fp32_engine, backend) as runner:
+        expected = list(infer.detect_folder(runner, infer.make_batcher(runner, test_images)))
+        for depth in (1, 2, 3):
+            batcher = infer.make_batcher(runner, test_images, workers=4)
+            found = list(infer.detect_folder_pipelined(runner, batcher, depth=depth))
+            assert [r.path for r in found] == [r.path for r in expected]
+            for mine, theirs in zip(found, expected, strict=True):
+                np.testing.assert_allclose(mine.boxes, theirs.boxes, atol=1e-4)
+                np.testing.assert_allclose(mine.scores, theirs.scores, atol=1e-5)
+                np.testing.assert_array_equal(mine.classes, theirs.classes)
+        data = np.zeros(runner.input_shape, np.float32)  # the runner still works afterwards
+        assert int(runner.infer(data)["num_detections"].sum()) >= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reduced precision (issues 4 and 7), judged on the trained model (models/shapes_ssd) and its
+# held-out synthetic val set: a random-weight network is too ill-conditioned to say anything
+# about FP16 or INT8 (measured on the fixture: FP16 56.9%, INT8 55.4%, Q/DQ 60.1%; see
+# docs/benchmarks.md). Calibration uses synthetic *train* images: disjoint from the val set.
+
+SHAPES_TEST_IMAGES = 100
+SHAPES_CALIB_IMAGES = 256
+MAP_FP = 0.005  # FP32 / FP16 within half an AP point of the reference
+MAP_INT8 = 0.02  # INT8 within two points
+
+
+@pytest.fixture(scope="session")
+def shapes_onnx(gpu: None) -> Path:
+    from fixtures import trained_onnx
+
+    return trained_onnx()
+
+
+@pytest.fixture(scope="session")
+def shapes_val(gpu: None) -> Path:
+    from fixtures import shapes_dataset
+
+    return shapes_dataset("val")
+
+
+@pytest.fixture(scope="session")
+def shapes_test_images(shapes_val: Path, work_dir: Path) -> Path:
+    return image_folder(shapes_val, work_dir / "shapes_test_images", slice(0, SHAPES_TEST_IMAGES))
+
+
+@pytest.fixture(scope="session")
+def shapes_calib_images(work_dir: Path) -> Path:
+    from fixtures import shapes_dataset
+
+    return shapes_dataset("train", SHAPES_CALIB_IMAGES, work_dir / "shapes_calib") / "images"
+
+
+@pytest.fixture(scope="session")
+def shapes_reference(shapes_onnx: Path, shapes_test_images: Path) -> Reference:
+    return reference_detections(shapes_onnx, shapes_test_images, SHAPES_TEST_IMAGES)
+
+
+def qdq_cache(onnx_path: Path, work_dir: Path) -> Path:
+    return work_dir / f"{onnx_path.stem}_qdq_ranges.json"
+
+
+# precision -> build_engine.py arguments (calibration arguments added for INT8)
+SHAPES_ENGINES = {
+    "fp32": ["-p", "fp32"],
+    "fp16": ["-p", "fp16"],
+    "fp16_onnx": ["-p", "fp16", "--fp16_onnx"],  # TensorRT 11's FP16 (typed ONNX)
+    "int8": ["-p", "int8", "--int8_mode", "calibrator"],
+    "int8_qdq": ["-p", "int8", "--int8_mode", "qdq"],  # TensorRT 11's INT8 (explicit Q/DQ)
+}
+
+
+@pytest.fixture(scope="session")
+def shapes_engine(shapes_onnx: Path, work_dir: Path, shapes_calib_images: Path):
+    """precision -> engine of the trained model, built on first use."""
+    def engine(name: str) -> Path:
+        precision, *extra = SHAPES_ENGINES[name][1:]
+        if not name.startswith("int8"):
+            return build(shapes_onnx, work_dir, precision, *extra)
+        cache = (qdq_cache(shapes_onnx, work_dir) if name == "int8_qdq"
+                 else work_dir / f"{shapes_onnx.stem}_int8.cache")
+        path = build(shapes_onnx, work_dir, precision, *extra, "--calib_input",
+                     str(shapes_calib_images), "--calib_cache", str(cache))
+        assert cache.is_file() and cache.stat().st_size > 0
+        return path
+
+    return engine
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_trained_fp32_matches_the_reference(shapes_engine, shapes_reference: Reference,
+                                            backend: str) -> None:
+    result = compare(shapes_engine("fp32"), backend, shapes_reference, SCORE_FLOOR, 0.99, 1e-3)
+    assert result.rate >= 0.99, describe(result)
+
+
+@pytest.mark.parametrize("name", ["fp16", "fp16_onnx"])
+def test_trained_fp16_matches_the_reference(shapes_engine, shapes_reference: Reference,
+                                            name: str) -> None:
+    """FP16 by the builder flag (8.6-10) and by an FP16 ONNX (11's only way): >= 97% of the
+    reference's detections matched at IoU >= 0.9."""
+    engine = shapes_engine(name)
+    with trt_runner.TrtRunner(engine) as runner:
+        assert runner.input_dtype == np.float32
+        expected = "onnx" if name == "fp16_onnx" else "flags"
+        assert runner.metadata["engine"]["precision_from"] == expected
+    result = compare(engine, "cuda-python", shapes_reference, SCORE_FLOOR, 0.9, 1e-2)
+    assert result.rate >= 0.97, describe(result)
+
+
+@pytest.mark.parametrize("name", ["int8", "int8_qdq"])
+def test_trained_int8_matches_confident_detections(shapes_engine, shapes_reference: Reference,
+                                                   name: str) -> None:
+    """INT8 by the entropy calibrator and by Q/DQ, calibrated on other images: >= 90% of the
+    reference's detections with score >= 0.3 matched at IoU >= 0.5."""
+    engine = shapes_engine(name)
+    with trt_runner.TrtRunner(engine) as runner:
+        mode = runner.metadata["engine"]["int8_mode"]
+    assert mode == {"int8": "calibrator", "int8_qdq": "qdq"}[name]
+    result = compare(engine, "cuda-python", shapes_reference, 0.3, 0.5, 1.0)
+    assert result.rate >= 0.90, describe(result)
+
+
+def test_trained_qdq_engine_matches_its_graph_on_the_cpu(shapes_engine, shapes_onnx: Path,
+                                                         work_dir: Path,
+                                                         shapes_test_images: Path) -> None:
+    """TensorRT runs the Q/DQ graph as ONNX Runtime does (same scales, made by quantize.py from
+    the engine build's range cache, no new calibration)."""
+    import quantize
+
+    engine = shapes_engine("int8_qdq")
+    qdq_onnx = work_dir / f"{shapes_onnx.stem}_qdq.onnx"
+    assert quantize.main(["-o", str(shapes_onnx), "--output", str(qdq_onnx), "--mode", "int8",
+                          "--calib_cache", str(qdq_cache(shapes_onnx, work_dir))]) == 0
+    reference = reference_detections(qdq_onnx, shapes_test_images, SHAPES_TEST_IMAGES)
+    result = compare(engine, "cuda-python", reference, 0.3, 0.5, 1.0)
+    assert result.rate >= 0.95, describe(result)
+
+
+def test_trained_map_per_precision(shapes_engine, shapes_onnx: Path, shapes_val: Path) -> None:
+    """COCO mAP on the whole synthetic val set: the ONNX reference (equal to TensorFlow's, CPU
+    test) and every engine. FP32 / FP16 within 0.5 AP point, both INT8 within 2 points. The
+    table is printed and, on the GPU machine, written to $OUT/trained_map.json."""
+    import json
+
+    from test_eval_coco import run_cli
+
+    common = ["-i", shapes_val / "images", "-a", shapes_val / "annotations.json",
+              "-l", shapes_val / "label_map.pbtxt"]
+    runs = {"onnx": run_cli("--onnx", shapes_onnx, *common)}
+    for name in SHAPES_ENGINES:
+        runs[name] = run_cli("--engine", shapes_engine(name), *common)
+    for name, run in runs.items():
+        assert run.code == 0, (name, run.err)
+    table = {name: run.stats for name, run in runs.items()}
+    print(json.dumps(table, indent=1))
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "trained_map.json").write_text(json.dumps(table, indent=1))
+    reference = table["onnx"]["AP"]
+    for name, stats in table.items():
+        limit = MAP_INT8 if name.startswith("int8") else MAP_FP
+        assert abs(stats["AP"] - reference) <= limit, (name, stats["AP"], reference)
