@@ -173,6 +173,20 @@ def sample_input(shape: tuple[int, ...], images: Path | None, runner: Any) -> np
     return np.resize(batch.data[: batch.count], shape).astype(np.float32)
 
 
+def whole_image_shapes(runner: Any, data: np.ndarray) -> np.ndarray | None:
+    """The true_image_shape feed of graphs that take one: every image fills the input."""
+    if not getattr(runner, "needs_true_image_shape", False):
+        return None
+    nchw = (runner.metadata or {}).get("input_format") == "NCHW"
+    height, width = data.shape[2:4] if nchw else data.shape[1:3]
+    return np.tile(np.float32([height, width]), (len(data), 1))
+
+
+def infer_once(runner: Any, data: np.ndarray) -> dict[str, np.ndarray]:
+    """``runner.infer`` on sample data (with whole-image true shapes where the graph wants)."""
+    return runner.infer(data, whole_image_shapes(runner, data))
+
+
 def _static(runner: Any) -> bool:
     return not getattr(runner, "is_dynamic", False)
 
@@ -214,7 +228,7 @@ def bench_engine(path: Path, args: argparse.Namespace) -> list[dict]:
                 shape = input_shape_for(runner, batch)
                 data = sample_input(shape, args.images, runner)
                 runner.set_input_shape(shape)
-                runner.infer(data)  # TensorRT's lazy set-up; the pinned input keeps the data
+                infer_once(runner, data)  # TensorRT's lazy set-up; the pinned input keeps the data
 
                 def end_to_end() -> None:
                     runner.copy_inputs_async()
@@ -240,7 +254,7 @@ def bench_engine(path: Path, args: argparse.Namespace) -> list[dict]:
                 runner.release_graph()
                 records.append(record(
                     "tensorrt", path, batch, "infer_call",
-                    timed_loop(lambda d=data: wall_ms(lambda: runner.infer(d)), **loop),
+                    timed_loop(lambda d=data: wall_ms(lambda: infer_once(runner, d)), **loop),
                     **described, cuda_graph=False, cuda_backend=runner.backend.name))
         finally:
             timer.close()
@@ -286,7 +300,7 @@ def profile_engine(path: Path, args: argparse.Namespace) -> dict:
         shape = input_shape_for(runner, batch)
         data = sample_input(shape, args.images, runner)
         described = engine_description(runner)
-        runner.infer(data)  # set-up, before the profiler is attached
+        infer_once(runner, data)  # set-up, before the profiler is attached
         profiler = layer_profiler(trt_compat.require_tensorrt())
         context: trt.IExecutionContext = runner.context
         context.profiler = profiler
@@ -363,7 +377,8 @@ def serial_loop(runner: Any, batcher: ImageBatcher) -> int:
         if not batch_paths:
             continue
         batch = Batch(data, batch_paths, scales)
-        done += len(infer.batch_results(runner.infer(data), batch, offset, 0.0))
+        done += len(infer.batch_results(infer.run_batch(runner, batch), batch, offset, 0.0,
+                                         infer.box_frame(runner)))
     return done
 
 
@@ -381,7 +396,8 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
         shape = batcher.shape
         described = engine_description(runner)
         runner.set_input_shape(shape)
-        runner.infer(sample_input(shape, args.pipeline, runner))
+        data = sample_input(shape, args.pipeline, runner)
+        infer_once(runner, data)
         timer = EventTimer(runner.backend)
         try:
             engine_only = {}
@@ -443,7 +459,7 @@ def bench_onnx(path: Path, args: argparse.Namespace) -> dict:
     batch = int(runner.input_shape[0]) if str(runner.input_shape[0]).isdigit() else 1
     shape = (batch, *(int(d) for d in runner.input_shape[1:]))
     data = sample_input(shape, args.images, runner)
-    latencies = timed_loop(lambda: wall_ms(lambda: runner.infer(data)), args.warmup,
+    latencies = timed_loop(lambda: wall_ms(lambda: infer_once(runner, data)), args.warmup,
                            args.duration, args.iterations)
     return record("onnxruntime_cpu", path, batch, "infer_call", latencies,
                   onnxruntime_version=onnxruntime.__version__,

@@ -17,6 +17,7 @@ typed). trt_compat says which the installed TensorRT needs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -29,11 +30,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import trt_compat
-from onnx_utils import NMS_PLUGIN, atomic_write_bytes, read_metadata
+from onnx_utils import NMS_PLUGIN, TRUE_IMAGE_SHAPE, atomic_write_bytes, read_metadata
 
 if TYPE_CHECKING:
     import onnx
     import tensorrt as trt
+
+    from image_batcher import Batch
 
 log = logging.getLogger("build_engine")
 
@@ -87,14 +90,13 @@ def calibrator_class(trt: Any) -> type:
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
         """Feeds preprocessed image batches; reads and writes the cache file atomically."""
 
-        def __init__(self, batches: Iterator[np.ndarray], batch_size: int,
+        def __init__(self, batches: Iterator[Batch], batch_size: int,
                      cache: Path | None, backend: Any = None) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.batches, self.batch_size, self.cache = batches, batch_size, cache
             self.backend = backend  # CUDA back-end, made on the first batch if None
             self.owns_backend = backend is None
-            self.host: np.ndarray | None = None
-            self.device = 0
+            self.buffers: dict[str, tuple[np.ndarray, int]] = {}  # name -> (pinned, device)
             self.count = 0
 
         def get_batch_size(self) -> int:
@@ -105,25 +107,29 @@ def calibrator_class(trt: Any) -> type:
             if batch is None:
                 return None
             try:
-                self._upload(batch)
+                pointers = [self._upload(name, batch.true_image_shape()
+                                         if name == TRUE_IMAGE_SHAPE else batch.data)
+                            for name in names]
+                self.backend.synchronize()
             except Exception:  # TensorRT swallows exceptions from its callbacks: log them
                 log.exception("calibration batch %d could not be copied to the GPU", self.count)
                 return None
             self.count += 1
             if self.count % 10 == 0:
                 log.info("calibration batch %d", self.count)
-            return [self.device]
+            return pointers
 
-        def _upload(self, batch: np.ndarray) -> None:
-            if self.host is None:
+        def _upload(self, name: str, array: np.ndarray) -> int:
+            if name not in self.buffers:
                 import trt_runner
 
                 self.backend = self.backend or trt_runner.make_backend()
-                self.host = self.backend.pinned_empty(batch.size, batch.dtype)
-                self.device = self.backend.malloc(batch.nbytes)
-            np.copyto(self.host, batch.reshape(-1))
-            self.backend.copy_htod_async(self.device, self.host)
-            self.backend.synchronize()
+                self.buffers[name] = (self.backend.pinned_empty(array.size, array.dtype),
+                                      self.backend.malloc(array.nbytes))
+            host, device = self.buffers[name]
+            np.copyto(host, array.reshape(-1))
+            self.backend.copy_htod_async(device, host)
+            return device
 
         def read_calibration_cache(self) -> bytes | None:
             if self.cache and self.cache.is_file():
@@ -138,10 +144,10 @@ def calibrator_class(trt: Any) -> type:
 
         def close(self) -> None:
             """Frees the GPU buffer once the build is done."""
-            if self.host is not None:
-                self.backend.free_pinned(self.host)
-                self.backend.free(self.device)
-                self.host = None
+            for host, device in self.buffers.values():
+                self.backend.free_pinned(host)
+                self.backend.free(device)
+            self.buffers = {}
             if self.owns_backend and self.backend is not None:
                 self.backend.close()
                 self.backend = None
@@ -150,25 +156,20 @@ def calibrator_class(trt: Any) -> type:
 
 
 def calibration_batches(options: BuildOptions, metadata: dict, batch_size: int
-                        ) -> Iterator[np.ndarray]:
-    """Calibration images preprocessed as create_onnx.py's metadata says, in full batches."""
+                        ) -> Iterator[Batch]:
+    """Calibration images preprocessed as create_onnx.py's metadata says, in full batches
+    (the same images and order quantize.py's Q/DQ calibration uses)."""
     if options.calib_input is None:
         return iter(())
-    from image_batcher import ImageBatcher, Preprocessor
+    import quantize
 
-    if "preprocessor" not in metadata:
-        raise BuildError("INT8 calibration needs the preprocessor that create_onnx.py stores in "
-                         "the ONNX metadata, and this ONNX has none")
-    batcher = ImageBatcher(
-        options.calib_input, Preprocessor.from_dict(metadata["preprocessor"]), batch_size,
-        layout=metadata.get("input_format", "NHWC"), max_images=options.calib_num_images,
-        shuffle=True, exact_batches=True,
-    )
-    if batcher.num_batches == 0:
-        raise BuildError(f"--calib_input {options.calib_input}: {len(batcher)} images, fewer "
-                         f"than one batch of {batch_size}")
-    log.info("calibrating on %d batches of %d images", batcher.num_batches, batch_size)
-    return (batch.data for batch in batcher)
+    batches = quantize.calibration_batches(options.calib_input, metadata, batch_size,
+                                           options.calib_num_images, "--calib_input")
+    try:
+        first = next(batches)  # the generator's checks run now, not inside TensorRT
+    except quantize.QuantizeError as err:
+        raise BuildError(str(err)) from err
+    return itertools.chain([first], batches)
 
 
 def check_options(options: BuildOptions, trt: Any, prequantized: bool = False) -> None:
@@ -351,9 +352,11 @@ class EngineBuilder:
 
     def _calibrator(self, options: BuildOptions) -> Any:
         shapes = self.input_shapes
-        if len(shapes) != 1 or any(d < 0 for d in next(iter(shapes.values()))):
-            raise BuildError(f"INT8 calibration needs one input of static shape, got {shapes}")
-        batch_size = next(iter(shapes.values()))[0]
+        images = {n: s for n, s in shapes.items() if n != TRUE_IMAGE_SHAPE}
+        if len(images) != 1 or any(d < 0 for s in shapes.values() for d in s):
+            raise BuildError(f"INT8 calibration needs one image input (and optionally "
+                             f"{TRUE_IMAGE_SHAPE}) of static shape, got {shapes}")
+        batch_size = next(iter(images.values()))[0]
         if options.calib_input is not None and batch_size != options.calib_batch_size:
             log.info("the ONNX input has a static batch of %d: calibrating in batches of %d "
                      "(not --calib_batch_size %d)", batch_size, batch_size,
@@ -363,9 +366,11 @@ class EngineBuilder:
 
     def _sensitive_layers(self) -> list[trt.ILayer]:
         """Layers named after the anchors or box deltas, those producing the NMS inputs, the
-        NMS itself and everything downstream of it (network layers are in topological order)."""
+        NMS itself and everything downstream of it or of the true_image_shape input (the clip
+        window and its reciprocal: 1/h in FP16 moves boxes by ~5e-4). Network layers are in
+        topological order."""
         network: trt.INetworkDefinition = self.network
-        after_nms = set(self.nms_tensors)
+        after_nms = set(self.nms_tensors) | {TRUE_IMAGE_SHAPE}
         found = []
         for i in range(network.num_layers):
             layer: trt.ILayer = network.get_layer(i)

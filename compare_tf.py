@@ -46,11 +46,13 @@ def detect_together(
 ) -> Iterator[tuple[ImageResult, ...]]:
     """Runs every runner on each batch; yields, per readable image, one result per runner."""
     offsets = [int((runner.metadata or {}).get("class_offset", 0)) for runner in runners]
+    frames = [infer.box_frame(runner) for runner in runners]
     for batch in batcher:
-        outputs = [split_batch(runner.infer(batch.data), offset)[: batch.count]
+        outputs = [split_batch(infer.run_batch(runner, batch), offset)[: batch.count]
                    for runner, offset in zip(runners, offsets, strict=True)]
         for path, scale, *found in zip(batch.paths, batch.scales, *outputs, strict=True):
-            yield tuple(infer.to_image_result(path, scale, d, 0.0) for d in found)
+            yield tuple(infer.to_image_result(path, scale, d, 0.0, frame)
+                        for d, frame in zip(found, frames, strict=True))
 
 
 def above(result: ImageResult, threshold: float) -> ImageResult:

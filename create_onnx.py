@@ -36,6 +36,8 @@ class ConversionOptions:
     opset: int = DEFAULT_OPSET
     debug: tuple[str, ...] = ()
     tf2onnx_path: Path | None = None
+    # the `true_image_shape` input (None: present for keep_aspect_ratio models)
+    true_image_shape: bool | None = None
 
 
 def check_thresholds(score: float, iou: float, max_detections: int) -> None:
@@ -58,6 +60,27 @@ def nms_settings(config, options: ConversionOptions) -> tuple[float, float, int]
     return score, iou, top_k
 
 
+def wants_true_image_shape(config, options: ConversionOptions) -> bool:
+    """Whether the graph gets the `true_image_shape` input: TFOD clips the detections (Faster
+    R-CNN also the proposals) to the unpadded image given by its true_image_shapes. By default
+    for keep_aspect_ratio (padded) models; fixed_shape images fill the whole input."""
+    if options.true_image_shape is None:
+        return config.preprocessor.kind == "keep_aspect_ratio"
+    return options.true_image_shape
+
+
+def ssd_change_coordinate_frame(config) -> bool:
+    """SSD's batch_non_max_suppression.change_coordinate_frame (TFOD's default: true): whether
+    TFOD normalises its detections to the clip window (the true image) or leaves them
+    normalised to the padded input."""
+    from pipeline_config import parse_text_proto
+
+    root = parse_text_proto(Path(config.path).read_text(errors="replace"), str(config.path))
+    value = root.get1("model.ssd.post_processing.batch_non_max_suppression."
+                      "change_coordinate_frame", True)
+    return value not in (False, "false", "False", 0)
+
+
 def convert(config, saved_model: Path, options: ConversionOptions):
     """SavedModel + ModelConfig -> onnx.ModelProto with EfficientNMS_TRT and metadata."""
     if config.meta_arch == "faster_rcnn":
@@ -68,7 +91,8 @@ def convert(config, saved_model: Path, options: ConversionOptions):
 
 
 def convert_ssd(config, saved_model: Path, options: ConversionOptions):
-    """SSD: network -> normalisation input, score slicing, EfficientNMS_TRT on the anchors."""
+    """SSD: network -> normalisation input, score slicing, EfficientNMS_TRT on the anchors;
+    with the `true_image_shape` input, TFOD's clip window as onnx_utils.clip_to_true_image."""
     import onnx
     import onnx_graphsurgeon as gs
 
@@ -99,22 +123,44 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
                                     [batch, num_anchors, config.num_classes])
     deltas = ou.box_deltas(graph, encodings, [batch, num_anchors, 4], config.box_scales)
     anchors = ou.const("anchors", ou.anchors_center_size(net.anchors))
+    true_shape = ou.true_image_shape_input(batch) if wants_true_image_shape(
+        config, options) else None
+    # With a clip window, TFOD caps the total after dropping the boxes the clip emptied: the
+    # plugin then keeps every candidate it has (its pre-NMS pool) for the cap after the prune.
+    candidates = top_k if true_shape is None else max(
+        top_k, min(num_anchors * config.num_classes, ou.NMS_CANDIDATE_POOL))
     outputs = ou.add_efficient_nms(
         graph, deltas, scores, anchors, batch, score_threshold=score, iou_threshold=iou,
-        max_detections=top_k, score_activation=True,
+        max_detections=candidates, score_activation=True,
     )
     if score < ou.NMS_SAFE_SCORE_FLOOR:
         outputs = ou.guard_low_threshold(graph, outputs, score)
+    to_true_image = False
+    if true_shape is not None:
+        graph.inputs.append(true_shape)
+        to_true_image = ssd_change_coordinate_frame(config)
+        outputs = ou.clip_to_true_image(
+            graph, outputs, true_shape, (pre.height, pre.width), config.num_classes,
+            min(config.max_detections_per_class, candidates), top_k, to_true_image)
     outputs[1] = ou.clip_boxes(graph, outputs[1])
-    return finish(graph, outputs, options, metadata(config, saved_model, options, score, iou,
-                                                    top_k))
+    meta = metadata(config, saved_model, options, score, iou, top_k, true_shape is not None)
+    if true_shape is not None:
+        meta["box_frame"] = "true_image" if to_true_image else "input"
+        meta["max_detections_per_class"] = config.max_detections_per_class
+    return finish(graph, outputs, options, meta)
 
 
 def metadata(config, saved_model: Path, options: ConversionOptions, score: float, iou: float,
-             top_k: int) -> dict:
-    """What inference needs later, stored in the ONNX file (see onnx_utils.set_metadata)."""
+             top_k: int, true_image_shape: bool = False) -> dict:
+    """What inference needs later, stored in the ONNX file (see onnx_utils.set_metadata).
+    `true_image_shape`: the graph takes that input, and its detection boxes are normalised to
+    the true (unpadded) image instead of the network input."""
+    import onnx_utils as ou
+
     scale, offset = config.normalization
     return {
+        "true_image_shape": ou.TRUE_IMAGE_SHAPE if true_image_shape else None,
+        "box_frame": "true_image" if true_image_shape else "input",
         "format_version": 1,
         "meta_arch": config.meta_arch,
         "feature_extractor": config.feature_extractor,
@@ -198,6 +244,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also keep the raw tf2onnx conversion of the network here")
     parser.add_argument("--debug", action="append", default=[], metavar="NODE",
                         help="add a node's outputs (or a tensor) as extra graph outputs")
+    parser.add_argument("--no_true_image_shape", action="store_true",
+                        help="keep_aspect_ratio models: no true_image_shape input; the whole "
+                        "padded input counts as the image (TFOD differs near the padding)")
     parser.add_argument("--validate", type=Path, metavar="IMAGES",
                         help="compare the SavedModel and the new ONNX on these images (CPU)")
     parser.add_argument("--validate_images", type=int, default=16,
@@ -244,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
             max_detections=args.max_detections, opset=args.opset, debug=tuple(args.debug),
             tf2onnx_path=args.tf2onnx,
+            true_image_shape=False if args.no_true_image_shape else None,
         )
         if args.score_threshold is not None or args.iou_threshold is not None:
             check_thresholds(

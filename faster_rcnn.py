@@ -2,12 +2,13 @@
 
     image -> normalisation -> backbone -> RPN heads
           -> EfficientNMS_TRT #1 (softmax objectness, deltas decoded on TF's anchors, in pixels)
-          -> proposals clipped to the image and normalised
+          -> proposals clipped to the clip window, emptied ones dropped, normalised
           -> CropAndResize (the cropped feature map, NCHW; FPN: every level, then each
              proposal's level as TFOD assigns it) -> TFOD's own pooling and second stage
           -> softmax, padded proposals masked, deltas divided by the box coder scales
           -> EfficientNMS_TRT #2 (decoded on the proposals as per-image anchors, in pixels)
-          -> TFOD's max_detections_per_class -> boxes normalised to the network input, clipped
+          -> TFOD's max_detections_per_class, clipped to the clip window (emptied ones
+             dropped) -> boxes normalised to the clip window
 
 TensorFlow side: the SavedModel's frozen graph is searched by structure (as tf_graph.py does for
 SSD): the second stage from the documented outputs `raw_detection_scores/boxes` back to the crop
@@ -17,10 +18,13 @@ The first-stage NMS, proposal normalisation and TFOD's crop (While loops, matmul
 by the plugins; both network parts are converted in one tf2onnx call with two inputs (the
 preprocessed image and the crops), which the graph surgery joins.
 
-The whole network input counts as the image (a static engine does not know the unpadded size of
-a keep_aspect_ratio image): proposals and detections are clipped to it, where TFOD clips them to
-the true image. On non-square photos, detections that reach into the padding therefore differ
-from TF's on the original photo (docs/benchmarks.md).
+The clip window. TFOD clips proposals and detections (after each NMS; boxes the clip empties
+are dropped) to the true, unpadded image, and normalises the detections to it. A static engine
+does not know where a keep_aspect_ratio image ends, so those graphs (by default) take a second
+input `true_image_shape` [B,2] float32, each image's height and width in pixels inside the
+input, and do exactly that; their detection boxes are normalised to the true image (metadata
+`box_frame: true_image`). Without it (fixed_shape_resizer, or --no_true_image_shape) the whole
+input is the clip window and boxes are normalised to the input.
 """
 
 from __future__ import annotations
@@ -184,20 +188,29 @@ def convert(config, saved_model: Path, options):
     box_logits, box_encodings = tensors[net.box_logits], tensors[net.box_encodings]
     create_onnx.check_head_shapes(config, box_logits.shape, box_encodings.shape, proposals)
 
-    window = np.array([pre.height, pre.width] * 2, np.float32)  # the image, in pixels
+    padded = np.array([pre.height, pre.width] * 2, np.float32)  # the network input, pixels
+    true_shape = ou.true_image_shape_input(batch) if create_onnx.wants_true_image_shape(
+        config, options) else None
+    if true_shape is None:  # the whole input is the image
+        clip = ou.const("clip_window", padded), ou.const("clip_window_inverse", 1 / padded)
+    else:  # TFOD's clip window from true_image_shapes, per image
+        clip = ou.per_image_window(graph, true_shape, "clip_window")
     rois, num_rois = _first_stage(graph, tensors[net.rpn_logits], tensors[net.rpn_encodings],
-                                  net.anchors, window, config, batch)
+                                  net.anchors, padded, clip[0], config, batch)
     crops = _crop(graph, [tensors[name] for name in net.features], rois, config.two_stage,
-                  window)
+                  padded)
     ou.rewire(graph, tensors[net.crops], crops)
     ou.replace_input_with_normalization(
         graph, tensors[net.image], batch, pre.height, pre.width, options.input_format,
         *config.normalization,
     )
-    outputs = _second_stage(graph, box_logits, box_encodings, rois, num_rois, window, config,
-                            batch, score=score, iou=iou, top_k=top_k)
+    if true_shape is not None:
+        graph.inputs.append(true_shape)
+    outputs = _second_stage(graph, box_logits, box_encodings, rois, num_rois, padded, clip,
+                            config, batch, score=score, iou=iou, top_k=top_k)
     ou.fold_inverse_transposes(graph)
-    meta = create_onnx.metadata(config, saved_model, options, score, iou, top_k)
+    meta = create_onnx.metadata(config, saved_model, options, score, iou, top_k,
+                                true_shape is not None)
     first = config.two_stage
     meta.update({
         "max_detections_per_class": config.max_detections_per_class,
@@ -209,10 +222,11 @@ def convert(config, saved_model: Path, options):
     return create_onnx.finish(graph, outputs, options, meta)
 
 
-def _first_stage(graph, logits, encodings, anchors: np.ndarray, window: np.ndarray, config,
-                 batch: int):
+def _first_stage(graph, logits, encodings, anchors: np.ndarray, padded: np.ndarray, window,
+                 config, batch: int):
     """RPN -> proposals: EfficientNMS_TRT over the objectness in pixels (as TFOD's first-stage
-    NMS), then clipped to the image and normalised -> (rois [B,R,4], rpn_num_detections)."""
+    NMS), then, as TFOD after its NMS, clipped to the clip window (the true image), emptied
+    boxes dropped, and normalised to the network input -> (rois [B,R,4], rpn_num_detections)."""
     first, count = config.two_stage, len(anchors)
     (probs,) = ou.add_node(graph, "Softmax", [logits], [ou.variable(
         "rpn_objectness", np.float32, [batch, count, 2])], axis=-1)
@@ -227,14 +241,25 @@ def _first_stage(graph, logits, encodings, anchors: np.ndarray, window: np.ndarr
     if first.score_threshold < ou.NMS_SAFE_SCORE_FLOOR:
         nms = ou.guard_low_threshold(graph, nms, first.score_threshold, "rpn_")
     shape = [batch, first.max_proposals, 4]
-    # TFOD: clip_to_window (min, then max) and to_normalized_coordinates (times 1 / size)
-    (inside,) = ou.add_node(graph, "Min", [nms[1], ou.const("rpn_window", window)],
-                            [ou.variable("rpn_boxes_below_max", np.float32, shape)])
-    (clipped,) = ou.add_node(graph, "Max", [inside, ou.const("rpn_zero", 0.0)],
-                             [ou.variable("rpn_boxes_clipped", np.float32, shape)])
-    (rois,) = ou.add_node(graph, "Mul", [clipped, ou.const("rpn_normalize", 1 / window)],
+    nms = _clip_and_prune(graph, nms, window, 1, first.max_proposals, first.max_proposals,
+                          "rpn_")
+    # TFOD: to_normalized_coordinates of the padded image shape (times 1 / size)
+    (rois,) = ou.add_node(graph, "Mul", [nms[1], ou.const("rpn_normalize", 1 / padded)],
                           [ou.variable("proposals", np.float32, shape)])
     return rois, nms[0]
+
+
+def _clip_and_prune(graph, nms: list, window, classes: int, max_per_class: int, keep: int,
+                    prefix: str) -> list:
+    """TFOD's multiclass NMS after its per-class selection: boxes clipped to the window, boxes
+    that the clip emptied dropped, at most `max_per_class` per class and `keep` in all remain
+    (in score order, zero-filled and recounted like the plugin's outputs)."""
+    name = nms[1].name
+    nms[1].name = "unwindowed_" + name
+    clipped = ou.clip_to_window(graph, nms[1], window, name)
+    nonempty = ou.nonempty_boxes(graph, clipped, f"{prefix}boxes_nonempty")
+    return ou.cap_per_class(graph, [nms[0], clipped, nms[2], nms[3]], classes, max_per_class,
+                            keep, keep_mask=nonempty, prefix=prefix)
 
 
 def _crop(graph, features: list, rois, two_stage, window: np.ndarray):
@@ -301,10 +326,12 @@ def _select_levels(graph, levels: list, rois, window: np.ndarray):
     return crops
 
 
-def _second_stage(graph, logits, encodings, rois, num_rois, window: np.ndarray, config,
-                  batch: int, *, score: float, iou: float, top_k: int) -> list:
+def _second_stage(graph, logits, encodings, rois, num_rois, padded: np.ndarray, clip: tuple,
+                  config, batch: int, *, score: float, iou: float, top_k: int) -> list:
     """Box classifier -> detections: softmax scores of the real proposals, deltas decoded on
-    the proposals (pixels, as TFOD), per-class cap, boxes normalised to the input and clipped."""
+    the proposals (pixels of the network input, as TFOD), per-class NMS and cap, clipped to the
+    clip window (emptied boxes dropped), normalised to the clip window (TFOD's
+    change_coordinate_frame) and clipped to [0, 1]."""
     proposals, classes = rois.shape[1], config.num_classes
     (probs,) = ou.add_node(graph, "Softmax", [logits], [ou.variable(
         "class_probabilities", np.float32, [batch, proposals, classes + 1])], axis=-1)
@@ -314,24 +341,22 @@ def _second_stage(graph, logits, encodings, rois, num_rois, window: np.ndarray, 
     box_columns = encodings.shape[2]  # 1: one box for all classes, else one per class
     delta_shape = [batch, proposals, 4] if box_columns == 1 else [batch, proposals, classes, 4]
     deltas = ou.box_deltas(graph, encodings, delta_shape, config.box_scales)
-    (pixels,) = ou.add_node(graph, "Mul", [rois, ou.const("proposal_window", window)],
+    (pixels,) = ou.add_node(graph, "Mul", [rois, ou.const("proposal_window", padded)],
                             [ou.variable("proposal_boxes", np.float32, list(rois.shape))])
     anchors = ou.corners_to_center_size(graph, pixels, "proposal_anchors")
-    capped = config.max_detections_per_class < top_k
-    candidates = min(proposals * classes, ou.NMS_CANDIDATE_POOL) if capped else top_k
+    # TFOD caps the total after dropping emptied boxes: the plugin keeps every candidate
+    candidates = max(top_k, min(proposals * classes, ou.NMS_CANDIDATE_POOL))
     outputs = ou.add_efficient_nms(
         graph, deltas, scores, anchors, batch, score_threshold=score, iou_threshold=iou,
         max_detections=candidates, score_activation=False,
     )
     if score < ou.NMS_SAFE_SCORE_FLOOR:
         outputs = ou.guard_low_threshold(graph, outputs, score)
-    if capped:
-        outputs = ou.cap_per_class(graph, outputs, classes, config.max_detections_per_class,
-                                   top_k)
+    outputs = _clip_and_prune(graph, outputs, clip[0], classes,
+                              min(config.max_detections_per_class, candidates), top_k, "")
     boxes = outputs[1]
     boxes.name = "pixel_" + boxes.name
-    (outputs[1],) = ou.add_node(graph, "Mul", [boxes, ou.const("detection_normalize",
-                                                                1 / window)],
+    (outputs[1],) = ou.add_node(graph, "Mul", [boxes, clip[1]],
                                 [ou.variable("detection_boxes", np.float32, boxes.shape)])
     outputs[1] = ou.clip_boxes(graph, outputs[1])
     return outputs
@@ -353,11 +378,12 @@ def _drop_padded_proposals(graph, scores, num_rois):
 
 def tf_reference(saved_model: Path, height: int, width: int):
     """TensorFlow's computation on preprocessed images, for parity checks: the SavedModel's
-    frozen serving graph with the exporter's resize loop bypassed, so that the whole network
-    input counts as the image (as in the ONNX graph, also for keep_aspect_ratio min < max).
+    frozen serving graph with the exporter's resize loop bypassed; its true image shapes are
+    fed too (by default the whole network input counts as the image).
 
-    Returns run(images): normalised images [B,H,W,3] (TFOD's preprocessed batch) -> dict of the
-    SavedModel's outputs plus 'proposals' [B,R,4] (pixels), 'rpn_logits', 'rpn_encodings'."""
+    Returns run(images, true_shapes=None): normalised images [B,H,W,3] (TFOD's preprocessed
+    batch) and [B,2] heights and widths -> dict of the SavedModel's outputs plus 'proposals'
+    [B,R,4] (pixels), 'rpn_logits', 'rpn_encodings'."""
     import tensorflow as tf
 
     graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
@@ -369,9 +395,10 @@ def tf_reference(saved_model: Path, height: int, width: int):
         graph_def, {"image": (cut.image, [None, height, width, 3]),
                     "true_shapes": (true_shapes, [None, 3], tf.int32)}, list(fetches.values()))
 
-    def run(images: np.ndarray) -> dict[str, np.ndarray]:
-        shapes = tf.constant([[height, width, 3]] * len(images), tf.int32)
-        values = function(tf.constant(images, tf.float32), shapes)
+    def run(images: np.ndarray, true_shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        shapes = np.full((len(images), 3), 3, np.int32)
+        shapes[:, :2] = (height, width) if true_shapes is None else np.asarray(true_shapes)
+        values = function(tf.constant(images, tf.float32), tf.constant(shapes))
         result = {name: value.numpy() for name, value in zip(fetches, values, strict=True)}
         result["proposals"] = result["proposals"][:, :, 0]  # TF tiles them over box columns
         return result

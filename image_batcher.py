@@ -138,6 +138,9 @@ class Preprocessor:
         return f"{KEEP_ASPECT_RATIO}:{self.min_dimension}:{self.max_dimension}"
 
 
+BOX_FRAMES = ("input", "true_image")
+
+
 @dataclass(frozen=True)
 class ImageScale:
     """Sizes needed to map boxes on the network input back to the original image."""
@@ -149,15 +152,21 @@ class ImageScale:
     input_height: int  # network input size (padded for keep_aspect_ratio)
     input_width: int
 
-    def to_pixels(self, boxes_normalized_yxyx: np.ndarray) -> np.ndarray:
-        """Boxes ``[..., 4]`` (ymin, xmin, ymax, xmax) normalised to the network input ->
-        ``[..., 4]`` float64 (xmin, ymin, xmax, ymax) in original pixels, clipped to the image.
+    def to_pixels(self, boxes_normalized_yxyx: np.ndarray, frame: str = "input") -> np.ndarray:
+        """Boxes ``[..., 4]`` (ymin, xmin, ymax, xmax) normalised to the network input (frame
+        "input") or to the true image inside it (frame "true_image": graphs with a
+        true_image_shape input, as TFOD) -> ``[..., 4]`` float64 (xmin, ymin, xmax, ymax) in
+        original pixels, clipped to the image.
         """
         boxes = np.asarray(boxes_normalized_yxyx, dtype=np.float64)
         if boxes.shape[-1:] != (4,):
             raise ValueError(f"boxes must have shape [..., 4], got {boxes.shape}")
-        scale_y = self.input_height * self.orig_height / self.resized_height
-        scale_x = self.input_width * self.orig_width / self.resized_width
+        if frame not in BOX_FRAMES:
+            raise ValueError(f"box frame must be one of {BOX_FRAMES}, got {frame!r}")
+        scale_y, scale_x = float(self.orig_height), float(self.orig_width)
+        if frame == "input":
+            scale_y *= self.input_height / self.resized_height
+            scale_x *= self.input_width / self.resized_width
         ys = np.clip(boxes[..., 0::2] * scale_y, 0, self.orig_height)
         xs = np.clip(boxes[..., 1::2] * scale_x, 0, self.orig_width)
         return np.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], axis=-1)
@@ -273,6 +282,16 @@ class Batch:
     def count(self) -> int:
         """Number of real images in the batch."""
         return len(self.paths)
+
+    def true_image_shape(self) -> np.ndarray:
+        """The ``true_image_shape`` input [batch_size, 2] float32: each image's height and
+        width inside the network input before padding (TFOD's true_image_shapes[:, :2]);
+        padding rows get the whole input."""
+        input_size = (self.scales[0].input_height, self.scales[0].input_width)
+        feed = np.tile(np.float32(input_size), (len(self.data), 1))
+        for row, scale in enumerate(self.scales):
+            feed[row] = (scale.resized_height, scale.resized_width)
+        return feed
 
 
 def find_images(input: str | Path) -> list[Path]:

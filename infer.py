@@ -81,10 +81,11 @@ class ImageResult:
 
 
 def to_image_result(
-    path: Path, scale: ImageScale, detections: Detections, score_threshold: float
+    path: Path, scale: ImageScale, detections: Detections, score_threshold: float,
+    box_frame: str = "input",
 ) -> ImageResult:
     """Maps normalised boxes to pixels and keeps scores >= threshold with a non-zero area."""
-    boxes = scale.to_pixels(detections.boxes).reshape(-1, 4)
+    boxes = scale.to_pixels(detections.boxes, box_frame).reshape(-1, 4)
     keep = (
         (detections.scores >= score_threshold)
         & (boxes[:, 2] > boxes[:, 0])
@@ -108,8 +109,22 @@ def detect_folder(
     ``class_offset``, else 0; TFOD SavedModels need 1).
     """
     class_offset = _class_offset(runner, class_offset)
+    frame = box_frame(runner)
     for batch in batcher:
-        yield from batch_results(runner.infer(batch.data), batch, class_offset, score_threshold)
+        yield from batch_results(run_batch(runner, batch), batch, class_offset, score_threshold,
+                                 frame)
+
+
+def run_batch(runner: Runner, batch: Batch) -> dict[str, np.ndarray]:
+    """``runner.infer`` on a batch, with its true_image_shape input where the graph has one."""
+    if getattr(runner, "needs_true_image_shape", False):
+        return runner.infer(batch.data, batch.true_image_shape())
+    return runner.infer(batch.data)
+
+
+def box_frame(runner: Runner) -> str:
+    """What the runner's boxes are normalised to: "input" or "true_image" (the metadata)."""
+    return (getattr(runner, "metadata", None) or {}).get("box_frame", "input")
 
 
 def _class_offset(runner: Runner, class_offset: int | None) -> int:
@@ -119,10 +134,10 @@ def _class_offset(runner: Runner, class_offset: int | None) -> int:
 
 
 def batch_results(outputs: dict[str, np.ndarray], batch: Batch, class_offset: int,
-                  score_threshold: float) -> list[ImageResult]:
+                  score_threshold: float, frame: str = "input") -> list[ImageResult]:
     """One batch's outputs -> a result per real image of the batch (padding dropped)."""
     per_image = split_batch(outputs, class_offset)[: batch.count]
-    return [to_image_result(path, scale, detections, score_threshold)
+    return [to_image_result(path, scale, detections, score_threshold, frame)
             for path, scale, detections in zip(batch.paths, batch.scales, per_image, strict=True)]
 
 
@@ -140,7 +155,7 @@ class BatchPipeline(Protocol):
 
     def input_buffer(self, slot: int) -> np.ndarray: ...
 
-    def submit(self, slot: int) -> None: ...
+    def submit(self, slot: int, true_image_shape: np.ndarray | None = None) -> None: ...
 
     def wait(self, slot: int) -> dict[str, np.ndarray]: ...
 
@@ -164,10 +179,11 @@ class HostPipeline:
     def input_buffer(self, slot: int) -> np.ndarray:
         return self._buffers[slot]
 
-    def submit(self, slot: int) -> None:
+    def submit(self, slot: int, true_image_shape: np.ndarray | None = None) -> None:
         if slot in self._running:
             raise RuntimeError(f"slot {slot} is still in flight")
-        self._running[slot] = self._pool.submit(self.runner.infer, self._buffers[slot])
+        extra = () if true_image_shape is None else (true_image_shape,)
+        self._running[slot] = self._pool.submit(self.runner.infer, self._buffers[slot], *extra)
 
     def wait(self, slot: int) -> dict[str, np.ndarray]:
         return self._running.pop(slot).result()
@@ -200,6 +216,8 @@ def detect_folder_pipelined(
     thread submits each batch and, while the next one is submitted, collects the previous.
     Runner calls all happen on the calling thread (pycuda needs that)."""
     class_offset = _class_offset(runner, class_offset)
+    frame = box_frame(runner)
+    feeds_true_shape = getattr(runner, "needs_true_image_shape", False)
     pipeline = make_pipeline(runner, batcher.shape, depth)
     free: queue.Queue[int] = queue.Queue()
     for slot in range(depth):
@@ -244,7 +262,8 @@ def detect_folder_pipelined(
                 elif isinstance(item, BaseException):
                     raise item
                 else:
-                    pipeline.submit(item[0])
+                    slot, batch = item
+                    pipeline.submit(slot, batch.true_image_shape() if feeds_true_shape else None)
                     in_flight.append(item)
                 if len(in_flight) < min(depth, 2) and not finished:
                     continue  # keep one batch running while the next is submitted
@@ -252,7 +271,7 @@ def detect_folder_pipelined(
                 slot, batch = in_flight.popleft()
                 outputs = pipeline.wait(slot)
                 free.put(slot)
-                yield from batch_results(outputs, batch, class_offset, score_threshold)
+                yield from batch_results(outputs, batch, class_offset, score_threshold, frame)
     finally:
         stop.set()
         producer.join()  # it writes into the buffers: it must be gone before they are freed

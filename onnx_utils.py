@@ -207,11 +207,99 @@ def clip_boxes(graph: gs.Graph, boxes: gs.Variable) -> gs.Variable:
     return clipped
 
 
+def clip_to_window(graph: gs.Graph, boxes: gs.Tensor, window: gs.Tensor,
+                   name: str) -> gs.Variable:
+    """TFOD's clip_to_window with a window (0, 0, ymax, xmax): max(min(box, window_max), 0);
+    `window` is [4] or per image [B,1,4] (ymax, xmax, ymax, xmax)."""
+    shape = list(boxes.shape)
+    (inside,) = add_node(graph, "Min", [boxes, window],
+                         [variable(f"{name}_below_max", np.float32, shape)])
+    (clipped,) = add_node(graph, "Max", [inside, const(f"{name}_zero", 0.0)],
+                          [variable(name, np.float32, shape)])
+    return clipped
+
+
+def nonempty_boxes(graph: gs.Graph, boxes: gs.Tensor, name: str) -> gs.Variable:
+    """[B,K,4] -> [B,K] bool: area (ymax - ymin) * (xmax - xmin) != 0, as TFOD's NMS keeps
+    the boxes that its clip window did not flatten."""
+    batch, count = boxes.shape[:2]
+    half = [batch, count, 2]
+    low = slice_last_axis(graph, boxes, 0, 2, f"{name}_min", half)
+    high = slice_last_axis(graph, boxes, 2, 4, f"{name}_max", half)
+    (size,) = add_node(graph, "Sub", [high, low], [variable(f"{name}_size", np.float32, half)])
+    height = slice_last_axis(graph, size, 0, 1, f"{name}_height", [batch, count, 1])
+    width = slice_last_axis(graph, size, 1, 2, f"{name}_width", [batch, count, 1])
+    (area,) = add_node(graph, "Mul", [height, width],
+                       [variable(f"{name}_area", np.float32, [batch, count, 1])])
+    (area,) = add_node(graph, "Squeeze", [area, const(f"{name}_axis", [2], np.int64)],
+                       [variable(f"{name}_area_flat", np.float32, [batch, count])])
+    (empty,) = add_node(graph, "Equal", [area, const(f"{name}_zero_area", 0.0)],
+                        [variable(f"{name}_empty", bool, [batch, count])])
+    (nonempty,) = add_node(graph, "Not", [empty], [variable(name, bool, [batch, count])])
+    return nonempty
+
+
+TRUE_IMAGE_SHAPE = "true_image_shape"
+
+
+def true_image_shape_input(batch_size: int) -> gs.Variable:
+    """The optional graph input [B,2] float32: each image's height and width in pixels inside
+    the (padded) network input, TFOD's true_image_shapes[:, :2]."""
+    return variable(TRUE_IMAGE_SHAPE, np.float32, [batch_size, 2])
+
+
+def per_image_window(graph: gs.Graph, true_shape: gs.Tensor, name: str) -> tuple:
+    """true_image_shape [B,2] -> (window [B,1,4] = (h, w, h, w), its reciprocal [B,1,4])."""
+    batch = true_shape.shape[0]
+    (both,) = add_node(graph, "Concat", [true_shape, true_shape],
+                       [variable(f"{name}_hwhw", np.float32, [batch, 4])], axis=1)
+    (window,) = add_node(graph, "Unsqueeze", [both, const(f"{name}_axis", [1], np.int64)],
+                         [variable(name, np.float32, [batch, 1, 4])])
+    (inverse,) = add_node(graph, "Div", [const(f"{name}_one", 1.0), window],
+                          [variable(f"{name}_inverse", np.float32, [batch, 1, 4])])
+    return window, inverse
+
+
+def clip_to_true_image(graph: gs.Graph, nms_outputs: list[gs.Variable], true_shape: gs.Tensor,
+                       input_size: tuple[int, int], num_classes: int, max_per_class: int,
+                       keep: int, to_true_image: bool) -> list[gs.Variable]:
+    """TFOD's SSD clip window (ssd_meta_arch._compute_clip_window: (0, 0, h / H, w / W) of the
+    true image shape h, w in the H x W input) applied as post_processing.
+    multiclass_non_max_suppression does after its per-class NMS: boxes (normalised to the
+    input) clipped to the window, the ones the clip emptied dropped, at most `max_per_class`
+    per class and `keep` in all kept (score order, zero-filled, recounted); with
+    `to_true_image` (change_coordinate_frame) the boxes are then normalised to the window."""
+    num, boxes, scores, classes = nms_outputs
+    batch = true_shape.shape[0]
+    (fraction,) = add_node(graph, "Div", [true_shape, const(
+        "true_window_input_size", list(input_size))], [variable(
+            "true_window_fraction", np.float32, [batch, 2])])
+    window, inverse = per_image_window(graph, fraction, "true_window")
+    final = boxes.name
+    boxes.name = "unwindowed_" + final
+    clipped = clip_to_window(graph, boxes, window, "windowed_" + final if to_true_image
+                             else final)
+    nonempty = nonempty_boxes(graph, clipped, "boxes_nonempty")
+    outputs = cap_per_class(graph, [num, clipped, scores, classes], num_classes, max_per_class,
+                            keep, keep_mask=nonempty)
+    if to_true_image:
+        capped = outputs[1]
+        capped.name = "input_frame_" + final
+        (outputs[1],) = add_node(graph, "Mul", [capped, inverse],
+                                 [variable(final, np.float32, capped.shape)])
+    return outputs
+
+
 def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: int,
-                  max_per_class: int, keep: int) -> list[gs.Variable]:
+                  max_per_class: int, keep: int, keep_mask: gs.Tensor | None = None,
+                  prefix: str = "") -> list[gs.Variable]:
     """TFOD's max_detections_per_class, which EfficientNMS_TRT lacks: of the plugin's outputs
     (sorted by score) each class keeps its first `max_per_class`, then the best `keep` remain,
-    in order, zero-filled and recounted like the plugin's own outputs (scores are >= 0)."""
+    in order, zero-filled and recounted like the plugin's own outputs (scores are >= 0).
+
+    `keep_mask` [B,candidates] (bool) drops more detections after the per-class count (TFOD
+    prunes boxes left empty by the clip window after its per-class NMS, before the total
+    cap); `prefix` keeps the names of a second use apart."""
     num, boxes, scores, classes = nms_outputs
     batch, candidates = scores.shape
     final = [t.name for t in nms_outputs]
@@ -219,7 +307,11 @@ def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: 
         tensor.name = "uncapped_" + tensor.name
 
     def node(op: str, inputs: list, name: str, dtype=np.float32, shape=None, **attrs):
-        return add_node(graph, op, inputs, [variable(f"cap_{name}", dtype, shape)], **attrs)[0]
+        return add_node(graph, op, inputs, [variable(f"{prefix}cap_{name}", dtype, shape)],
+                        **attrs)[0]
+
+    def const(name: str, value: Any, dtype: type = np.float32) -> gs.Constant:
+        return gs.Constant(f"{prefix}{name}", np.asarray(value, dtype=dtype))
 
     axis2 = const("cap_axis2", [2], np.int64)
     valid = node("Less", [const("cap_positions", np.arange(candidates)[None], np.int32), num],
@@ -239,11 +331,13 @@ def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: 
     within = node("LessOrEqual", [rank, const("cap_max_per_class", float(max_per_class))],
                   "within", bool, [batch, candidates])
     kept = node("And", [valid, within], "kept", bool, [batch, candidates])
+    if keep_mask is not None:  # counted for the per-class cap above, dropped here
+        kept = node("And", [kept, keep_mask], "kept_nonempty", bool, [batch, candidates])
     ranked = node("Where", [kept, scores, const("cap_dropped", -1.0)], "ranked",
                   shape=[batch, candidates])
     best, index = add_node(graph, "TopK", [ranked, const("cap_keep", [keep], np.int64)],
-                           [variable("cap_best", np.float32, [batch, keep]),
-                            variable("cap_index", np.int64, [batch, keep])], axis=1)
+                           [variable(f"{prefix}cap_best", np.float32, [batch, keep]),
+                            variable(f"{prefix}cap_index", np.int64, [batch, keep])], axis=1)
     present = node("GreaterOrEqual", [best, const("cap_zero", 0.0)], "present", bool,
                    [batch, keep])
     present_i = node("Cast", [present], "present_i", np.int32, [batch, keep],

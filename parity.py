@@ -4,7 +4,9 @@ Both sides see the same preprocessed image (the network input size, pixels 0..25
 check measures the conversion and nothing else: TFOD's resize of an image that already has the
 network size is the identity. Faster R-CNN runs TF's frozen serving graph with its resize loop
 bypassed (faster_rcnn.tf_reference; also right for keep_aspect_ratio min < max, where the resize
-would not be the identity), and the report adds the first-stage proposals.
+would not be the identity), fed the images' true shapes where the graph takes them, and the
+report adds the first-stage proposals. An SSD graph with the `true_image_shape` input is checked
+the same way (tf_graph.ssd_reference), TF fed the same true shapes as the graph.
 """
 
 from __future__ import annotations
@@ -219,8 +221,16 @@ def validate(
         for value, default in zip((min_iou, max_score_diff, min_rate), defaults, strict=True))
     runner = ReferenceRunner(onnx_path, extra_outputs=TWO_STAGE_OUTPUTS if two_stage else (
         "box_deltas", "class_logits"))
-    reference = _two_stage_reference(saved_model, meta) if two_stage else (
-        SavedModelRunner(saved_model).infer)
+    clipped = bool(meta.get("true_image_shape"))  # TF must clip to the same true images
+    if two_stage:
+        reference = _two_stage_reference(saved_model, meta)
+    elif clipped:
+        reference = _ssd_reference(saved_model, meta)
+    else:  # the graph clips to its whole input, as TF does on an image of that size
+        infer = SavedModelRunner(saved_model).infer
+
+        def reference(images: np.ndarray, true_shapes: None = None) -> dict[str, np.ndarray]:
+            return infer(images)
     batcher = ImageBatcher(
         images, Preprocessor.from_dict(meta["preprocessor"]), batch_size=meta["batch_size"],
         layout=meta["input_format"], max_images=max_images,
@@ -228,8 +238,12 @@ def validate(
     report = ValidationReport(min_rate=min_rate, proposals=MatchResult() if two_stage else None)
     for batch in tqdm(batcher, total=batcher.num_batches, desc="validate", unit="batch"):
         nhwc = batch.data if meta["input_format"] == "NHWC" else batch.data.transpose(0, 2, 3, 1)
-        ours = {key: value[: batch.count] for key, value in runner.infer(batch.data).items()}
-        theirs = reference(nhwc[: batch.count])
+        true_shape = batch.true_image_shape()
+        ours = {key: value[: batch.count] for key, value in runner.infer(
+            batch.data, true_shape if runner.needs_true_image_shape else None).items()}
+        # TF clips to the true images where the graph does
+        theirs = reference(nhwc[: batch.count],
+                           true_shape[: batch.count] if runner.needs_true_image_shape else None)
         theirs["detection_classes"] = theirs["detection_classes"] - 1  # TFOD's label offset
         for ref, test in zip(split_batch(theirs), split_batch(ours), strict=True):
             report.detections.add(match_detections(
@@ -267,10 +281,27 @@ def _two_stage_reference(saved_model: Path, meta: dict):
     import faster_rcnn
 
     pre = meta["preprocessor"]
-    run = faster_rcnn.tf_reference(Path(saved_model), pre["height"], pre["width"])
+    return _normalising(faster_rcnn.tf_reference(Path(saved_model), pre["height"],
+                                                 pre["width"]), meta)
+
+
+def _ssd_reference(saved_model: Path, meta: dict):
+    """tf_graph.ssd_reference (TF fed the true image shapes), fed the graph's pixels
+    normalised as the graph does."""
+    import tf_graph
+
+    pre = meta["preprocessor"]
+    return _normalising(tf_graph.ssd_reference(Path(saved_model), pre["height"], pre["width"]),
+                        meta)
+
+
+def _normalising(run, meta: dict):
+    """run(normalised images, true shapes) -> the same on pixels 0..255, normalised with the
+    graph's scale and offset."""
     scale = np.asarray(meta["normalization"]["scale"], np.float32)
     offset = np.asarray(meta["normalization"]["offset"], np.float32)
-    return lambda images: run(images.astype(np.float32) * scale + offset)
+    return lambda images, true_shapes=None: run(images.astype(np.float32) * scale + offset,
+                                                true_shapes)
 
 
 def _compare_two_stage(report: ValidationReport, runner, ours: dict, theirs: dict,
@@ -296,10 +327,12 @@ def _compare_two_stage(report: ValidationReport, runner, ours: dict, theirs: dic
     for tf_rois, our_rois, tf_scores, our_scores in zip(
             theirs["proposals"], ours["proposals"] * window, theirs["raw_detection_scores"],
             ours["class_probabilities"], strict=True):
+        # TF's proposals that its clip window emptied are dropped (padding at the end)
+        tf_kept = tf_rois[np.prod(tf_rois[:, 2:] - tf_rois[:, :2], axis=1) != 0]
         flat = np.zeros(len(tf_rois))
         report.proposals.add(match_detections(
-            Detections(tf_rois, flat, flat), Detections(our_rois, flat, flat),
-            PROPOSAL_MIN_IOU, 0.0))
+            Detections(tf_kept, flat[: len(tf_kept)], flat[: len(tf_kept)]),
+            Detections(our_rois, flat, flat), PROPOSAL_MIN_IOU, 0.0))
         in_place = np.abs(tf_rois - our_rois).max(axis=1) <= 0.01
         report.proposals_in_place += int(in_place.sum())
         if in_place.any():

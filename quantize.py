@@ -42,7 +42,13 @@ import onnx_graphsurgeon as gs
 
 import onnx_utils
 from cli import UsageError, run_main
-from onnx_utils import NMS_PLUGIN, PLUGIN_OPS, atomic_write_bytes, read_metadata
+from onnx_utils import (
+    NMS_PLUGIN,
+    PLUGIN_OPS,
+    TRUE_IMAGE_SHAPE,
+    atomic_write_bytes,
+    read_metadata,
+)
 
 log = logging.getLogger("quantize")
 
@@ -85,7 +91,8 @@ def sensitive_nodes(model: onnx.ModelProto) -> set[str]:
 
     plugins = [n for n in nodes if n.op_type in PLUGIN_OPS]
     sensitive: set[str] = set()
-    todo = list(plugins)  # the plugins and everything after them
+    # the plugins, the users of the true_image_shape input (clip windows), everything after them
+    todo = [*plugins, *consumers.get(TRUE_IMAGE_SHAPE, [])]
     while todo:
         node = todo.pop()
         if node.name in sensitive:
@@ -207,7 +214,7 @@ def calibrate(model: onnx.ModelProto, images: Path, max_images: int = 5000,
                             f"{', '.join(CALIBRATION_METHODS)}")
     prefix = plugin_free_prefix(model)
     names = [i.name for i in prefix.graph.input]
-    extra = [n for n in names[1:] if n != "true_image_shape"]
+    extra = [n for n in names[1:] if n != TRUE_IMAGE_SHAPE]
     if extra:
         raise QuantizeError(f"{path}: calibration feeds only the image input and "
                             f"true_image_shape, but the graph also needs {extra}")
@@ -220,10 +227,8 @@ def calibrate(model: onnx.ModelProto, images: Path, max_images: int = 5000,
             if batch is None:
                 return None
             feeds = {names[0]: batch.data}
-            if "true_image_shape" in names:  # Faster R-CNN graphs that clip to the true image
-                from reference_runner import true_image_shape_feed
-
-                feeds["true_image_shape"] = true_image_shape_feed(batch.scales, batch_size)
+            if TRUE_IMAGE_SHAPE in names:  # Faster R-CNN graphs that clip to the true image
+                feeds[TRUE_IMAGE_SHAPE] = batch.true_image_shape()
             return feeds
 
     kind = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

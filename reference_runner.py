@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 import reference_plugins
-from onnx_utils import read_metadata
+from onnx_utils import TRUE_IMAGE_SHAPE, read_metadata
 
 
 def _efficient_nms(node: gs.Node, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -92,9 +92,28 @@ class ReferenceRunner:
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
 
-    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Runs one batch (the graph's input layout and batch size) through the whole graph."""
+    @property
+    def needs_true_image_shape(self) -> bool:
+        return TRUE_IMAGE_SHAPE in self.input_names
+
+    def infer(self, batch: np.ndarray,
+              true_image_shape: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Runs one batch (the graph's input layout and batch size) through the whole graph;
+        `true_image_shape` [B,2] (Batch.true_image_shape()) is required by graphs that have it."""
         values: dict[str, np.ndarray] = {self.input_names[0]: batch.astype(np.float32)}
+        if self.needs_true_image_shape:
+            if true_image_shape is None:
+                raise ValueError(
+                    f"{self.path}: this graph needs the {TRUE_IMAGE_SHAPE} input [B,2] (each "
+                    "image's resized height and width before padding): "
+                    "image_batcher.Batch.true_image_shape()")
+            expected = (batch.shape[0], 2)
+            if np.shape(true_image_shape) != expected:
+                raise ValueError(f"{TRUE_IMAGE_SHAPE} must have shape {expected}, got "
+                                 f"{np.shape(true_image_shape)}")
+            values[TRUE_IMAGE_SHAPE] = np.asarray(true_image_shape, np.float32)
+        elif true_image_shape is not None:
+            raise ValueError(f"{self.path}: this graph has no {TRUE_IMAGE_SHAPE} input")
         for kind, step in self.steps:
             if kind == "plugin":
                 inputs = [

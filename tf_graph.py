@@ -271,3 +271,43 @@ def convert_network(
     output_names = [t.name for t in pruned.outputs[:2]]
     model = to_onnx(pruned, output_names, opset, f"{model_name} network")
     return ConvertedNetwork(model, input_name, output_names[0], output_names[1], anchors), cut
+
+
+def true_image_shapes(index: GraphIndex, image: str) -> str:
+    """The exporter's resize loop's other output beside the preprocessed image `image`: the
+    true image shapes [B,3] (int32) that TFOD's post-processing clips to."""
+    def loop(stack) -> str:
+        return index.node(index.walk_up(index.inputs(stack)[0], {"StopGradient"})).name
+
+    image_loop = loop(index.node(image))
+    for node in index.nodes.values():
+        if (node.op == "TensorListStack" and node.attr["element_dtype"].type == 3  # DT_INT32
+                and loop(node) == image_loop):
+            return node.name + ":0"
+    raise ConversionError(f"{image}: the resize loop's true image shapes were not found")
+
+
+def ssd_reference(saved_model: Path, height: int, width: int):
+    """TensorFlow's SSD on preprocessed images, for parity checks: the SavedModel's frozen
+    serving graph with the exporter's resize loop bypassed, fed the images' true shapes (TFOD's
+    clip window; by default the whole network input).
+
+    Returns run(images, true_shapes=None): normalised images [B,H,W,3] (TFOD's preprocessed
+    batch) and [B,2] heights and widths -> dict of the SavedModel's outputs."""
+    import tensorflow as tf
+
+    graph_def, outputs = load_frozen_graph(saved_model)
+    cut = find_network_cut(graph_def, outputs, saved_model.name)
+    shapes_tensor = true_image_shapes(GraphIndex(graph_def), cut.image)
+    function = prune_graph(
+        graph_def, {"image": (cut.image, [None, height, width, 3]),
+                    "true_shapes": (shapes_tensor, [None, 3], tf.int32)},
+        list(outputs.values()))
+
+    def run(images: np.ndarray, true_shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        shapes = np.full((len(images), 3), 3, np.int32)
+        shapes[:, :2] = (height, width) if true_shapes is None else np.asarray(true_shapes)
+        values = function(tf.constant(images, tf.float32), tf.constant(shapes))
+        return {name: value.numpy() for name, value in zip(outputs, values, strict=True)}
+
+    return run

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 import trt_compat
+from onnx_utils import TRUE_IMAGE_SHAPE
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -443,7 +444,8 @@ class TrtRunner:
         if self.context is None:
             raise EngineError(f"{self.path}: TensorRT could not create an execution context")
         self._tensors = [self._describe(i) for i in range(self.engine.num_io_tensors)]
-        self._input = self._single_input()
+        self._input = self._image_input()
+        self._true_shape = next((t for t in self._tensors if t.name == TRUE_IMAGE_SHAPE), None)
         if not self.is_dynamic:
             self._set_shape(self.input_shape)
 
@@ -473,10 +475,13 @@ class TrtRunner:
             is_input=self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
         )
 
-    def _single_input(self) -> _Tensor:
-        inputs = [t for t in self._tensors if t.is_input]
+    def _image_input(self) -> _Tensor:
+        """The image input; besides it an engine may only have ``true_image_shape``."""
+        inputs = [t for t in self._tensors if t.is_input and t.name != TRUE_IMAGE_SHAPE]
         if len(inputs) != 1:
-            raise EngineError(f"{self.path}: expected one input tensor, found {len(inputs)}")
+            names = [t.name for t in self._tensors if t.is_input]
+            raise EngineError(f"{self.path}: expected an image input (and optionally "
+                              f"{TRUE_IMAGE_SHAPE}), found inputs {names}")
         return inputs[0]
 
     # -- what the engine takes and gives -----------------------------------------------------
@@ -517,14 +522,23 @@ class TrtRunner:
 
     # -- running --------------------------------------------------------------------------------
 
-    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Runs one batch (the engine's input layout) and returns every output by name."""
+    @property
+    def needs_true_image_shape(self) -> bool:
+        """Whether the engine takes ``true_image_shape`` [B,2] besides the image batch."""
+        return self._true_shape is not None
+
+    def infer(self, batch: np.ndarray,
+              true_image_shape: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Runs one batch (the engine's input layout) and returns every output by name;
+        engines with a ``true_image_shape`` input need it too
+        (image_batcher.Batch.true_image_shape)."""
         batch = np.asarray(batch)
         shape = self._check_shape(batch.shape)
         if shape != self._input.shape:
             self._set_shape(shape)
         np.copyto(self._input.view, batch, casting="same_kind")
-        self.backend.copy_htod_async(self._input.device, self._input.view)
+        self.set_true_image_shape(true_image_shape)
+        self.copy_inputs_async()
         if self._graph is not None:
             self.backend.launch_graph(self._graph)
         else:
@@ -551,9 +565,25 @@ class TrtRunner:
         """The pinned input buffer at the current shape (what ``copy_inputs_async`` sends)."""
         return self._input.view
 
+    def set_true_image_shape(self, true_image_shape: np.ndarray | None) -> None:
+        """Fills the ``true_image_shape`` host buffer (checked against the engine's inputs)."""
+        if self._true_shape is None:
+            if true_image_shape is not None:
+                raise ValueError(f"{self.path}: this engine has no {TRUE_IMAGE_SHAPE} input")
+            return
+        if true_image_shape is None:
+            raise ValueError(f"{self.path}: this engine needs the {TRUE_IMAGE_SHAPE} input "
+                             "[B,2] (each image's resized height and width before padding)")
+        if np.shape(true_image_shape) != self._true_shape.shape:
+            raise ValueError(f"{TRUE_IMAGE_SHAPE} must have shape {self._true_shape.shape}, "
+                             f"got {np.shape(true_image_shape)}")
+        np.copyto(self._true_shape.view, true_image_shape, casting="same_kind")
+
     def copy_inputs_async(self) -> None:
-        """Enqueues the host -> device copy of the input buffer."""
-        self.backend.copy_htod_async(self._input.device, self._input.view)
+        """Enqueues the host -> device copies of the input buffers."""
+        for tensor in self._tensors:
+            if tensor.is_input:
+                self.backend.copy_htod_async(tensor.device, tensor.view)
 
     def enqueue(self) -> None:
         """Enqueues one inference: the captured CUDA graph if there is one, else
@@ -609,6 +639,11 @@ class TrtRunner:
             raise EngineError(f"{self.path}: TensorRT refused input shape {shape}")
         self._drop_graph()
         self._allocate(self._input, shape)
+        if self._true_shape is not None:
+            true_shape = (shape[0], 2)
+            if self.is_dynamic and not self.context.set_input_shape(TRUE_IMAGE_SHAPE, true_shape):
+                raise EngineError(f"{self.path}: TensorRT refused {TRUE_IMAGE_SHAPE} {true_shape}")
+            self._allocate(self._true_shape, true_shape)
         for tensor in self._tensors:
             if not tensor.is_input:
                 out_shape = tuple(self.context.get_tensor_shape(tensor.name))
@@ -729,6 +764,7 @@ class TrtPipeline:
         self._shapes = {t.name: t.shape for t in runner._tensors}
         self._dtypes = {t.name: t.dtype for t in runner._tensors}
         self._input_name = runner.input_name
+        self._input_names = [t.name for t in runner._tensors if t.is_input]
         self._copy_stream = backend.create_stream()
         self._slots: list[_Slot] = []
         try:
@@ -750,16 +786,23 @@ class TrtPipeline:
             slot.device[name] = backend.malloc(count * self._dtypes[name].itemsize)
         return slot
 
-    def input_buffer(self, slot: int) -> np.ndarray:
-        """The slot's pinned input array (the pipeline's input shape and the engine's dtype)."""
-        return self._slots[slot].host[self._input_name]
+    def input_buffer(self, slot: int, name: str | None = None) -> np.ndarray:
+        """The slot's pinned array of an input (default: the image; the pipeline's shape and
+        the engine's dtype)."""
+        return self._slots[slot].host[name or self._input_name]
 
-    def submit(self, slot: int) -> None:
-        """Enqueues copy in, inference and copies out for the slot's input buffer."""
+    def submit(self, slot: int, true_image_shape: np.ndarray | None = None) -> None:
+        """Enqueues copy in, inference and copies out for the slot's input buffers
+        (``true_image_shape``: for engines with that input, copied into the slot first)."""
         backend, context, s = self._backend, self.runner.context, self._slots[slot]
+        if (TRUE_IMAGE_SHAPE in s.host) != (true_image_shape is not None):
+            needs = "needs" if TRUE_IMAGE_SHAPE in s.host else "has no"
+            raise ValueError(f"{self.runner.path}: this engine {needs} {TRUE_IMAGE_SHAPE} input")
+        if true_image_shape is not None:
+            np.copyto(s.host[TRUE_IMAGE_SHAPE], true_image_shape, casting="same_kind")
         backend.wait_event(s.done, self._copy_stream)  # the slot's previous run is over
-        backend.copy_htod_async(s.device[self._input_name], s.host[self._input_name],
-                                self._copy_stream)
+        for name in self._input_names:
+            backend.copy_htod_async(s.device[name], s.host[name], self._copy_stream)
         backend.record_event(s.copied_in, self._copy_stream)
         backend.wait_event(s.copied_in)
         for name, pointer in s.device.items():
@@ -767,7 +810,7 @@ class TrtPipeline:
                 raise EngineError(f"{self.runner.path}: TensorRT refused the address of {name}")
         self.runner._execute()
         for name, host in s.host.items():
-            if name != self._input_name:
+            if name not in self._input_names:
                 backend.copy_dtoh_async(host, s.device[name])
         backend.record_event(s.done)
 
@@ -775,7 +818,8 @@ class TrtPipeline:
         """Waits for the slot's last submission; returns copies of its outputs."""
         s = self._slots[slot]
         self._backend.synchronize_event(s.done)
-        return {name: host.copy() for name, host in s.host.items() if name != self._input_name}
+        return {name: host.copy() for name, host in s.host.items()
+                if name not in self._input_names}
 
     def close(self) -> None:
         """Waits for the GPU, frees the slots and gives the runner its own buffers back."""

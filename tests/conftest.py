@@ -52,3 +52,32 @@ def coco_dir(shared_dir: Path) -> Path:
     if not (path / "images").is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+# GPU tests (marker gpu): shared by tests/test_trt_gpu*.py and the GPU eval test.
+
+
+@pytest.fixture(scope="session")
+def gpu() -> None:
+    """Skips unless TensorRT imports and a CUDA back-end finds a GPU."""
+    import trt_compat
+    import trt_runner
+
+    try:
+        trt_compat.require_tensorrt()
+    except trt_compat.TensorRTUnavailable as err:
+        pytest.skip(str(err))
+    try:
+        backend = trt_runner.make_backend("auto")
+    except (ImportError, trt_runner.NoGpuError, trt_runner.CudaError) as err:
+        pytest.skip(f"no GPU to run TensorRT on: {err}")
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cached = os.environ.get("TFOD_TRT_ENGINE_CACHE")
+    if cached:
+        Path(cached).mkdir(parents=True, exist_ok=True)
+        return Path(cached)
+    return tmp_path_factory.mktemp("trt")

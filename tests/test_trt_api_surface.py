@@ -24,6 +24,7 @@ from onnx import helper
 import build_engine
 import trt_compat
 import trt_runner
+from image_batcher import Batch, ImageScale
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("trt_compat.py", "trt_runner.py", "build_engine.py")
@@ -412,9 +413,11 @@ class FakeBackend:
 
     def __init__(self) -> None:
         self.device: dict[int, np.ndarray] = {}
+        self.allocations = 0
 
     def malloc(self, nbytes: int) -> int:
-        return 4096
+        self.allocations += 1
+        return 4096 * self.allocations
 
     def pinned_empty(self, count: int, dtype: np.dtype) -> np.ndarray:
         return np.empty(count, dtype)
@@ -431,16 +434,21 @@ def test_calibrator_feeds_batches_and_writes_its_cache_atomically(tmp_path: Path
         def __init__(self) -> None:
             pass
 
-    batches = [np.full((2, 4, 4, 3), i, np.float32) for i in range(2)]
+    scale = ImageScale(8, 8, 4, 2, 4, 4)  # a tall image padded on the right
+    batches = [Batch(np.full((2, 4, 4, 3), i, np.float32), [Path("a.jpg")], [scale])
+               for i in range(2)]
     backend = FakeBackend()
     cache = tmp_path / "calib.cache"
     calibrator = build_engine.calibrator_class(SimpleNamespace(IInt8EntropyCalibrator2=Base))(
         iter(batches), 2, cache, backend)
     assert calibrator.read_calibration_cache() is None
-    assert calibrator.get_batch(["input_tensor"]) == [4096]
-    assert backend.device[4096].reshape(batches[0].shape).tolist() == batches[0].tolist()
-    assert calibrator.get_batch(["input_tensor"]) == [4096]
-    assert calibrator.get_batch(["input_tensor"]) is None
+    names = ["input_tensor", "true_image_shape"]
+    image, true_shape = calibrator.get_batch(names)
+    assert backend.device[image].reshape(2, 4, 4, 3).tolist() == batches[0].data.tolist()
+    assert backend.device[true_shape].reshape(2, 2).tolist() == [[4, 2], [4, 4]]
+    assert calibrator.get_batch(names) == [image, true_shape]
+    assert backend.device[image].reshape(2, 4, 4, 3).tolist() == batches[1].data.tolist()
+    assert calibrator.get_batch(names) is None
     calibrator.write_calibration_cache(memoryview(b"scales"))
     assert cache.read_bytes() == b"scales" and calibrator.read_calibration_cache() == b"scales"
     assert [p.name for p in tmp_path.iterdir()] == ["calib.cache"]

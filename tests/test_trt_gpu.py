@@ -8,6 +8,7 @@ keyed by the ONNX, the build code, the TensorRT version and the build options.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -21,7 +22,8 @@ from onnx import TensorProto, helper
 import build_engine
 import trt_compat
 import trt_runner
-from image_batcher import ImageBatcher, Preprocessor, find_images
+from image_batcher import Batch, ImageBatcher, Preprocessor, find_images
+from infer import run_batch
 from parity import SCORE_FLOOR, Detections, MatchResult, match_detections, split_batch
 
 pytestmark = pytest.mark.gpu
@@ -33,33 +35,10 @@ BACKENDS = ("cuda-python", "pycuda")
 
 
 @pytest.fixture(scope="session")
-def gpu() -> None:
-    """Skips unless TensorRT imports and a CUDA back-end finds a GPU."""
-    try:
-        trt_compat.require_tensorrt()
-    except trt_compat.TensorRTUnavailable as err:
-        pytest.skip(str(err))
-    try:
-        backend = trt_runner.make_backend("auto")
-    except (ImportError, trt_runner.NoGpuError, trt_runner.CudaError) as err:
-        pytest.skip(f"no GPU to run TensorRT on: {err}")
-    backend.close()
-
-
-@pytest.fixture(scope="session")
 def onnx_path(gpu: None) -> Path:
     from fixtures import converted_onnx  # the lead's fixture models (cached ONNX on the GPU)
 
     return converted_onnx(MODEL)
-
-
-@pytest.fixture(scope="session")
-def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cached = os.environ.get("TFOD_TRT_ENGINE_CACHE")
-    if cached:
-        Path(cached).mkdir(parents=True, exist_ok=True)
-        return Path(cached)
-    return tmp_path_factory.mktemp("trt")
 
 
 def image_folder(coco_dir: Path, target: Path, images: slice) -> Path:
@@ -68,7 +47,8 @@ def image_folder(coco_dir: Path, target: Path, images: slice) -> Path:
     for image in find_images(coco_dir / "images")[images]:
         link = target / image.name
         if not link.exists():
-            link.symlink_to(image.resolve())
+            with contextlib.suppress(FileExistsError):  # another pytest process made it
+                link.symlink_to(image.resolve())
     return target
 
 
@@ -102,7 +82,7 @@ def fp32_engine(onnx_path: Path, work_dir: Path) -> Path:
     return build(onnx_path, work_dir, "fp32")
 
 
-Reference = list[tuple[np.ndarray, list[Detections]]]
+Reference = list[tuple[Batch, list[Detections]]]
 
 
 def reference_detections(onnx_path: Path, test_images: Path, count: int = TEST_IMAGES
@@ -114,7 +94,7 @@ def reference_detections(onnx_path: Path, test_images: Path, count: int = TEST_I
     meta = runner.metadata
     batcher = ImageBatcher(test_images, Preprocessor.from_dict(meta["preprocessor"]),
                            batch_size=meta["batch_size"], layout=meta["input_format"])
-    batches = [(b.data, split_batch(runner.infer(b.data))[: b.count]) for b in batcher]
+    batches = [(b, split_batch(run_batch(runner, b))[: b.count]) for b in batcher]
     assert sum(len(d) for _, d in batches) == count
     return batches
 
@@ -130,8 +110,8 @@ def compare(engine: Path, backend: str, reference: Reference, floor: float, min_
     below the floor on the engine's side, so that no pair is lost at the floor)."""
     result = MatchResult()
     with trt_runner.TrtRunner(engine, backend, use_cuda_graph=use_cuda_graph) as runner:
-        for data, expected in reference:
-            found = split_batch(runner.infer(data))
+        for batch, expected in reference:
+            found = split_batch(run_batch(runner, batch))
             for ref, test in zip(expected, found, strict=False):
                 result.add(match_detections(ref.above(floor),
                                             test.above(max(floor - max_score_diff, 0.0)),
@@ -159,7 +139,7 @@ def test_cuda_graph_replays_or_falls_back(fp32_engine: Path, reference: Referenc
     result = compare(fp32_engine, backend, reference, SCORE_FLOOR, 0.99, 1e-3,
                      use_cuda_graph=True)
     assert result.rate >= 0.99, describe(result)
-    data = reference[0][0]
+    data = reference[0][0].data
     with trt_runner.TrtRunner(fp32_engine, backend, use_cuda_graph=True) as runner:
         first, second = runner.infer(data), runner.infer(data)
         assert runner.use_cuda_graph == (backend == "cuda-python")

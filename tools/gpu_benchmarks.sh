@@ -10,10 +10,10 @@
 # OUT         results: latency.json, profile.json/.txt, pipeline.json, onnx_cpu.json,
 #             latency_vs_batch.png, e2e_vs_batch.png, nvidia-smi.txt, logs
 #
-# Environment: ONNX_DIR, PRECISIONS ("fp32 fp16"), STEPS ("build latency profile pipeline
+# Environment: ONNX_DIR, PRECISIONS ("fp32 fp16"; int8 calibrates on IMAGES), STEPS ("build latency profile pipeline
 # onnx plot": run a subset, e.g. to keep each device call under its time limit),
 # PIPELINE_ENGINE (default: the fp16 engine with batch 16 in ENGINE_DIR), PIPELINE_IMAGES
-# (2048), DURATION (3 s per measure), BATCHES ("1 8 32", for dynamic-batch engines), PY.
+# (2048), WORKSPACE (GiB per build, 4), DURATION (3 s per measure), BATCHES ("1 8 32", for dynamic-batch engines), PY.
 # With the TensorRT 8.6 bundle (../shared/gpu) carried in .gpu/tools, it is set up first.
 set -euo pipefail
 shopt -s globstar nullglob
@@ -26,9 +26,7 @@ DURATION=${DURATION:-3}
 BATCHES=${BATCHES:-1 8 32}
 PIPELINE_IMAGES=${PIPELINE_IMAGES:-2048}
 if [ -z "${PY:-}" ] && [ -f .gpu/tools/env.sh ]; then
-    bash .gpu/tools/device-setup.sh >/dev/null || exit 3
-    export EXTRA_PYTHONPATH=$PWD/.cache/gpu_carry/site
-    source .gpu/tools/env.sh
+    source tools/gpu_env.sh
 fi
 PY=${PY:-python3}
 mkdir -p "$OUT" "$ENGINES"
@@ -45,7 +43,11 @@ if has build && [ -n "${ONNX_DIR:-}" ]; then
             [ -f "$engine" ] && continue
             log "build $engine"
             start=$SECONDS
-            $PY build_engine.py -o "$onnx" -e "$engine" -p "$precision" \
+            calib=()
+            [ "$precision" = int8 ] && calib=(--calib_input "$IMAGES" --calib_num_images 256 \
+                --calib_cache "$ENGINES/$(basename "$onnx" .onnx).calib")
+            $PY build_engine.py -o "$onnx" -e "$engine" -p "$precision" "${calib[@]}" \
+                --workspace "${WORKSPACE:-4}" \
                 --timing_cache "$ENGINES/timing.cache" 2>&1 | tail -3 | tee -a "$OUT/build.log" \
                 || echo "build FAILED: $engine" | tee -a "$OUT/build.log"
             echo "$engine: $((SECONDS - start)) s" | tee -a "$OUT/build.log"

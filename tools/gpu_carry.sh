@@ -1,20 +1,44 @@
 #!/usr/bin/env bash
-# Prepares .cache/gpu_carry/ for a GPU-machine test run (the device tool sends only the checkout):
-# the shared photos and annotations, the converted fixture ONNX, and pure-Python wheels the GPU
-# bundle lacks. Carry `.gpu/tools` and `.cache/gpu_carry` there, then run
-# `bash tools/gpu_tests.sh [pytest args]` on the device.
+# Prepares what a GPU-machine session needs besides the checkout (the device tool sends only the
+# checkout; each call carries at most 64 MiB):
+#   .cache/gpu_carry/   photos + annotations, pure-Python wheels the bundle lacks, the SSD
+#                       fixture ONNX, the trained model's ONNX and its synthetic val set
+#   .cache/gpu_big/NAME.half.onnx.partNN   large fixture graphs with float16-stored weights, in
+#                       parts of <= 50 MiB, one part per call (tools/onnx_half_weights.py)
+# Carry `.gpu/tools` and `.cache/gpu_carry`, then on the device: `bash tools/gpu_session.sh`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
 SHARED=${TFOD_TRT_SHARED:-$ROOT/../shared}
+PY=${PY:-$ROOT/.venv/bin/python}
 CARRY=$ROOT/.cache/gpu_carry
-mkdir -p "$CARRY/shared/data" "$CARRY/shared/tfod_configs" "$CARRY/site"
+RECIPE=$(sed -n 's/^RECIPE = "\(.*\)"/\1/p' tests/fixtures.py)
+rm -rf "$CARRY"
+mkdir -p "$CARRY/shared/data" "$CARRY/shared/tfod_configs" "$CARRY/site" "$CARRY/shapes" \
+  "$CARRY/fixtures/onnx-$RECIPE" "$CARRY/fixtures/trained"
 cp -r "$SHARED/data/coco_val2017_64" "$CARRY/shared/data/"
 cp "$SHARED/tfod_configs/mscoco_label_map.pbtxt" "$CARRY/shared/tfod_configs/"
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$CARRY/wheels" pygments==2.19.2
 python3 -c "import zipfile,glob,sys; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(sys.argv[2]+'/*.whl')]" "$CARRY/site" "$CARRY/wheels"
 rm -rf "$CARRY/wheels"
-# The GPU tests use the SSD MobileNet v2 fixture (built here first: the GPU machine has no TF).
-RECIPE=$(sed -n 's/^RECIPE = "\(.*\)"/\1/p' "$ROOT/tests/fixtures.py")
-mkdir -p "$CARRY/fixtures/onnx-$RECIPE"
-cp "$ROOT/.cache/fixtures/onnx-$RECIPE"/ssd_mobilenet_v2_b1_nhwc.onnx "$CARRY/fixtures/onnx-$RECIPE/"
-du -sh "$CARRY"
+# Fixture graphs are converted here first (the GPU machine has no TensorFlow).
+for name in ssd_mobilenet_v2 ssd_fpnlite_320; do
+  "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$name')"
+  cp ".cache/fixtures/onnx-$RECIPE/${name}_b1_nhwc.onnx" "$CARRY/fixtures/onnx-$RECIPE/"
+done
+TRAINED=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.trained_onnx())")
+cp "$TRAINED" "$CARRY/fixtures/trained/"
+"$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.shapes_dataset('val')"
+cp -r .cache/shapes/val "$CARRY/shapes/"
+# Large graphs: float16-stored weights, split for transport.
+BIG=$ROOT/.cache/gpu_big
+rm -rf "$BIG" && mkdir -p "$BIG"
+for name in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_resnet50_fpn_640}; do
+  "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$name')"
+  "$PY" tools/onnx_half_weights.py pack ".cache/fixtures/onnx-$RECIPE/${name}_b1_nhwc.onnx" \
+    "$BIG/${name}_b1_nhwc.half.onnx"
+  split -b 50M -d -a 2 "$BIG/${name}_b1_nhwc.half.onnx" "$BIG/${name}_b1_nhwc.half.onnx.part"
+  rm "$BIG/${name}_b1_nhwc.half.onnx"
+  ls "$BIG/${name}_b1_nhwc.half.onnx".part* | wc -l > "$BIG/${name}_b1_nhwc.half.onnx.parts"
+done
+du -sh "$CARRY" "$BIG"/*
