@@ -65,6 +65,7 @@ class BuildOptions:
     int8_mode: str | None = None  # "calibrator" or "qdq"; None: trt_compat.default_int8_mode
     fp16_onnx: bool = False  # fp16 from an FP16 ONNX also where the FP16 flag exists
     calib_method: str = "minmax"  # qdq: ONNX Runtime's range calibration method
+    optimization_level: int | None = None  # TensorRT's builder level 0-5 (None: its default, 3)
 
     def typed_onnx(self, trt: Any) -> bool:
         """Whether the precision goes into the ONNX (FP16 graph or Q/DQ) before parsing."""
@@ -312,6 +313,8 @@ class EngineBuilder:
                              "static batch size (create_onnx.py --batch_size)")
         check_options(options, self.trt, self.typed_precision is not None)
         trt_compat.set_workspace(self.config, int(options.workspace_gib * GIB), self.trt)
+        if options.optimization_level is not None:
+            self.config.builder_optimization_level = options.optimization_level
         self._load_timing_cache(options.timing_cache)
         calibrator = self._set_precision(options)
         start = time.perf_counter()
@@ -441,6 +444,7 @@ def engine_metadata(builder: EngineBuilder, onnx_path: Path, options: BuildOptio
                           if options.precision == "int8" else None),
             "tensorrt_version": builder.trt.__version__,
             "tf32": options.tf32 or options.precision != "fp32",
+            "optimization_level": options.optimization_level,
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }
@@ -511,6 +515,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="timing cache file to read and update (faster rebuilds)")
     parser.add_argument("--tf32", action="store_true",
                         help="fp32: allow TF32 math (faster on Ampere and later, less exact)")
+    parser.add_argument("--optimization_level", type=int, choices=range(6), metavar="0-5",
+                        help="TensorRT's builder optimization level (default 3): lower builds "
+                        "faster, possibly slower engines")
     parser.add_argument("-v", "--verbose", action="store_true", help="TensorRT's verbose log")
     args = parser.parse_args(argv)
     for name in ("calib_num_images", "calib_batch_size"):
@@ -529,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         calib_input=args.calib_input, calib_cache=args.calib_cache,
         calib_num_images=args.calib_num_images, calib_batch_size=args.calib_batch_size,
         tf32=args.tf32, int8_mode=args.int8_mode, fp16_onnx=args.fp16_onnx,
-        calib_method=args.calib_method,
+        calib_method=args.calib_method, optimization_level=args.optimization_level,
     )
     try:
         build(args.onnx, args.engine, options, args.verbose)

@@ -388,7 +388,7 @@ def tf_reference(saved_model: Path, height: int, width: int):
 
     graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
     cut = find_two_stage_cut(graph_def, outputs, saved_model.name)
-    true_shapes = _true_image_shapes(GraphIndex(graph_def), cut.image)
+    true_shapes = tf_graph.true_image_shapes(GraphIndex(graph_def), cut.image)
     fetches = {**outputs, "proposals": cut.proposals, "rpn_logits": cut.rpn_logits,
                "rpn_encodings": cut.rpn_encodings}
     function = tf_graph.prune_graph(
@@ -404,16 +404,3 @@ def tf_reference(saved_model: Path, height: int, width: int):
         return result
 
     return run
-
-
-def _true_image_shapes(index: GraphIndex, image: str) -> str:
-    """The resize loop's other output: the true image shapes [B,3] (int32)."""
-    def loop(stack) -> str:
-        return index.node(index.walk_up(index.inputs(stack)[0], {"StopGradient"})).name
-
-    image_loop = loop(index.node(image))
-    for node in index.nodes.values():
-        if (node.op == "TensorListStack" and node.attr["element_dtype"].type == 3  # DT_INT32
-                and loop(node) == image_loop):
-            return node.name + ":0"
-    raise ConversionError(f"{image}: the resize loop's true image shapes were not found")

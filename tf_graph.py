@@ -7,7 +7,8 @@ converter keeps only the network: from the preprocessed image to the raw class l
 encodings. Everything is located by graph structure, starting from the SavedModel's documented
 outputs (`raw_detection_scores`, `raw_detection_boxes`), never by scope names, so renamed or
 suffixed scopes (`BoxPredictor_1/...`) do not matter. Anchors depend only on the input size and
-are evaluated once with TensorFlow.
+are evaluated once with TensorFlow. For parity checks, ssd_reference runs the whole frozen graph
+from the preprocessed image and the true image shapes (TFOD's clip window) instead.
 """
 
 from __future__ import annotations

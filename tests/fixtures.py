@@ -170,8 +170,11 @@ def trained_onnx() -> Path:
     import hashlib
 
     saved_model = SHAPES_MODEL / "saved_model"
-    if not (saved_model / "saved_model.pb").is_file():
-        pytest.skip(f"{saved_model} is absent")
+    if not (saved_model / "saved_model.pb").is_file():  # the GPU machine: the carried graph
+        carried = sorted((CACHE / "trained").glob("shapes_ssd_*_b1_nhwc.onnx"))
+        if len(carried) != 1:
+            pytest.skip(f"{saved_model} is absent and {CACHE / 'trained'} has no single graph")
+        return carried[0]
     digest = hashlib.sha256((saved_model / "saved_model.pb").read_bytes()).hexdigest()[:12]
     path = CACHE / "trained" / f"shapes_ssd_{digest}_b1_nhwc.onnx"
     if path.is_file():

@@ -51,9 +51,12 @@ def test_graph_contract(name: str, batch: int, layout: str) -> None:
     model = onnx.load(str(path))
     config = load_pipeline_config(exported_model(name) / "pipeline.config")
     size = config.preprocessor.height, config.preprocessor.width
-    (image,) = model.graph.input
+    image, *extra = model.graph.input
     dims = [d.dim_value for d in image.type.tensor_type.shape.dim]
     assert dims == ([batch, *size, 3] if layout == "NHWC" else [batch, 3, *size])
+    clipped = config.preprocessor.kind == "keep_aspect_ratio"  # takes the true image shapes
+    assert [(i.name, [d.dim_value for d in i.type.tensor_type.shape.dim]) for i in extra] == (
+        [("true_image_shape", [batch, 2])] if clipped else [])
     outputs = {o.name: o.type.tensor_type for o in model.graph.output}
     k = config.max_total_detections
     expected = {
@@ -67,19 +70,24 @@ def test_graph_contract(name: str, batch: int, layout: str) -> None:
         assert [d.dim_value for d in outputs[out].shape.dim] == shape
         assert outputs[out].elem_type == dtype
     nms = attrs(nms_node(model))
-    assert nms["max_output_boxes"] == k == 100
+    num_classes = int(FIXTURE_MODELS[name][1][1])
+    # with the clip window the plugin keeps all its candidates for the prune before the cap
+    anchors = next(t for t in model.graph.initializer if t.name == nms_node(model).input[2])
+    assert k == 100 and nms["max_output_boxes"] == (
+        min(anchors.dims[-2] * num_classes, 5000) if clipped else k)
     assert nms["score_activation"] == 1 and nms["box_coding"] == 1
     assert nms["background_class"] == -1
     assert nms["score_threshold"] == pytest.approx(1e-8)  # the config's, honoured
     assert nms["iou_threshold"] == pytest.approx(0.6)
     scores_input = nms_node(model).input[1]
     shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    num_classes = int(FIXTURE_MODELS[name][1][1])
     assert shapes[scores_input].type.tensor_type.shape.dim[2].dim_value == num_classes
     meta = read_metadata(model)
     assert meta["num_classes"] == num_classes
     assert meta["preprocessor"]["kind"] == config.preprocessor.kind
     assert meta["input_format"] == layout and meta["batch_size"] == batch
+    assert meta.get("true_image_shape") == ("true_image_shape" if clipped else None)
+    assert meta.get("box_frame", "input") == ("true_image" if clipped else "input")
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) == 17
 
 
@@ -326,3 +334,55 @@ def test_keep_aspect_ssd_against_original_photos(coco_dir: Path) -> None:
     assert result.reference >= len(photos) * 50  # a meaningful number of detections
     assert result.rate >= 0.99
     assert result.min_iou >= 0.99 and result.max_score_diff <= 1e-3
+
+
+def test_ssd_true_image_shape_default(tmp_path: Path) -> None:
+    """SSD keep_aspect_ratio graphs take the input by default, fixed_shape ones do not, and
+    --no_true_image_shape turns it off; change_coordinate_frame (TFOD's default true) decides
+    whether the boxes are normalised to the true image."""
+    keep = load_pipeline_config(exported_model(KEEP_ASPECT_SSD) / "pipeline.config")
+    fixed = load_pipeline_config(exported_model("ssd_mobilenet_v2") / "pipeline.config")
+    assert keep.preprocessor.kind == "keep_aspect_ratio"
+    default = create_onnx.ConversionOptions()
+    assert create_onnx.wants_true_image_shape(keep, default)
+    assert not create_onnx.wants_true_image_shape(fixed, default)
+    off = create_onnx.parse_args(["-p", "x", "-m", "y", "-o", "z", "--no_true_image_shape"])
+    assert off.no_true_image_shape
+    assert not create_onnx.wants_true_image_shape(
+        keep, create_onnx.ConversionOptions(true_image_shape=False))
+    assert create_onnx.ssd_change_coordinate_frame(keep)
+    text = keep.path.read_text()
+    assert "change_coordinate_frame" not in text and "iou_threshold:" in text
+    edited = tmp_path / "pipeline.config"
+    edited.write_text(text.replace("iou_threshold:", "change_coordinate_frame: false\n"
+                                   "        iou_threshold:"))
+    assert not create_onnx.ssd_change_coordinate_frame(load_pipeline_config(edited))
+
+
+def test_ssd_change_coordinate_frame_false(tmp_path: Path, coco_dir: Path) -> None:
+    """An SSD config with change_coordinate_frame: false gets the same clip window, but its
+    boxes stay normalised to the padded input (box_frame "input"), as TFOD leaves them."""
+    from image_batcher import ImageBatcher, Preprocessor
+
+    model_dir = exported_model(KEEP_ASPECT_SSD)
+    config = tmp_path / "pipeline.config"
+    config.write_text((model_dir / "pipeline.config").read_text().replace(
+        "iou_threshold:", "change_coordinate_frame: false\n        iou_threshold:"))
+    out = tmp_path / "input_frame.onnx"
+    assert create_onnx.main(["-p", str(config), "-m", str(model_dir / "saved_model"),
+                             "-o", str(out), "--input_format", "NCHW"]) == 0
+    assert read_metadata(out)["box_frame"] == "input"
+    default = ReferenceRunner(converted_onnx(KEEP_ASPECT_SSD, 1, "NCHW"))
+    runner = ReferenceRunner(out)
+    assert runner.needs_true_image_shape
+    batcher = ImageBatcher(coco_dir / "images", Preprocessor.from_dict(
+        runner.metadata["preprocessor"]), layout="NCHW", max_images=2)
+    for batch in batcher:
+        shape = batch.true_image_shape()
+        assert (shape < 320).any()  # padded photos
+        ours, theirs = runner.infer(batch.data, shape), default.infer(batch.data, shape)
+        for key in ("num_detections", "detection_scores", "detection_classes"):
+            np.testing.assert_array_equal(ours[key], theirs[key])
+        fraction = np.tile(shape / 320, 2)[:, None, :].astype(np.float32)
+        np.testing.assert_allclose(ours["detection_boxes"], theirs["detection_boxes"] * fraction,
+                                   atol=1e-6)

@@ -287,21 +287,16 @@ def test_cap_per_class() -> None:
 
 def test_true_image_shape_default(tfod_configs: Path) -> None:
     """The input is there by default where padding can occur (keep_aspect_ratio), not for
-    fixed_shape; --no_true_image_shape turns it off; SSD refuses it (not implemented)."""
+    fixed_shape; --no_true_image_shape turns it off (SSD: tests/test_create_onnx.py)."""
     def config(name: str):
         return load_pipeline_config(tfod_configs / name)
 
     keep = config("faster_rcnn_resnet50_v1_800x1333_coco17_gpu-8.config")
     fixed = config("faster_rcnn_resnet50_v1_1024x1024_coco17_tpu-8.config")
-    ssd = config("ssd_mobilenet_v2_320x320_coco17_tpu-8.config")
     default = create_onnx.ConversionOptions()
     assert create_onnx.wants_true_image_shape(keep, default)
     assert not create_onnx.wants_true_image_shape(fixed, default)
-    assert not create_onnx.wants_true_image_shape(ssd, default)
     off = create_onnx.parse_args(["-p", "x", "-m", "y", "-o", "z", "--no_true_image_shape"])
     assert off.no_true_image_shape
     assert not create_onnx.wants_true_image_shape(
         keep, create_onnx.ConversionOptions(true_image_shape=False))
-    with pytest.raises(ValueError, match="only implemented for Faster R-CNN"):
-        create_onnx.wants_true_image_shape(ssd, create_onnx.ConversionOptions(
-            true_image_shape=True))

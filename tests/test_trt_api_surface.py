@@ -100,7 +100,8 @@ def test_the_ast_walk_finds_the_api(api: set[str]) -> None:
                 "IExecutionContext.execute_async_v3", "IExecutionContext.set_input_shape",
                 "IBuilderConfig.set_flag", "OnnxParser", "ParserError.desc",
                 "BuilderFlag.FP16", "IInt8EntropyCalibrator2", "ILayer.precision",
-                "IPluginRegistry.get_creator", "MemoryPoolType.WORKSPACE"}
+                "IPluginRegistry.get_creator", "MemoryPoolType.WORKSPACE",
+                "IBuilderConfig.builder_optimization_level"}
     assert expected <= api
     assert {c for c in api if is_legacy(c)} >= {"BuilderFlag.FP16", "ILayer.set_output_type"}
 

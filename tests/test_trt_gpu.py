@@ -66,8 +66,10 @@ def cache_key(onnx_path: Path, args: list[str]) -> str:
 
 
 def build(onnx_path: Path, work_dir: Path, precision: str, *extra: str) -> Path:
-    """Runs build_engine.py (once per key) with a shared timing cache."""
-    args = ["-p", precision, *extra]
+    """Runs build_engine.py (once per key) with a shared timing cache; TFOD_TRT_BUILD_LEVEL
+    sets TensorRT's builder optimization level (lower: faster builds, same results)."""
+    level = os.environ.get("TFOD_TRT_BUILD_LEVEL")
+    args = ["-p", precision, *extra, *(["--optimization_level", level] if level else [])]
     engine = work_dir / f"{onnx_path.stem}_{precision}_{cache_key(onnx_path, args)}.engine"
     if not engine.is_file():
         code = build_engine.main(["-o", str(onnx_path), "-e", str(engine), *args,
@@ -129,6 +131,22 @@ def describe(result: MatchResult) -> str:
 def test_fp32_matches_the_reference(fp32_engine: Path, reference: Reference,
                                     backend: str) -> None:
     result = compare(fp32_engine, backend, reference, SCORE_FLOOR, 0.99, 1e-3)
+    assert result.rate >= 0.99, describe(result)
+
+
+def test_keep_aspect_engine_takes_the_true_image_shape(gpu: None, work_dir: Path,
+                                                      test_images: Path) -> None:
+    """The keep_aspect_ratio SSD (second input true_image_shape, 5000 NMS candidates, clip and
+    prune after the plugin) on TensorRT matches the reference fed the same true shapes."""
+    from fixtures import converted_onnx
+
+    onnx_path = converted_onnx("ssd_mobilenet_v2_keep_aspect")
+    engine = build(onnx_path, work_dir, "fp32")
+    with trt_runner.TrtRunner(engine) as runner:
+        assert runner.needs_true_image_shape
+        assert runner.metadata["box_frame"] == "true_image"
+    reference = reference_detections(onnx_path, test_images)
+    result = compare(engine, "cuda-python", reference, SCORE_FLOOR, 0.99, 1e-3)
     assert result.rate >= 0.99, describe(result)
 
 
@@ -423,7 +441,7 @@ def test_trained_qdq_engine_matches_its_graph_on_the_cpu(shapes_engine, shapes_o
 def test_trained_map_per_precision(shapes_engine, shapes_onnx: Path, shapes_val: Path) -> None:
     """COCO mAP on the whole synthetic val set: the ONNX reference (equal to TensorFlow's, CPU
     test) and every engine. FP32 / FP16 within 0.5 AP point, both INT8 within 2 points. The
-    table is printed and, on the GPU machine, written to $OUT/trained_map.json."""
+    table is printed and, on the GPU machine, written to $TFOD_TRT_RESULTS/trained_map.json."""
     import json
 
     from test_eval_coco import run_cli
@@ -437,8 +455,9 @@ def test_trained_map_per_precision(shapes_engine, shapes_onnx: Path, shapes_val:
         assert run.code == 0, (name, run.err)
     table = {name: run.stats for name, run in runs.items()}
     print(json.dumps(table, indent=1))
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "trained_map.json").write_text(json.dumps(table, indent=1))
+    if os.environ.get("TFOD_TRT_RESULTS"):
+        Path(os.environ["TFOD_TRT_RESULTS"], "trained_map.json").write_text(
+            json.dumps(table, indent=1))
     reference = table["onnx"]["AP"]
     for name, stats in table.items():
         limit = MAP_INT8 if name.startswith("int8") else MAP_FP

@@ -3,8 +3,9 @@
 # checkout; each call carries at most 64 MiB):
 #   .cache/gpu_carry/   photos + annotations, pure-Python wheels the bundle lacks, the SSD
 #                       fixture ONNX, the trained model's ONNX and its synthetic val set
-#   .cache/gpu_big/NAME.half.onnx.partNN   large fixture graphs with float16-stored weights, in
-#                       parts of <= 50 MiB, one part per call (tools/onnx_half_weights.py)
+#   .cache/gpu_big/NAME.half.onnx   more fixture graphs ($BIG_MODELS) and the benchmark's batch
+#                       variants, with float16-stored weights (tools/onnx_half_weights.py);
+#                       carry them a few per call (<= 64 MiB with the checkout)
 # Carry `.gpu/tools` and `.cache/gpu_carry`, then on the device: `bash tools/gpu_session.sh`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: -d "$CARRY/wheels" pygm
 python3 -c "import zipfile,glob,sys; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in glob.glob(sys.argv[2]+'/*.whl')]" "$CARRY/site" "$CARRY/wheels"
 rm -rf "$CARRY/wheels"
 # Fixture graphs are converted here first (the GPU machine has no TensorFlow).
-for name in ssd_mobilenet_v2 ssd_fpnlite_320; do
+for name in ssd_mobilenet_v2; do
   "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$name')"
   cp ".cache/fixtures/onnx-$RECIPE/${name}_b1_nhwc.onnx" "$CARRY/fixtures/onnx-$RECIPE/"
 done
@@ -30,15 +31,21 @@ TRAINED=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; 
 cp "$TRAINED" "$CARRY/fixtures/trained/"
 "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.shapes_dataset('val')"
 cp -r .cache/shapes/val "$CARRY/shapes/"
-# Large graphs: float16-stored weights, split for transport.
+# Other graphs travel with float16-stored weights (half the size; every GPU test compares the
+# engine with ONNX Runtime on the same graph there, and speed does not depend on the values):
+# the fixtures in $BIG_MODELS and the batch variants of tools/benchmark.py's sweep.
 BIG=$ROOT/.cache/gpu_big
 rm -rf "$BIG" && mkdir -p "$BIG"
-for name in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_resnet50_fpn_640}; do
-  "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$name')"
-  "$PY" tools/onnx_half_weights.py pack ".cache/fixtures/onnx-$RECIPE/${name}_b1_nhwc.onnx" \
-    "$BIG/${name}_b1_nhwc.half.onnx"
-  split -b 50M -d -a 2 "$BIG/${name}_b1_nhwc.half.onnx" "$BIG/${name}_b1_nhwc.half.onnx.part"
-  rm "$BIG/${name}_b1_nhwc.half.onnx"
-  ls "$BIG/${name}_b1_nhwc.half.onnx".part* | wc -l > "$BIG/${name}_b1_nhwc.half.onnx.parts"
+for spec in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_fpnlite_320 ssd_mobilenet_v2_keep_aspect}; do
+  "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$spec')"
+  "$PY" tools/onnx_half_weights.py pack ".cache/fixtures/onnx-$RECIPE/${spec}_b1_nhwc.onnx" \
+    "$BIG/${spec}_b1_nhwc.half.onnx"
+done
+FIXTURE=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.exported_model('ssd_mobilenet_v2'))")
+for batch in ${BENCH_BATCHES:-8 16 32}; do
+  onnx=.cache/bench_onnx/b$batch/ssd_mobilenet_v2_b${batch}_nhwc.onnx
+  [ -f "$onnx" ] || "$PY" create_onnx.py -p "$FIXTURE/pipeline.config" -m "$FIXTURE/saved_model" \
+    -o "$onnx" -b "$batch"
+  "$PY" tools/onnx_half_weights.py pack "$onnx" "$BIG/ssd_mobilenet_v2_b${batch}_nhwc.half.onnx"
 done
 du -sh "$CARRY" "$BIG"/*

@@ -11,29 +11,29 @@ source tools/gpu_env.sh
 IMAGES=$TFOD_TRT_SHARED/data/coco_val2017_64/images
 if [ "${1:-}" = status ]; then
   ls /tmp/engines/*.engine "$TFOD_TRT_ENGINE_CACHE"/*.engine 2>/dev/null | sed 's/^/  /'
-  for log in "$OUT"/group_*.log "$OUT"/bench_*/build.log; do
+  for log in "$TFOD_TRT_RESULTS"/group_*.log "$TFOD_TRT_RESULTS"/bench_*/build.log; do
     [ -f "$log" ] && echo "== $log: $(tail -1 "$log")"
   done
   pgrep -fa "build_engine|pytest" | cut -c1-160
   exit 0
 fi
 RECIPE=$(sed -n 's/^RECIPE = "\(.*\)"/\1/p' tests/fixtures.py)
-for name in ssd_mobilenet_v2 ssd_fpnlite_320; do
-  mkdir -p "/tmp/onnx/$name"
-  cp "$TFOD_TRT_CACHE/onnx-$RECIPE/${name}_b1_nhwc.onnx" "/tmp/onnx/$name/"
+mkdir -p /tmp/onnx/ssd_mobilenet_v2 /tmp/engines
+cp "$TFOD_TRT_CACHE/onnx-$RECIPE/ssd_mobilenet_v2_b1_nhwc.onnx" /tmp/onnx/ssd_mobilenet_v2/
+for name in ssd_mobilenet_v2_b8 ssd_mobilenet_v2_b16 ssd_mobilenet_v2_b32; do
+  mkdir -p "/tmp/onnx/$name" && ln -sf "/tmp/onnx_big/${name}_nhwc.onnx" "/tmp/onnx/$name/"
 done
-for f in /tmp/onnx_big/*.onnx; do
-  name=$(basename "$f" _b1_nhwc.onnx); mkdir -p "/tmp/onnx/$name"; ln -sf "$f" "/tmp/onnx/$name/"
+for name in ssd_fpnlite_320 faster_rcnn_r50_640; do
+  mkdir -p "/tmp/onnx/$name" && ln -sf "/tmp/onnx_big/${name}_b1_nhwc.onnx" "/tmp/onnx/$name/"
 done
-mkdir -p /tmp/engines
 for dir in /tmp/onnx/*/; do
   name=$(basename "$dir")
   precisions="fp32 fp16 int8"
   [ "$name" = ssd_mobilenet_v2_b16 ] && precisions=fp16  # the pipelined-path target only
   ONNX_DIR=$dir PRECISIONS=$precisions STEPS=build \
-    setsid nohup bash tools/gpu_benchmarks.sh /tmp/engines "$IMAGES" "$OUT/bench_$name" \
-    > "$OUT/bench_$name.log" 2>&1 &
+    setsid nohup bash tools/gpu_benchmarks.sh /tmp/engines "$IMAGES" "$TFOD_TRT_RESULTS/bench_$name" \
+    > "$TFOD_TRT_RESULTS/bench_$name.log" 2>&1 &
 done
-setsid nohup bash tools/gpu_session.sh > "$OUT/session.log" 2>&1 &
+setsid nohup bash tools/gpu_session.sh > "$TFOD_TRT_RESULTS/session.log" 2>&1 &
 sleep 5
 echo "started: $(pgrep -fc build_engine) builds, $(pgrep -fc pytest) pytest groups"

@@ -5,4 +5,4 @@ set -o pipefail
 source tools/gpu_env.sh
 nvidia-smi -L
 $PY -c "import tensorrt; print('TensorRT', tensorrt.__version__)"
-$PY -m pytest -m gpu -q -ra -p no:cacheprovider "$@" 2>&1 | tee "$OUT/gpu_tests.log"
+$PY -m pytest -m gpu -q -ra -p no:cacheprovider "$@" 2>&1 | tee "$TFOD_TRT_RESULTS/gpu_tests.log"
