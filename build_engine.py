@@ -368,24 +368,42 @@ class EngineBuilder:
         return calibrator_class(self.trt)(batches, batch_size, options.calib_cache)
 
     def _sensitive_layers(self) -> list[trt.ILayer]:
-        """Layers named after the anchors or box deltas, those producing the NMS inputs, the
-        NMS itself and everything downstream of it or of the true_image_shape input (the clip
-        window and its reciprocal: 1/h in FP16 moves boxes by ~5e-4). Network layers are in
-        topological order."""
+        """Layers named after the anchors or box deltas; the heads' last convolutions and what
+        carries their outputs to the NMS (an INT8 calibrator clips the class logits to its
+        range: background logits of -10 clipped to -4 score 0.02 and flood the NMS); the NMS
+        and everything downstream of it or of the true_image_shape input (the clip window and
+        its reciprocal: 1/h in FP16 moves boxes by ~5e-4). Layers are in topological order."""
         network: trt.INetworkDefinition = self.network
+        layers = [network.get_layer(i) for i in range(network.num_layers)]
+        tensors = {id(layer): tuple({t.name for t in side} for side in _layer_tensors(layer))
+                   for layer in layers}
+        head_outputs = self._head_outputs(layers, tensors)
         after_nms = set(self.nms_tensors) | {TRUE_IMAGE_SHAPE}
         found = []
-        for i in range(network.num_layers):
-            layer: trt.ILayer = network.get_layer(i)
-            input_tensors, output_tensors = _layer_tensors(layer)
-            inputs = {t.name for t in input_tensors}
-            outputs = {t.name for t in output_tensors}
+        for layer in layers:
+            inputs, outputs = tensors[id(layer)]
             names = [layer.name, *outputs]
-            if (outputs & self.nms_tensors or inputs & after_nms
+            if (outputs & head_outputs or inputs & after_nms
                     or any(part in name for part in SENSITIVE_NAME_PARTS for name in names)):
                 found.append(layer)
                 if inputs & after_nms:
                     after_nms |= outputs
+        return found
+
+    def _head_outputs(self, layers: list[trt.ILayer], tensors: dict) -> set[str]:
+        """The tensors from the NMS inputs back to (and including) the nearest convolution's
+        output on every path: the heads' last layers, reshapes, transposes and concats."""
+        convolution = self.trt.LayerType.CONVOLUTION
+        producer = {name: layer for layer in layers for name in tensors[id(layer)][1]}
+        found, todo = set(), list(self.nms_tensors)
+        while todo:
+            name = todo.pop()
+            if name in found or name not in producer:
+                continue
+            found.add(name)
+            layer = producer[name]
+            if layer.type != convolution:
+                todo += tensors[id(layer)][0]
         return found
 
     def _keep_sensitive_fp32(self) -> None:
