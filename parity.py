@@ -340,3 +340,32 @@ def _compare_two_stage(report: ValidationReport, runner, ours: dict, theirs: dic
             report.max_second_stage_score_diff = max(report.max_second_stage_score_diff,
                                                      float(diff.max()))
             report.second_stage_outliers += int((diff > max_score_diff).sum())
+
+
+def match_on_original_photos(onnx_path: Path, saved_model: Path, photos: list[Path],
+                             min_iou: float, max_score_diff: float) -> MatchResult:
+    """TF on original (non-square) photos, with its own resize, padding and true image shapes,
+    vs the ONNX graph (CPU reference runtime) on our padded input fed each photo's true image
+    shape where it takes one: boxes compared in pixels of the original photo."""
+    import infer
+    from image_batcher import Batch, Preprocessor, load_image, preprocess
+    from reference_runner import ReferenceRunner
+
+    runner, tf_model = ReferenceRunner(onnx_path), SavedModelRunner(saved_model)
+    pre = Preprocessor.from_dict(runner.metadata["preprocessor"])
+    result = MatchResult()
+    for photo in photos:
+        image = load_image(photo)
+        padded, scale = preprocess(image, pre)
+        data = padded.transpose(2, 0, 1) if runner.metadata["input_format"] == "NCHW" else padded
+        batch = Batch(data[None], [photo], [scale])
+        (found,) = infer.batch_results(infer.run_batch(runner, batch), batch, 0, 0.0,
+                                       infer.box_frame(runner))
+        theirs = tf_model.infer(image[None].astype(np.float32))
+        theirs["detection_classes"] = theirs["detection_classes"] - 1
+        ref = split_batch(theirs)[0]  # normalised to the true image, as TFOD exports
+        ref = Detections(scale.to_pixels(ref.boxes, "true_image"), ref.scores, ref.classes)
+        ours = Detections(found.boxes, found.scores, found.classes)
+        result.add(match_detections(ref.above(SCORE_FLOOR), ours.above(SCORE_FLOOR), min_iou,
+                                    max_score_diff))
+    return result

@@ -40,6 +40,7 @@ LEGACY_API = frozenset({
     "BuilderFlag.OBEY_PRECISION_CONSTRAINTS",
     "NetworkDefinitionCreationFlag.EXPLICIT_BATCH",
     "IInt8EntropyCalibrator2",
+    "IInt8MinMaxCalibrator",
     "IBuilderConfig.int8_calibrator",
     "ILayer.precision",
     "ILayer.set_output_type",
@@ -115,7 +116,8 @@ def supports_layer_precision(trt: ModuleType | None = None) -> bool:
 
 
 def supports_implicit_int8_calibrator(trt: ModuleType | None = None) -> bool:
-    """``IInt8EntropyCalibrator2`` and ``config.int8_calibrator``: 8.6-10.x."""
+    """``IInt8MinMaxCalibrator`` / ``IInt8EntropyCalibrator2`` and ``config.int8_calibrator``:
+    8.6-10.x."""
     version = trt_version(trt)
     return MIN_VERSION <= version[:2] and version[0] < 11
 

@@ -188,3 +188,17 @@ def trained_onnx() -> Path:
                              "--saved_model", str(saved_model), "--onnx", str(path)])
     assert code == 0, "create_onnx.py failed for models/shapes_ssd"
     return path
+
+
+def check_true_image_shape_defaults(keep, fixed) -> None:
+    """create_onnx's true_image_shape choice: on for a keep_aspect_ratio config, off for a
+    fixed_shape one, off with --no_true_image_shape."""
+    import create_onnx
+
+    default = create_onnx.ConversionOptions()
+    assert create_onnx.wants_true_image_shape(keep, default)
+    assert not create_onnx.wants_true_image_shape(fixed, default)
+    off = create_onnx.parse_args(["-p", "x", "-m", "y", "-o", "z", "--no_true_image_shape"])
+    assert off.no_true_image_shape
+    assert not create_onnx.wants_true_image_shape(
+        keep, create_onnx.ConversionOptions(true_image_shape=False))

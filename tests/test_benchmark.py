@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from fixtures import converted_onnx
 from PIL import Image
-from test_trt_api_surface import Surface, is_legacy, surface, touched_api  # noqa: F401
+from test_trt_api_surface import EXISTS, Surface, is_legacy, surface, touched_api  # noqa: F401
 
 import benchmark
 
@@ -136,14 +136,7 @@ import json, sys
 import tensorrt as trt
 import benchmark
 
-def exists(chain):
-    obj = trt
-    for part in chain.split("."):
-        if not hasattr(obj, part):
-            return False
-        obj = getattr(obj, part)
-    return True
-
+""" + EXISTS + r"""
 profiler = benchmark.layer_profiler(trt)
 profiler.report_layer_time("Conv_1 + Relu_2", 0.25)
 profiler.report_layer_time("Conv_1 + Relu_2", 0.5)

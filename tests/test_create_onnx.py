@@ -15,6 +15,7 @@ from fixtures import (
     SHARED,
     SLOW_SSD_CONFIGS,
     build_model,
+    check_true_image_shape_defaults,
     converted_onnx,
     exported_model,
 )
@@ -285,36 +286,6 @@ def test_graph_that_is_not_a_tfod_ssd(tmp_path: Path, capsys, with_raw_outputs: 
 KEEP_ASPECT_SSD = "ssd_mobilenet_v2_keep_aspect"
 
 
-def ssd_original_photo_match(path: Path, name: str, photos: list[Path]) -> parity.MatchResult:
-    """TF on the original (non-square) photos, with its own resize, padding and true image
-    shapes, vs the ONNX graph on our padded input (fed the true image shapes where it takes
-    them), boxes compared in pixels of the original photo at the SSD tolerances."""
-    import infer
-    from image_batcher import Batch, Preprocessor, load_image, preprocess
-
-    runner = ReferenceRunner(path)
-    tf_model = parity.SavedModelRunner(exported_model(name) / "saved_model")
-    pre = Preprocessor.from_dict(runner.metadata["preprocessor"])
-    min_iou, max_score_diff, _ = parity.TOLERANCES["ssd"]
-    result = parity.MatchResult()
-    for photo in photos:
-        image = load_image(photo)
-        padded, scale = preprocess(image, pre)
-        data = padded.transpose(2, 0, 1) if runner.metadata["input_format"] == "NCHW" else padded
-        batch = Batch(data[None], [photo], [scale])
-        (found,) = infer.batch_results(infer.run_batch(runner, batch), batch, 0, 0.0,
-                                       infer.box_frame(runner))
-        theirs = tf_model.infer(image[None].astype(np.float32))
-        theirs["detection_classes"] = theirs["detection_classes"] - 1
-        ref = parity.split_batch(theirs)[0]  # normalised to the true image, as TFOD exports
-        ref = parity.Detections(scale.to_pixels(ref.boxes, "true_image"), ref.scores, ref.classes)
-        ours = parity.Detections(found.boxes, found.scores, found.classes)
-        result.add(parity.match_detections(ref.above(parity.SCORE_FLOOR),
-                                           ours.above(parity.SCORE_FLOOR), min_iou,
-                                           max_score_diff))
-    return result
-
-
 def test_keep_aspect_ssd_against_original_photos(coco_dir: Path) -> None:
     """The keep_aspect SSD graph, fed each photo's true image shape, matches TF run on the
     original photo: TFOD clips its detections to the true image (not the padded input), drops
@@ -327,7 +298,9 @@ def test_keep_aspect_ssd_against_original_photos(coco_dir: Path) -> None:
     photos = [p for p in find_images(coco_dir / "images")[:12]
               if len(set(load_image(p).shape[:2])) == 2][:10]  # non-square: padding occurs
     assert len(photos) >= 8
-    result = ssd_original_photo_match(path, KEEP_ASPECT_SSD, photos)
+    min_iou, max_score_diff, _ = parity.TOLERANCES["ssd"]
+    result = parity.match_on_original_photos(
+        path, exported_model(KEEP_ASPECT_SSD) / "saved_model", photos, min_iou, max_score_diff)
     print(f"{KEEP_ASPECT_SSD} on {len(photos)} original photos: {result.matched}/"
           f"{result.reference} TF detections matched ({100 * result.rate:.2f}%), min IoU "
           f"{result.min_iou:.5f}, max |score diff| {result.max_score_diff:.2e}")
@@ -343,13 +316,7 @@ def test_ssd_true_image_shape_default(tmp_path: Path) -> None:
     keep = load_pipeline_config(exported_model(KEEP_ASPECT_SSD) / "pipeline.config")
     fixed = load_pipeline_config(exported_model("ssd_mobilenet_v2") / "pipeline.config")
     assert keep.preprocessor.kind == "keep_aspect_ratio"
-    default = create_onnx.ConversionOptions()
-    assert create_onnx.wants_true_image_shape(keep, default)
-    assert not create_onnx.wants_true_image_shape(fixed, default)
-    off = create_onnx.parse_args(["-p", "x", "-m", "y", "-o", "z", "--no_true_image_shape"])
-    assert off.no_true_image_shape
-    assert not create_onnx.wants_true_image_shape(
-        keep, create_onnx.ConversionOptions(true_image_shape=False))
+    check_true_image_shape_defaults(keep, fixed)
     assert create_onnx.ssd_change_coordinate_frame(keep)
     text = keep.path.read_text()
     assert "change_coordinate_frame" not in text and "iou_threshold:" in text

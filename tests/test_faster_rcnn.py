@@ -10,10 +10,15 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 import pytest
-from fixtures import FIXTURE_MODELS, converted_onnx, exported_model, have_tensorflow
+from fixtures import (
+    FIXTURE_MODELS,
+    check_true_image_shape_defaults,
+    converted_onnx,
+    exported_model,
+    have_tensorflow,
+)
 
 import create_onnx
-import infer
 import parity
 import reference_plugins
 from image_batcher import (
@@ -22,8 +27,6 @@ from image_batcher import (
     ImageScale,
     Preprocessor,
     find_images,
-    load_image,
-    preprocess,
 )
 from onnx_utils import read_metadata
 from pipeline_config import load_pipeline_config
@@ -139,35 +142,13 @@ def test_reference_is_the_saved_model_signature(coco_dir: Path) -> None:
     assert (signature["detection_scores"][0] >= parity.SCORE_FLOOR).sum() >= 100
 
 
-def original_photo_match(path: Path, name: str, coco_dir: Path,
-                         count: int = 4) -> parity.MatchResult:
-    """TF on original (non-square) photos, with its own resize and true image shapes, vs the
-    ONNX graph on the padded input (fed the true image shape where it takes one)."""
-    runner, tf_model = ReferenceRunner(path), parity.SavedModelRunner(
-        exported_model(name) / "saved_model")
-    pre = Preprocessor.from_dict(runner.metadata["preprocessor"])
-    result = parity.MatchResult()
-    for photo in find_images(coco_dir / "images")[:count]:
-        image = load_image(photo)
-        padded, scale = preprocess(image, pre)
-        batch = Batch(padded[None], [photo], [scale])
-        (found,) = infer.batch_results(infer.run_batch(runner, batch), batch, 0, 0.0,
-                                       infer.box_frame(runner))
-        theirs = tf_model.infer(image[None].astype(np.float32))
-        theirs["detection_classes"] = theirs["detection_classes"] - 1
-        ref = parity.split_batch(theirs)[0]  # normalised to the true image, as TFOD exports
-        ref = parity.Detections(scale.to_pixels(ref.boxes, "true_image"), ref.scores, ref.classes)
-        ours = parity.Detections(found.boxes, found.scores, found.classes)
-        result.add(parity.match_detections(ref.above(parity.SCORE_FLOOR),
-                                           ours.above(parity.SCORE_FLOOR), 0.98, 2e-3))
-    return result
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["faster_rcnn_r50_640", "faster_rcnn_r50_800x1333"])
 def test_keep_aspect_against_original_photos(name: str, coco_dir: Path) -> None:
     """TF on original photos matches the graph fed their true image shapes."""
-    result = original_photo_match(converted_onnx(name), name, coco_dir)
+    photos = find_images(coco_dir / "images")[:4]
+    result = parity.match_on_original_photos(
+        converted_onnx(name), exported_model(name) / "saved_model", photos, 0.98, 2e-3)
     print(f"{name} on original photos: {result.matched}/{result.reference} TF detections "
           f"matched ({100 * result.rate:.1f}%)")
     assert result.reference > 0 and result.rate >= 0.98
@@ -293,10 +274,4 @@ def test_true_image_shape_default(tfod_configs: Path) -> None:
 
     keep = config("faster_rcnn_resnet50_v1_800x1333_coco17_gpu-8.config")
     fixed = config("faster_rcnn_resnet50_v1_1024x1024_coco17_tpu-8.config")
-    default = create_onnx.ConversionOptions()
-    assert create_onnx.wants_true_image_shape(keep, default)
-    assert not create_onnx.wants_true_image_shape(fixed, default)
-    off = create_onnx.parse_args(["-p", "x", "-m", "y", "-o", "z", "--no_true_image_shape"])
-    assert off.no_true_image_shape
-    assert not create_onnx.wants_true_image_shape(
-        keep, create_onnx.ConversionOptions(true_image_shape=False))
+    check_true_image_shape_defaults(keep, fixed)

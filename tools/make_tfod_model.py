@@ -122,7 +122,7 @@ def randomise_weights(model, images, seed: int, residual_gamma: float = 1.0) -> 
         rescale_heads(model, forward())
 
 
-def normalise_batchnorm_statistics(model, images) -> None:
+def normalise_batchnorm_statistics(model, images, min_variance: float = 1e-3) -> None:
     """Sets each BatchNorm's moving statistics from what it really sees, in one forward pass.
 
     Every BatchNorm layer is patched to store the mean and variance of its input as its moving
@@ -145,7 +145,7 @@ def normalise_batchnorm_statistics(model, images) -> None:
             axes = list(range(len(inputs.shape) - 1))
             layer.moving_mean.assign(tf.reduce_mean(inputs, axes))
             variance = tf.math.reduce_variance(inputs, axes).numpy()
-            layer.moving_variance.assign(np.maximum(variance, 1e-3))
+            layer.moving_variance.assign(np.maximum(variance, min_variance))
             return originals[id(layer)](inputs, *args, **kwargs)
 
         return call

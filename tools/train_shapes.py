@@ -192,33 +192,11 @@ def recalibrate_batchnorm(model, images) -> None:
     never apply their moving-average updates, so the trained checkpoint still holds mean 0 /
     variance 1, and in inference every image gives the same (dead) features.
     """
-    import tensorflow as tf
+    from make_tfod_model import normalise_batchnorm_statistics
 
     prep, shapes = model.preprocess(images[:1])
     model.predict(prep, shapes)  # creates the layers (and restores a deferred checkpoint)
-    layers = [m for m in model.submodules
-              if hasattr(m, "moving_mean") and hasattr(m, "moving_variance")]
-    if not layers:
-        raise RuntimeError("no BatchNorm layers found to recalibrate")
-    originals = {id(layer): layer.call for layer in layers}
-
-    def patched(layer):
-        def call(inputs, *args, **kwargs):
-            axes = list(range(len(inputs.shape) - 1))
-            layer.moving_mean.assign(tf.reduce_mean(inputs, axes))
-            layer.moving_variance.assign(tf.math.reduce_variance(inputs, axes))
-            return originals[id(layer)](inputs, *args, **kwargs)
-
-        return call
-
-    for layer in layers:
-        layer.call = patched(layer)
-    try:
-        prep, shapes = model.preprocess(images)
-        model.predict(prep, shapes)
-    finally:
-        for layer in layers:
-            layer.call = originals[id(layer)]
+    normalise_batchnorm_statistics(model, images, min_variance=0.0)
 
 
 def export(work: Path, output: Path, data: Path | None = None, count: int = 64) -> None:
