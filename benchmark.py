@@ -359,7 +359,7 @@ def serial_loop(runner: Any, batcher: ImageBatcher) -> int:
     number of images done. Same post-processing as the pipeline."""
     import infer
 
-    offset = int((runner.metadata or {}).get("class_offset", 0))
+    offset = infer.class_offset_of(runner)
     done = 0
     paths = list(batcher.images)
     for first in range(0, len(paths), batcher.batch_size):

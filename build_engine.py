@@ -9,9 +9,9 @@ how it was built), which trt_runner.TrtRunner reads. Plugin nodes are adapted to
 installed TensorRT registers (trt_compat.adapt_onnx_plugins) before parsing.
 
 Reduced precision comes either from builder flags on the FP32 graph (8.6-10.x: FP16 flag, INT8
-flag with the entropy calibrator) or from the graph itself (quantize.py: an FP16 / mixed graph,
-or Q/DQ nodes calibrated with ONNX Runtime), which is the only way on TensorRT 11 (strongly
-typed). trt_compat says which the installed TensorRT needs.
+flag with TensorRT's calibrator, MinMax by default) or from the graph itself (quantize.py: an
+FP16 / mixed graph, or Q/DQ nodes calibrated with ONNX Runtime), which is the only way on
+TensorRT 11 (strongly typed). trt_compat says which the installed TensorRT needs.
 """
 
 from __future__ import annotations
@@ -380,10 +380,11 @@ class EngineBuilder:
 
     def _sensitive_layers(self) -> list[trt.ILayer]:
         """Layers named after the anchors or box deltas; the heads' last convolutions and what
-        carries their outputs to the NMS (an INT8 calibrator clips the class logits to its
-        range: background logits of -10 clipped to -4 score 0.02 and flood the NMS); the NMS
-        and everything downstream of it or of the true_image_shape input (the clip window and
-        its reciprocal: 1/h in FP16 moves boxes by ~5e-4). Layers are in topological order."""
+        carries their outputs to the NMS (so that no calibrated range clips the class logits;
+        on the trained model this alone did not rescue the entropy calibrator, whose loss came
+        from the backbone: docs/benchmarks.md); the NMS and everything downstream of it or of
+        the true_image_shape input (the clip window and its reciprocal: 1/h in FP16 moves
+        boxes by ~5e-4). Layers are in topological order."""
         network: trt.INetworkDefinition = self.network
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         tensors = {id(layer): tuple({t.name for t in side} for side in _layer_tensors(layer))

@@ -45,7 +45,7 @@ def detect_together(
     runners: Sequence[Runner], batcher: ImageBatcher
 ) -> Iterator[tuple[ImageResult, ...]]:
     """Runs every runner on each batch; yields, per readable image, one result per runner."""
-    offsets = [int((runner.metadata or {}).get("class_offset", 0)) for runner in runners]
+    offsets = [infer.class_offset_of(runner) for runner in runners]
     frames = [infer.box_frame(runner) for runner in runners]
     for batch in batcher:
         outputs = [split_batch(infer.run_batch(runner, batch), offset)[: batch.count]

@@ -108,7 +108,7 @@ def detect_folder(
     subtracted from the runner's classes to make them 0-based (default: the model metadata's
     ``class_offset``, else 0; TFOD SavedModels need 1).
     """
-    class_offset = _class_offset(runner, class_offset)
+    class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
     for batch in batcher:
         yield from batch_results(run_batch(runner, batch), batch, class_offset, score_threshold,
@@ -127,7 +127,8 @@ def box_frame(runner: Runner) -> str:
     return (getattr(runner, "metadata", None) or {}).get("box_frame", "input")
 
 
-def _class_offset(runner: Runner, class_offset: int | None) -> int:
+def class_offset_of(runner: Runner, class_offset: int | None = None) -> int:
+    """``class_offset``, or the runner's metadata's (0 when it has none)."""
     if class_offset is None:
         return int((getattr(runner, "metadata", None) or {}).get("class_offset", 0))
     return class_offset
@@ -215,7 +216,7 @@ def detect_folder_pipelined(
     and resized on the batcher's worker threads) into the pipeline's ``depth`` buffers, this
     thread submits each batch and, while the next one is submitted, collects the previous.
     Runner calls all happen on the calling thread (pycuda needs that)."""
-    class_offset = _class_offset(runner, class_offset)
+    class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
     feeds_true_shape = getattr(runner, "needs_true_image_shape", False)
     pipeline = make_pipeline(runner, batcher.shape, depth)
