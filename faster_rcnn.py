@@ -384,22 +384,14 @@ def tf_reference(saved_model: Path, height: int, width: int):
     Returns run(images, true_shapes=None): normalised images [B,H,W,3] (TFOD's preprocessed
     batch) and [B,2] heights and widths -> dict of the SavedModel's outputs plus 'proposals'
     [B,R,4] (pixels), 'rpn_logits', 'rpn_encodings'."""
-    import tensorflow as tf
-
     graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
     cut = find_two_stage_cut(graph_def, outputs, saved_model.name)
-    true_shapes = tf_graph.true_image_shapes(GraphIndex(graph_def), cut.image)
     fetches = {**outputs, "proposals": cut.proposals, "rpn_logits": cut.rpn_logits,
                "rpn_encodings": cut.rpn_encodings}
-    function = tf_graph.prune_graph(
-        graph_def, {"image": (cut.image, [None, height, width, 3]),
-                    "true_shapes": (true_shapes, [None, 3], tf.int32)}, list(fetches.values()))
+    run_graph = tf_graph.bypassed_resize(graph_def, cut.image, fetches, height, width)
 
     def run(images: np.ndarray, true_shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        shapes = np.full((len(images), 3), 3, np.int32)
-        shapes[:, :2] = (height, width) if true_shapes is None else np.asarray(true_shapes)
-        values = function(tf.constant(images, tf.float32), tf.constant(shapes))
-        result = {name: value.numpy() for name, value in zip(fetches, values, strict=True)}
+        result = run_graph(images, true_shapes)
         result["proposals"] = result["proposals"][:, :, 0]  # TF tiles them over box columns
         return result
 

@@ -295,20 +295,27 @@ def ssd_reference(saved_model: Path, height: int, width: int):
 
     Returns run(images, true_shapes=None): normalised images [B,H,W,3] (TFOD's preprocessed
     batch) and [B,2] heights and widths -> dict of the SavedModel's outputs."""
-    import tensorflow as tf
-
     graph_def, outputs = load_frozen_graph(saved_model)
     cut = find_network_cut(graph_def, outputs, saved_model.name)
-    shapes_tensor = true_image_shapes(GraphIndex(graph_def), cut.image)
+    return bypassed_resize(graph_def, cut.image, outputs, height, width)
+
+
+def bypassed_resize(graph_def, image: str, fetches: dict[str, str], height: int, width: int):
+    """The frozen graph fed the preprocessed image `image` and the resize loop's true image
+    shapes directly: run(images [B,H,W,3], true_shapes [B,2] or None = the whole input) ->
+    {name: value of each fetched tensor}."""
+    import tensorflow as tf
+
+    shapes_tensor = true_image_shapes(GraphIndex(graph_def), image)
     function = prune_graph(
-        graph_def, {"image": (cut.image, [None, height, width, 3]),
+        graph_def, {"image": (image, [None, height, width, 3]),
                     "true_shapes": (shapes_tensor, [None, 3], tf.int32)},
-        list(outputs.values()))
+        list(fetches.values()))
 
     def run(images: np.ndarray, true_shapes: np.ndarray | None = None) -> dict[str, np.ndarray]:
         shapes = np.full((len(images), 3), 3, np.int32)
         shapes[:, :2] = (height, width) if true_shapes is None else np.asarray(true_shapes)
         values = function(tf.constant(images, tf.float32), tf.constant(shapes))
-        return {name: value.numpy() for name, value in zip(outputs, values, strict=True)}
+        return {name: value.numpy() for name, value in zip(fetches, values, strict=True)}
 
     return run
