@@ -345,10 +345,11 @@ def print_profile(entry: dict, top: int) -> None:
 
 
 def repeated_batcher(runner: Any, images: Path, count: int, workers: int) -> ImageBatcher:
-    """infer.py's batcher for the runner, its image list cycled to ``count`` images."""
+    """infer.py's batcher for the runner (decode processes), its image list cycled to
+    ``count`` images."""
     import infer
 
-    batcher = infer.make_batcher(runner, images, workers=workers)
+    batcher = infer.make_batcher(runner, images, workers=workers, processes=True)
     repeats = -(-count // len(batcher.images))
     batcher.images = (batcher.images * repeats)[:count]
     return batcher
@@ -419,10 +420,19 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
 
         warm = repeated_batcher(runner, args.pipeline, min(4 * batch, len(batcher)),
                                 args.workers)
-        pipelined(warm)  # threads, page cache, TensorRT with the pipeline's buffers
+        pipelined(warm)  # worker processes, page cache, TensorRT with the pipeline's buffers
         serial_loop(runner, warm)
+
+        def pipelined_threads(source: ImageBatcher) -> int:
+            source.processes = False
+            try:
+                return pipelined(source)
+            finally:
+                source.processes = True
+
         timings = {}
-        for name, work in (("pipelined", pipelined), ("serial", lambda b: serial_loop(runner, b))):
+        for name, work in (("pipelined", pipelined), ("pipelined_threads", pipelined_threads),
+                           ("serial", lambda b: serial_loop(runner, b))):
             start = time.perf_counter()
             done = work(batcher)
             seconds = time.perf_counter() - start
@@ -438,6 +448,7 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
         "engine_only": engine_only, **timings,
         "pipelined_over_engine_only": pipelined_ips / engine_ips,
         "pipelined_over_serial": pipelined_ips / serial_ips,
+        "pipelined_threads_over_serial": timings["pipelined_threads"]["images_per_s"] / serial_ips,
     }
     if "cuda_graph" in engine_only:
         result["pipelined_over_engine_only_cuda_graph"] = (
@@ -517,7 +528,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="images per pipeline measurement (the folder cycled; 1024)")
     parser.add_argument("--pipeline_depth", type=int, default=2)
     parser.add_argument("--workers", type=int, default=None,
-                        help="decode threads of the pipeline (default: infer.py's)")
+                        help="decode processes (and threads) of the pipeline (default: infer.py's)")
     parser.add_argument("--profile", action="store_true",
                         help="per-layer times (TensorRT IProfiler) of each engine")
     parser.add_argument("--top", type=int, default=15, help="layers printed per profile (15)")
@@ -564,7 +575,8 @@ def summary_line(entry: dict) -> str | None:
                 f"p99 {stats['p99']:8.3f} ms  {entry['images_per_s']:9.1f} img/s")
     if entry["kind"] == "pipeline":
         return (f"{Path(entry['source']).name}: pipelined {entry['pipelined']['images_per_s']:.1f}"
-                f" img/s, serial {entry['serial']['images_per_s']:.1f} img/s, engine-only "
+                f" img/s (threads {entry['pipelined_threads']['images_per_s']:.1f}), serial "
+                f"{entry['serial']['images_per_s']:.1f} img/s, engine-only "
                 f"{entry['engine_only']['no_cuda_graph']['images_per_s']:.1f} img/s -> "
                 f"{entry['pipelined_over_engine_only']:.2f} x engine-only, "
                 f"{entry['pipelined_over_serial']:.2f} x serial")

@@ -426,7 +426,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no_pictures", action="store_true",
                         help="write no .png pictures, only .txt and detections.json")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help=f"threads decoding and resizing images (default {DEFAULT_WORKERS})")
+                        help=f"processes (or threads) decoding and resizing images "
+                             f"(default {DEFAULT_WORKERS})")
+    parser.add_argument("--decode", choices=("processes", "threads"), default="processes",
+                        help="workers for a folder: processes (default; scale with the cores) "
+                             "or threads (no start-up second; enough for small folders)")
     parser.add_argument("--writers", type=int, default=4,
                         help="threads writing the result files (default 4)")
     parser.add_argument("--pipeline_depth", type=int, default=2,
@@ -537,7 +541,8 @@ def run(args: argparse.Namespace) -> int:
     runner = open_runner(args)
     try:
         batcher = make_batcher(runner, args.input, args.preprocessor, args.batch_size,
-                               workers=args.workers)
+                               workers=args.workers,
+                               processes=args.decode == "processes" and len(images) > 1)
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
     args.output.mkdir(parents=True, exist_ok=True)

@@ -227,11 +227,12 @@ def test_layouts_padding_and_count(photos, tmp_path):
     assert ImageBatcher(tmp_path, pre, batch_size=2, max_images=3).num_batches == 2
 
 
-def test_order_preserved_with_workers(photos, tmp_path):
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_order_preserved_with_workers(photos, tmp_path, processes):
     names = [f"{i:02d}.jpg" for i in range(12)]
     paths = copy_photos(photos, tmp_path, names)
     pre = Preprocessor.keep_aspect_ratio(40, 64)
-    batches = list(ImageBatcher(tmp_path, pre, batch_size=3, workers=4))
+    batches = list(ImageBatcher(tmp_path, pre, batch_size=3, workers=4, processes=processes))
     assert [p for b in batches for p in b.paths] == paths
     for batch in batches:
         for index, path in enumerate(batch.paths):
@@ -258,12 +259,14 @@ def test_extensions_in_any_case(photos, tmp_path):
     assert single.images == [tmp_path / "c.Png"]
 
 
-def test_corrupt_images_skipped_and_reported(photos, tmp_path, caplog):
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_corrupt_images_skipped_and_reported(photos, tmp_path, caplog, processes):
     good = copy_photos(photos, tmp_path, ["a.jpg", "c.jpg", "e.jpg"])
     data = photos[3].read_bytes()
     (tmp_path / "b_truncated.jpg").write_bytes(data[: len(data) // 2])
     (tmp_path / "d.jpg").write_text("this is not a jpeg\n")
-    batcher = ImageBatcher(tmp_path, Preprocessor.fixed_shape(32, 32), batch_size=2, workers=4)
+    batcher = ImageBatcher(tmp_path, Preprocessor.fixed_shape(32, 32), batch_size=2, workers=4,
+                           processes=processes)
     assert len(batcher) == 5
     with caplog.at_level(logging.WARNING):
         for _ in range(2):  # a second pass reports nothing new

@@ -5,7 +5,9 @@
 #                       fixture ONNX, the trained model's ONNX and its synthetic val set
 #   .cache/gpu_big/NAME.half.onnx   more fixture graphs ($BIG_MODELS) and the benchmark's batch
 #                       variants, with float16-stored weights (tools/onnx_half_weights.py);
-#                       carry them a few per call (<= 64 MiB with the checkout)
+#                       carry them a few per call (<= 64 MiB with the checkout); files over
+#                       40 MiB are split into NAME.half.onnx.partNN (+ NAME.half.onnx.parts,
+#                       the count) to carry one per call
 # Carry `.gpu/tools` and `.cache/gpu_carry`, then on the device: `bash tools/gpu_session.sh`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,7 +38,7 @@ cp -r .cache/shapes/val "$CARRY/shapes/"
 # the fixtures in $BIG_MODELS and the batch variants of tools/benchmark.py's sweep.
 BIG=$ROOT/.cache/gpu_big
 rm -rf "$BIG" && mkdir -p "$BIG"
-for spec in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_fpnlite_320 ssd_mobilenet_v2_keep_aspect}; do
+for spec in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_fpnlite_320 ssd_resnet50_fpn_640 ssd_mobilenet_v2_keep_aspect}; do
   "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$spec')"
   "$PY" tools/onnx_half_weights.py pack ".cache/fixtures/onnx-$RECIPE/${spec}_b1_nhwc.onnx" \
     "$BIG/${spec}_b1_nhwc.half.onnx"
@@ -47,5 +49,11 @@ for batch in ${BENCH_BATCHES:-8 16 32}; do
   [ -f "$onnx" ] || "$PY" create_onnx.py -p "$FIXTURE/pipeline.config" -m "$FIXTURE/saved_model" \
     -o "$onnx" -b "$batch"
   "$PY" tools/onnx_half_weights.py pack "$onnx" "$BIG/ssd_mobilenet_v2_b${batch}_nhwc.half.onnx"
+done
+for packed in "$BIG"/*.half.onnx; do
+  [ "$(stat -c %s "$packed")" -gt $((40 << 20)) ] || continue
+  split -b 40M -d "$packed" "$packed.part"
+  ls "$packed".part* | wc -l > "$packed.parts"
+  rm "$packed"
 done
 du -sh "$CARRY" "$BIG"/*

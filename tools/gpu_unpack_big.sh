@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # On the GPU machine: `bash tools/gpu_unpack_big.sh` after a call that carries some of
-# .cache/gpu_big/*.half.onnx (tools/gpu_carry.sh): turns them back into float32 graphs in
-# /tmp/onnx_big (carried paths do not persist between calls; /tmp does).
+# .cache/gpu_big/ (tools/gpu_carry.sh): turns NAME.half.onnx back into the float32 graph
+# /tmp/onnx_big/NAME.onnx (carried paths do not persist between calls; /tmp does). Split files
+# (NAME.half.onnx.partNN, one per call) are kept in /tmp/onnx_parts until all have arrived.
 set -euo pipefail
-mkdir -p /tmp/onnx_big
+mkdir -p /tmp/onnx_big /tmp/onnx_parts
 source .gpu/tools/env.sh
-for packed in .cache/gpu_big/*.half.onnx; do
+for part in .cache/gpu_big/*.half.onnx.part* .cache/gpu_big/*.half.onnx.parts; do
+  [ -f "$part" ] && cp "$part" /tmp/onnx_parts/
+done
+for count in /tmp/onnx_parts/*.half.onnx.parts; do
+  [ -f "$count" ] || continue
+  packed=/tmp/onnx_parts/$(basename "$count" .parts)
+  parts=("$packed".part[0-9]*)
+  if [ "${#parts[@]}" -eq "$(cat "$count")" ] && [ ! -f "$packed" ]; then
+    cat "${parts[@]}" > "$packed"
+  fi
+done
+for packed in .cache/gpu_big/*.half.onnx /tmp/onnx_parts/*.half.onnx; do
   [ -f "$packed" ] || continue
   name=$(basename "$packed" .half.onnx)
   [ -f "/tmp/onnx_big/$name.onnx" ] || $PY tools/onnx_half_weights.py unpack "$packed" \
