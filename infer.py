@@ -115,11 +115,15 @@ def detect_folder(
                                  frame)
 
 
+def true_image_shape_feed(runner: Runner, batch: Batch) -> np.ndarray | None:
+    """The batch's true_image_shape input where the runner's graph takes one, else None."""
+    return batch.true_image_shape() if getattr(runner, "needs_true_image_shape", False) else None
+
+
 def run_batch(runner: Runner, batch: Batch) -> dict[str, np.ndarray]:
     """``runner.infer`` on a batch, with its true_image_shape input where the graph has one."""
-    if getattr(runner, "needs_true_image_shape", False):
-        return runner.infer(batch.data, batch.true_image_shape())
-    return runner.infer(batch.data)
+    feed = true_image_shape_feed(runner, batch)
+    return runner.infer(batch.data) if feed is None else runner.infer(batch.data, feed)
 
 
 def box_frame(runner: Runner) -> str:
@@ -218,7 +222,6 @@ def detect_folder_pipelined(
     Runner calls all happen on the calling thread (pycuda needs that)."""
     class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
-    feeds_true_shape = getattr(runner, "needs_true_image_shape", False)
     pipeline = make_pipeline(runner, batcher.shape, depth)
     free: queue.Queue[int] = queue.Queue()
     for slot in range(depth):
@@ -264,7 +267,7 @@ def detect_folder_pipelined(
                     raise item
                 else:
                     slot, batch = item
-                    pipeline.submit(slot, batch.true_image_shape() if feeds_true_shape else None)
+                    pipeline.submit(slot, true_image_shape_feed(runner, batch))
                     in_flight.append(item)
                 if len(in_flight) < min(depth, 2) and not finished:
                     continue  # keep one batch running while the next is submitted

@@ -13,7 +13,7 @@
 # Environment: ONNX_DIR, PRECISIONS ("fp32 fp16"; int8 calibrates on IMAGES), STEPS ("build latency profile pipeline
 # onnx plot": run a subset, e.g. to keep each device call under its time limit),
 # PIPELINE_ENGINE (default: the fp16 engine with batch 16 in ENGINE_DIR), PIPELINE_IMAGES
-# (2048), WORKSPACE (GiB per build, 4), LEVEL (builder optimization level, TensorRT's default), DURATION (3 s per measure), BATCHES ("1 8 32", for dynamic-batch engines), PY.
+# (2048), WORKSPACE (GiB per build, 4), TIMING_CACHE (default ENGINE_DIR/timing.cache), LEVEL (builder optimization level, TensorRT's default), DURATION (3 s per measure), BATCHES ("1 8 32", for dynamic-batch engines), PY.
 # With the TensorRT 8.6 bundle (../shared/gpu) carried in .gpu/tools, it is set up first.
 set -euo pipefail
 shopt -s globstar nullglob
@@ -48,7 +48,7 @@ if has build && [ -n "${ONNX_DIR:-}" ]; then
                 --calib_cache "$ENGINES/$(basename "$onnx" .onnx).calib")
             $PY build_engine.py -o "$onnx" -e "$engine" -p "$precision" "${calib[@]}" \
                 --workspace "${WORKSPACE:-4}" ${LEVEL:+--optimization_level "$LEVEL"} \
-                --timing_cache "$ENGINES/timing.cache" 2>&1 | tail -3 | tee -a "$OUT/build.log" \
+                --timing_cache "${TIMING_CACHE:-$ENGINES/timing.cache}" 2>&1 | tail -3 | tee -a "$OUT/build.log" \
                 || echo "build FAILED: $engine" | tee -a "$OUT/build.log"
             echo "$engine: $((SECONDS - start)) s" | tee -a "$OUT/build.log"
         done

@@ -8,7 +8,7 @@
 #                       carry them a few per call (<= 64 MiB with the checkout); files over
 #                       40 MiB are split into NAME.half.onnx.partNN (+ NAME.half.onnx.parts,
 #                       the count) to carry one per call
-# Carry `.gpu/tools` and `.cache/gpu_carry`, then on the device: `bash tools/gpu_session.sh`.
+# Carry `.gpu/tools` and `.cache/gpu_carry`, then on the device: `bash tools/gpu_run_all.sh tests` (or other stages).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

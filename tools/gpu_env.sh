@@ -21,4 +21,6 @@ mkdir -p "$TFOD_TRT_RESULTS" "$TFOD_TRT_ENGINE_CACHE"
 # tools/gpu_unpack_big.sh: seen by the tests as cached fixtures.
 RECIPE=$(sed -n 's/^RECIPE = "\(.*\)"/\1/p' tests/fixtures.py)
 mkdir -p "$TFOD_TRT_CACHE/onnx-$RECIPE"
-for f in /tmp/onnx_big/*.onnx; do [ -f "$f" ] && ln -sf "$f" "$TFOD_TRT_CACHE/onnx-$RECIPE/"; done
+for f in /tmp/onnx_big/*.onnx; do
+  if [ -f "$f" ]; then ln -sf "$f" "$TFOD_TRT_CACHE/onnx-$RECIPE/"; fi
+done

@@ -8,10 +8,13 @@
 # GPU at 99%):
 #   tests      every GPU test (engines cached in $TFOD_TRT_ENGINE_CACHE)
 #   trained    the trained-model GPU tests only (precisions, both INT8 paths, mAP)
-#   sweep      SSD MobileNet v2 at batch 1 / 8 / 32, FP32 / FP16 / INT8, and batch 16 FP16 (the
-#              pipelined-path target): build, latency, profile, pipeline
-#   models     FPNLite 320, ResNet50 FPN 640, Faster R-CNN R50 640 at FP32 / FP16 / INT8: build,
-#              latency, profile; ONNX Runtime CPU on every graph
+#   pipeline   SSD MobileNet v2 batch 16 FP16 (the pipelined-path target): build, latency,
+#              profile, pipeline, ONNX Runtime CPU
+#   sweep      SSD MobileNet v2 at batch 1 and 32 in FP32 / FP16 / INT8, batch 8 in FP16
+#   models     FPNLite 320, ResNet50 FPN 640, Faster R-CNN R50 640 at FP32 / FP16 / INT8; ONNX
+#              Runtime CPU on each graph
+# Each engine is measured (latency, profile) right after its build, in its own results folder:
+# a machine taken back mid-stage loses only the engine being built.
 # Results in $TFOD_TRT_RESULTS (/tmp/results), engines in /tmp/engines/STAGE.
 set -uo pipefail
 source tools/gpu_env.sh
@@ -37,30 +40,45 @@ link_graphs() {  # link_graphs DIR NAME... : the graphs to build, one folder per
     [ -e "$dir/$name.onnx" ] || echo "missing graph $name (carry and unpack it first)" >&2
   done
 }
+bench() {  # bench NAME PRECISION STEPS GRAPH: build GRAPH at PRECISION, then measure it
+  link_graphs "/tmp/onnx/$1" "$4"
+  ONNX_DIR=/tmp/onnx/$1 PRECISIONS=$2 STEPS="build $3" BATCHES=1 TIMING_CACHE=/tmp/engines/timing.cache \
+    bash tools/gpu_benchmarks.sh "/tmp/engines/$1" "$IMAGES" "$TFOD_TRT_RESULTS/$1"
+}
 run_stage() {
   case $1 in
     tests) bash tools/gpu_tests.sh ;;
     trained) bash tools/gpu_tests.sh -k trained ;;
+    pipeline)
+      bench pipeline fp16 "latency profile pipeline onnx" ssd_mobilenet_v2_b16_nhwc ;;
     sweep)
-      link_graphs /tmp/onnx/sweep ssd_mobilenet_v2_b1_nhwc ssd_mobilenet_v2_b8_nhwc ssd_mobilenet_v2_b32_nhwc
-      link_graphs /tmp/onnx/sweep16 ssd_mobilenet_v2_b16_nhwc
-      ONNX_DIR=/tmp/onnx/sweep PRECISIONS="fp32 fp16 int8" STEPS=build \
-        bash tools/gpu_benchmarks.sh /tmp/engines/sweep "$IMAGES" "$TFOD_TRT_RESULTS/sweep"
-      ONNX_DIR=/tmp/onnx/sweep16 PRECISIONS=fp16 \
-        bash tools/gpu_benchmarks.sh /tmp/engines/sweep "$IMAGES" "$TFOD_TRT_RESULTS/sweep" ;;
-    models)
-      link_graphs /tmp/onnx/models ssd_fpnlite_320_b1_nhwc ssd_resnet50_fpn_640_b1_nhwc \
+      for graph in ssd_mobilenet_v2_b1_nhwc ssd_mobilenet_v2_b32_nhwc; do
+        for precision in fp32 fp16 int8; do bench "sweep_${graph}_$precision" $precision "latency profile" $graph; done
+      done
+      bench sweep_ssd_mobilenet_v2_b8_nhwc_fp16 fp16 "latency profile" ssd_mobilenet_v2_b8_nhwc ;;
+    models)  # FP16 first (what most deploy), the CPU baseline last
+      for precision in fp16 fp32 int8; do
+        for graph in ssd_resnet50_fpn_640_b1_nhwc faster_rcnn_r50_640_b1_nhwc ssd_fpnlite_320_b1_nhwc; do
+          bench "models_${graph}_$precision" $precision "latency profile" $graph
+        done
+      done
+      link_graphs /tmp/onnx/models_cpu ssd_fpnlite_320_b1_nhwc ssd_resnet50_fpn_640_b1_nhwc \
         faster_rcnn_r50_640_b1_nhwc
-      ONNX_DIR=/tmp/onnx/models PRECISIONS="fp32 fp16 int8" STEPS="build latency profile onnx" \
-        BATCHES=1 bash tools/gpu_benchmarks.sh /tmp/engines/models "$IMAGES" "$TFOD_TRT_RESULTS/models" ;;
+      ONNX_DIR=/tmp/onnx/models_cpu STEPS=onnx \
+        bash tools/gpu_benchmarks.sh /tmp/engines/models_cpu "$IMAGES" "$TFOD_TRT_RESULTS/models_cpu" ;;
     *) echo "unknown stage $1" >&2; return 2 ;;
   esac
 }
 [ $# -gt 0 ] || { echo "usage: gpu_run_all.sh STAGE... | status" >&2; exit 2; }
-export -f run_stage link_graphs
+export -f run_stage link_graphs bench
 export IMAGES RECIPE
+# A chain started while another runs waits for it (the lock): measurements must not share the
+# GPU with a build.
 for stage in "$@"; do
   echo "bash -c 'run_stage $stage' > $TFOD_TRT_RESULTS/stage_$stage.log 2>&1"
-done | paste -sd';' | { read -r chain; setsid nohup bash -c "$chain" > /dev/null 2>&1 & }
+done | paste -sd';' | {
+  read -r chain
+  setsid nohup flock /tmp/gpu_run_all.lock bash -c "$chain" > /dev/null 2>&1 &
+}
 sleep 2
 echo "started: $*; progress: bash tools/gpu_run_all.sh status"
