@@ -364,14 +364,16 @@ def test_drawing_and_panels(photos: list[Path], tmp_path: Path) -> None:
 # The pipelined folder path (the default) against the serial one (--serial).
 
 
+@pytest.mark.parametrize("decode", ["processes", "threads"])
 def test_pipelined_cli_writes_exactly_what_the_serial_path_writes(
-    onnx_b4: Path, image_dir: Path, threshold: float, tmp_path: Path, tfod_configs: Path
+    onnx_b4: Path, image_dir: Path, threshold: float, tmp_path: Path, tfod_configs: Path,
+    decode: str,
 ) -> None:
     common = ["--onnx", onnx_b4, "-i", image_dir, "-t", repr(threshold),
               "-l", tfod_configs / "mscoco_label_map.pbtxt"]
     serial = run_cli(*common, "-o", tmp_path / "serial", "--serial")
     piped = run_cli(*common, "-o", tmp_path / "piped", "--workers", "3", "--writers", "2",
-                    "--pipeline_depth", "2")
+                    "--pipeline_depth", "2", "--decode", decode)
     assert serial.code == piped.code == 0, serial.err + piped.err
     names = sorted(p.name for p in serial.output.iterdir())
     assert names == sorted(p.name for p in piped.output.iterdir())
@@ -383,14 +385,14 @@ def test_pipelined_cli_writes_exactly_what_the_serial_path_writes(
     assert str(image_dir / CORRUPT) in piped.err
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize(("depth", "processes"), [(1, False), (2, False), (3, False), (2, True)])
 def test_pipelined_results_in_order_with_bad_images_skipped(
-    onnx_b4: Path, image_dir: Path, depth: int
+    onnx_b4: Path, image_dir: Path, depth: int, processes: bool
 ) -> None:
     runner = ReferenceRunner(onnx_b4)
     serial_batcher = infer.make_batcher(runner, image_dir)
     expected = list(infer.detect_folder(runner, serial_batcher))
-    batcher = infer.make_batcher(runner, image_dir, workers=3)
+    batcher = infer.make_batcher(runner, image_dir, workers=3, processes=processes)
     found = list(infer.detect_folder_pipelined(runner, batcher, depth=depth))
     assert [r.path for r in found] == [r.path for r in expected] and len(found) == PHOTOS
     for mine, theirs in zip(found, expected, strict=True):
