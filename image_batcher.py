@@ -210,7 +210,9 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
 
 
 def _bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -229,16 +231,24 @@ def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     image = np.asarray(image)
     y0, y1, y_lerp = _bilinear_taps(image.shape[0], height)
     x0, x1, x_lerp = _bilinear_taps(image.shape[1], width)
-    x_lerp = x_lerp[None, :, None]
-    # Only the rows the taps read are converted to float32 (exact for any input dtype), and
-    # np.take gathers faster than fancy indexing: twice as fast, the same float32 arithmetic.
-    top_rows = np.take(image, y0, axis=0).astype(np.float32, copy=False)
-    bottom_rows = np.take(image, y1, axis=0).astype(np.float32, copy=False)
-    top_left, top_right = np.take(top_rows, x0, axis=1), np.take(top_rows, x1, axis=1)
-    bottom_left, bottom_right = np.take(bottom_rows, x0, axis=1), np.take(bottom_rows, x1, axis=1)
-    top = top_left + (top_right - top_left) * x_lerp
-    bottom = bottom_left + (bottom_right - bottom_left) * x_lerp
-    return top + (bottom - top) * y_lerp[:, None, None]
+    # The four taps are gathered in the input's dtype (uint8: a quarter of the memory traffic)
+    # and only then converted to float32 (exact); np.take gathers faster than fancy indexing.
+    top_rows, bottom_rows = np.take(image, y0, axis=0), np.take(image, y1, axis=0)
+    top = _lerp(_columns(top_rows, x0), _columns(top_rows, x1), x_lerp[None, :, None])
+    bottom = _lerp(_columns(bottom_rows, x0), _columns(bottom_rows, x1), x_lerp[None, :, None])
+    return _lerp(top, bottom, y_lerp[:, None, None])
+
+
+def _columns(rows: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return np.take(rows, index, axis=1).astype(np.float32, copy=False)
+
+
+def _lerp(low: np.ndarray, high: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """low + (high - low) * t in float32, computed in place in ``high`` (a fresh array)."""
+    high -= low
+    high *= t
+    high += low
+    return high
 
 
 def keep_aspect_size(
