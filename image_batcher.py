@@ -20,6 +20,7 @@ import functools
 import logging
 import math
 import multiprocessing
+import os
 import random
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -291,12 +292,24 @@ def load_preprocessed(path: Path, pre: Preprocessor) -> tuple[np.ndarray, ImageS
     return preprocess(load_image(path), pre)
 
 
+PROCESS_START_TIMEOUT_S = 120
+
+
 @functools.cache
-def decode_processes(workers: int) -> ProcessPoolExecutor:
+def decode_processes(workers: int) -> ProcessPoolExecutor | None:
     """A pool of ``workers`` decode processes, started once per program and shared by every
-    batcher that asks for processes (starting them costs about a second)."""
+    batcher that asks for processes (starting them costs about a second). None, with a
+    warning, where they cannot start (e.g. a program read from standard input, which spawned
+    processes cannot re-import): the batchers then decode on threads."""
     # spawn, not fork: the parent may hold CUDA contexts and threads, which fork does not copy
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        pool.submit(os.getpid).result(timeout=PROCESS_START_TIMEOUT_S)
+    except Exception as err:  # BrokenProcessPool, a timeout, an OS limit
+        pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("decode processes could not start (%s); decoding on threads instead",
+                    str(err) or type(err).__name__)
+        return None
     atexit.register(pool.shutdown, wait=False, cancel_futures=True)
     return pool
 
@@ -439,8 +452,9 @@ class ImageBatcher:
 
     def _preprocessed(self) -> Iterator[tuple[Path, np.ndarray, ImageScale]]:
         """Images in order, at most ``workers + batch_size`` in flight or waiting."""
-        pool: Executor = (decode_processes(self.workers) if self.processes else
-                          ThreadPoolExecutor(self.workers, thread_name_prefix="image-batcher"))
+        shared = decode_processes(self.workers) if self.processes else None
+        pool: Executor = shared or ThreadPoolExecutor(self.workers,
+                                                      thread_name_prefix="image-batcher")
         pending: deque[tuple[Path, Future]] = deque()
         todo = iter(self.images)
         try:
@@ -462,7 +476,7 @@ class ImageBatcher:
         finally:
             for _, future in pending:
                 future.cancel()
-            if not self.processes:  # the process pool stays for the next pass
+            if pool is not shared:  # the process pool stays for the next pass
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def _skip(self, path: Path, reason: str) -> None:

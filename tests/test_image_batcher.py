@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +243,25 @@ def test_order_preserved_with_workers(photos, tmp_path, processes):
             np.testing.assert_array_equal(batch.data[index], expected)
     shuffled = ImageBatcher(tmp_path, pre, shuffle=True, max_images=5)
     assert len(shuffled) == 5 and set(shuffled.images) <= set(paths)
+
+
+def test_processes_that_cannot_start_fall_back_to_threads(photos, tmp_path):
+    """A program read from standard input cannot be re-imported by spawned processes: the
+    batcher warns once and decodes on threads, with the same batches."""
+    copy_photos(photos, tmp_path, ["a.jpg", "b.jpg", "c.jpg"])
+    script = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from image_batcher import ImageBatcher, Preprocessor\n"
+        f"batcher = ImageBatcher({str(tmp_path)!r}, Preprocessor.fixed_shape(32, 32), "
+        "batch_size=2, workers=2, processes=True)\n"
+        "print([b.count for b in batcher], [b.count for b in batcher])\n"
+    )
+    done = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[2, 1] [2, 1]"
+    assert done.stderr.count("decoding on threads instead") == 1
 
 
 def test_extensions_in_any_case(photos, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shutil
 from pathlib import Path
@@ -279,18 +280,26 @@ def test_benchmark_pipeline_mode(fp32_engine: Path, test_images: Path, tmp_path:
 
 
 def test_pipelined_infer_writes_what_the_serial_loop_writes(
-        fp32_engine: Path, test_images: Path, tmp_path: Path) -> None:
+        fp32_engine: Path, coco_dir: Path, tmp_path: Path) -> None:
+    """Both folder paths on the engine, with a corrupt photo among the real ones: it is reported
+    and skipped, every other photo gets its files, byte for byte the same in both paths."""
     import infer
 
+    images = image_folder(coco_dir, tmp_path / "images", slice(0, TEST_IMAGES))
+    (images / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
     outputs = {}
     for mode in ("--serial", "--pipeline_depth=2"):
         folder = tmp_path / mode.strip("-").split("=")[0]
-        code = infer.main(["-e", str(fp32_engine), "-i", str(test_images), "-o", str(folder),
-                           "-t", "0.01", mode])
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = infer.main(["-e", str(fp32_engine), "-i", str(images), "-o", str(folder),
+                               "-t", "0.01", mode])
         assert code == 0
+        assert str(images / "corrupt.jpg") in err.getvalue()
         outputs[mode] = {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
     serial, piped = outputs.values()
     assert len(serial) == 2 * TEST_IMAGES + 1 and serial.keys() == piped.keys()
+    assert not [name for name in serial if name.startswith("corrupt")]
     different = [name for name in serial if serial[name] != piped[name]]
     assert not different, different
 
