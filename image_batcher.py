@@ -360,8 +360,8 @@ class ImageBatcher:
     """Loads and preprocesses images on workers and yields :class:`Batch` es in order.
 
     Workers are threads, or with ``processes`` the processes of :func:`decode_processes` (the
-    decode and the NumPy resize hold the GIL often enough that threads stop scaling at a few
-    hundred images/s; processes scale with the cores).
+    decode and the NumPy resize hold the GIL often enough that 16 threads reached 413 images/s
+    on the 16-core GPU machine, 16 processes 528: docs/benchmarks.md).
 
     Unreadable images are logged once, recorded in ``skipped`` and left out; the following
     images fill their place. ``exact_batches`` drops a final incomplete batch (e.g. for

@@ -432,7 +432,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"processes (or threads) decoding and resizing images "
                              f"(default {DEFAULT_WORKERS})")
     parser.add_argument("--decode", choices=("processes", "threads"), default="processes",
-                        help="workers for a folder: processes (default; scale with the cores) "
+                        help="workers for a folder: processes (default; faster on many cores) "
                              "or threads (no start-up second; enough for small folders)")
     parser.add_argument("--writers", type=int, default=4,
                         help="threads writing the result files (default 4)")

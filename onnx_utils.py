@@ -4,6 +4,7 @@ detector, plus the metadata that travels inside the ONNX file."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -323,8 +324,7 @@ def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: 
                    "one_hot", bool, [batch, candidates, num_classes])
     one_hot = node("Cast", [one_hot], "one_hot_f", shape=[batch, candidates, num_classes],
                    to=onnx.TensorProto.FLOAT)
-    counts = node("CumSum", [one_hot, const("cap_axis1", 1, np.int64)], "counts",
-                  shape=[batch, candidates, num_classes])
+    counts = prefix_sum(graph, one_hot, f"{prefix}cap_counts")
     rank = node("GatherElements", [counts, class_index], "rank", shape=[batch, candidates, 1],
                 axis=2)
     rank = node("Squeeze", [rank, axis2], "rank_flat", shape=[batch, candidates])
@@ -361,6 +361,54 @@ def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: 
         outputs += add_node(graph, "Where", [mask, value, zero],
                             [variable(name, value.dtype, shape)])
     return outputs
+
+
+def prefix_sum(graph: gs.Graph, values: gs.Variable, name: str) -> gs.Variable:
+    """ONNX ``CumSum(values, axis=1)`` of a static float32 [B, N, C], built as two small MatMuls
+    with triangular constants over blocks of about sqrt(N): TensorRT 8.6's ONNX parser turns
+    CumSum into a loop of N sequential steps (N = 1200 after a Faster R-CNN second-stage NMS,
+    5000 in a keep_aspect SSD), the MatMuls are two GEMMs. Exact for counts (0/1 values summed
+    in float32, far below 2**24)."""
+    batch, length, channels = values.shape
+    block = math.ceil(math.sqrt(length))
+    blocks = math.ceil(length / block)
+    padding = block * blocks - length
+
+    def out(suffix: str, shape: list) -> gs.Variable:  # "": the result, named ``name``
+        return variable(f"{name}_{suffix}" if suffix else name, np.float32, shape)
+
+    def const(suffix: str, value: Any) -> gs.Constant:
+        return gs.Constant(f"{name}_{suffix}", np.asarray(value))
+
+    padded = values
+    if padding:
+        (padded,) = add_node(graph, "Concat", [values, const(
+            "zeros", np.zeros((batch, padding, channels), np.float32))],
+            [out("padded", [batch, length + padding, channels])], axis=1)
+    (grid,) = add_node(graph, "Reshape", [padded, const(
+        "grid_shape", np.array([batch, blocks, block, channels], np.int64))],
+        [out("grid", [batch, blocks, block, channels])])
+    inclusive = np.tril(np.ones((block, block), np.float32))  # row i sums columns 0..i
+    (within,) = add_node(graph, "MatMul", [const("within_block", inclusive), grid],
+                         [out("within", [batch, blocks, block, channels])])
+    (totals,) = add_node(graph, "ReduceSum", [grid, const("axis2", np.array([2], np.int64))],
+                         [out("block_totals", [batch, blocks, channels])], keepdims=0)
+    earlier = np.tril(np.ones((blocks, blocks), np.float32), k=-1)  # blocks before this one
+    (before,) = add_node(graph, "MatMul", [const("earlier_blocks", earlier), totals],
+                         [out("before", [batch, blocks, channels])])
+    (before,) = add_node(graph, "Unsqueeze", [before, const("axis2u", np.array([2], np.int64))],
+                         [out("before4", [batch, blocks, 1, channels])])
+    (sums,) = add_node(graph, "Add", [within, before], [out("sums", [batch, blocks, block,
+                                                                     channels])])
+    (flat,) = add_node(graph, "Reshape", [sums, const(
+        "flat_shape", np.array([batch, length + padding, channels], np.int64))],
+        [out("flat" if padding else "", [batch, length + padding, channels])])
+    if padding:
+        (flat,) = add_node(graph, "Slice", [flat, const("start", np.array([0], np.int64)),
+                                            const("end", np.array([length], np.int64)),
+                                            const("axis1", np.array([1], np.int64))],
+                           [out("", [batch, length, channels])])
+    return flat
 
 
 def fold_inverse_transposes(graph: gs.Graph) -> None:
