@@ -43,7 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cli import UsageError, run_main
-from image_batcher import Batch, ImageBatcher, ImageError, load_image, preprocess
+from image_batcher import Batch, ImageBatcher, ImageError, load_preprocessed
 from onnx_utils import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -344,12 +344,13 @@ def print_profile(entry: dict, top: int) -> None:
 # The folder pipeline against the serial loop, and ONNX Runtime.
 
 
-def repeated_batcher(runner: Any, images: Path, count: int, workers: int) -> ImageBatcher:
-    """infer.py's batcher for the runner (decode processes), its image list cycled to
-    ``count`` images."""
+def repeated_batcher(runner: Any, images: Path, count: int, workers: int,
+                     processes: bool = True) -> ImageBatcher:
+    """infer.py's batcher for the runner (decode processes by default), its image list cycled
+    to ``count`` images."""
     import infer
 
-    batcher = infer.make_batcher(runner, images, workers=workers, processes=True)
+    batcher = infer.make_batcher(runner, images, workers=workers, processes=processes)
     repeats = -(-count // len(batcher.images))
     batcher.images = (batcher.images * repeats)[:count]
     return batcher
@@ -368,7 +369,7 @@ def serial_loop(runner: Any, batcher: ImageBatcher) -> int:
         batch_paths, scales = [], []
         for path in paths[first:first + batcher.batch_size]:
             try:
-                image, scale = preprocess(load_image(path), batcher.pre)
+                image, scale = load_preprocessed(path, batcher.pre)
             except (ImageError, ValueError):
                 continue
             index = len(batch_paths)
@@ -423,21 +424,17 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
         pipelined(warm)  # worker processes, page cache, TensorRT with the pipeline's buffers
         serial_loop(runner, warm)
 
-        def pipelined_threads(source: ImageBatcher) -> int:
-            source.processes = False
-            try:
-                return pipelined(source)
-            finally:
-                source.processes = True
-
+        threaded = repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers,
+                                    processes=False)
         timings = {}
-        for name, work in (("pipelined", pipelined), ("pipelined_threads", pipelined_threads),
-                           ("serial", lambda b: serial_loop(runner, b))):
+        for name, work, source in (("pipelined", pipelined, batcher),
+                                   ("pipelined_threads", pipelined, threaded),
+                                   ("serial", lambda b: serial_loop(runner, b), batcher)):
             start = time.perf_counter()
-            done = work(batcher)
+            done = work(source)
             seconds = time.perf_counter() - start
             timings[name] = {"images": done, "seconds": seconds, "images_per_s": done / seconds}
-            batcher.skipped.clear()
+            source.skipped.clear()
     engine_ips = engine_only["no_cuda_graph"]["images_per_s"]
     pipelined_ips = timings["pipelined"]["images_per_s"]
     serial_ips = timings["serial"]["images_per_s"]

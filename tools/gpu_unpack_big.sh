@@ -6,7 +6,7 @@
 set -euo pipefail
 mkdir -p /tmp/onnx_big /tmp/onnx_parts
 source .gpu/tools/env.sh
-for part in .cache/gpu_big/*.half.onnx.part* .cache/gpu_big/*.half.onnx.parts; do
+for part in .cache/gpu_big/*.half.onnx.part*; do  # the parts and the count (.parts)
   [ -f "$part" ] && cp "$part" /tmp/onnx_parts/
 done
 for count in /tmp/onnx_parts/*.half.onnx.parts; do

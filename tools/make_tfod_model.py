@@ -73,11 +73,11 @@ def calibration_images(folder: Path | None, size: tuple[int, int], seed: int, co
     import tensorflow as tf
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from image_batcher import Preprocessor, find_images, load_image, preprocess
+    from image_batcher import Preprocessor, find_images, load_preprocessed
 
     if folder is not None:
         pre = Preprocessor.fixed_shape(*size)
-        photos = [preprocess(load_image(p), pre)[0] for p in find_images(folder)[-count:]]
+        photos = [load_preprocessed(p, pre)[0] for p in find_images(folder)[-count:]]
         return tf.constant(np.stack(photos))
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(0, 255, (4, size[0] // 16 + 1, size[1] // 16 + 1, 3)).astype(np.float32)
