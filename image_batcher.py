@@ -167,13 +167,29 @@ class ImageScale:
             raise ValueError(f"boxes must have shape [..., 4], got {boxes.shape}")
         if frame not in BOX_FRAMES:
             raise ValueError(f"box frame must be one of {BOX_FRAMES}, got {frame!r}")
+        return boxes_to_pixels(boxes, *self.pixel_factors(frame))
+
+    def pixel_factors(self, frame: str = "input") -> tuple[float, float, int, int]:
+        """(y factor, x factor, height, width) taking normalised boxes of ``frame`` to
+        original pixels (see :func:`boxes_to_pixels`)."""
         scale_y, scale_x = float(self.orig_height), float(self.orig_width)
         if frame == "input":
             scale_y *= self.input_height / self.resized_height
             scale_x *= self.input_width / self.resized_width
-        ys = np.clip(boxes[..., 0::2] * scale_y, 0, self.orig_height)
-        xs = np.clip(boxes[..., 1::2] * scale_x, 0, self.orig_width)
-        return np.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], axis=-1)
+        return scale_y, scale_x, self.orig_height, self.orig_width
+
+
+def boxes_to_pixels(boxes_yxyx: np.ndarray, scale_y: float | np.ndarray,
+                    scale_x: float | np.ndarray, height: float | np.ndarray,
+                    width: float | np.ndarray) -> np.ndarray:
+    """Normalised (ymin, xmin, ymax, xmax) ``[..., 4]`` -> (xmin, ymin, xmax, ymax) pixels
+    clipped to ``height`` x ``width``; the factors are scalars or arrays broadcasting against
+    ``boxes[..., 0]`` (a batch: one per image, shape [B, 1])."""
+    scale_y, scale_x, height, width = (np.asarray(v, np.float64)[..., None]
+                                       for v in (scale_y, scale_x, height, width))
+    ys = np.clip(boxes_yxyx[..., 0::2] * scale_y, 0, height)
+    xs = np.clip(boxes_yxyx[..., 1::2] * scale_x, 0, width)
+    return np.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], axis=-1)
 
 
 class ImageError(ValueError):
@@ -263,20 +279,24 @@ def keep_aspect_size(
     return int(np.round(factor * h)), int(np.round(factor * w))
 
 
+def resized_size(height: int, width: int, pre: Preprocessor) -> tuple[int, int]:
+    """The size a ``height`` x ``width`` image has inside the network input (before padding);
+    raises ValueError for an image too thin to resize."""
+    if pre.kind == FIXED_SHAPE:
+        return pre.height, pre.width
+    new_height, new_width = keep_aspect_size(height, width, pre.min_dimension, pre.max_dimension)
+    if min(new_height, new_width) < 1:
+        raise ValueError(f"a {height}x{width} image resizes to {new_height}x{new_width}")
+    return new_height, new_width
+
+
 def preprocess(image: np.ndarray, pre: Preprocessor) -> tuple[np.ndarray, ImageScale]:
     """HxWx3 RGB image -> float32 [pre.height, pre.width, 3] as TFOD's image_resizer makes it
     (pixel values stay 0..255: the model's own normalisation is not applied)."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 image, got shape {image.shape}")
     height, width = image.shape[:2]
-    if pre.kind == FIXED_SHAPE:
-        new_height, new_width = pre.height, pre.width
-    else:
-        new_height, new_width = keep_aspect_size(
-            height, width, pre.min_dimension, pre.max_dimension
-        )
-        if min(new_height, new_width) < 1:
-            raise ValueError(f"a {height}x{width} image resizes to {new_height}x{new_width}")
+    new_height, new_width = resized_size(height, width, pre)
     resized = resize_bilinear(image, new_height, new_width)
     if (new_height, new_width) != (pre.height, pre.width):
         padded = np.empty((pre.height, pre.width, 3), np.float32)
@@ -332,7 +352,7 @@ class Batch:
         width inside the network input before padding (TFOD's true_image_shapes[:, :2]);
         padding rows get the whole input."""
         input_size = (self.scales[0].input_height, self.scales[0].input_width)
-        feed = np.tile(np.float32(input_size), (len(self.data), 1))
+        feed = np.tile(np.float32(input_size), (self.data.shape[0], 1))
         for row, scale in enumerate(self.scales):
             feed[row] = (scale.resized_height, scale.resized_width)
         return feed
@@ -429,17 +449,30 @@ class ImageBatcher:
         batch: Batch | None = None
         for path, image, scale in self._preprocessed():
             if batch is None:
-                batch = Batch(self._allocate(allocate), [], [])
-            index = batch.count
-            batch.data[index] = image.transpose(2, 0, 1) if self.layout == "NCHW" else image
+                batch = self._start_batch(allocate)
+            self._place(batch, image)
             batch.paths.append(path)
             batch.scales.append(scale)
             if batch.count == self.batch_size:
                 yield batch
                 batch = None
         if batch is not None and not self.exact_batches:
-            batch.data[batch.count:] = 0
+            self._clear_padding(batch)
             yield batch
+
+    # What a batch holds (subclasses: gpu_decode.GpuImageBatcher holds encoded photos)
+
+    def _start_batch(self, allocate: Callable[[], np.ndarray] | None) -> Batch:
+        return Batch(self._allocate(allocate), [], [])
+
+    def _place(self, batch: Batch, image: np.ndarray) -> None:
+        batch.data[batch.count] = image.transpose(2, 0, 1) if self.layout == "NCHW" else image
+
+    def _clear_padding(self, batch: Batch) -> None:
+        batch.data[batch.count:] = 0
+
+    def _submit(self, pool: Executor, path: Path) -> Future:
+        return pool.submit(load_preprocessed, path, self.pre)
 
     def _allocate(self, allocate: Callable[[], np.ndarray] | None) -> np.ndarray:
         if allocate is None:
@@ -463,7 +496,7 @@ class ImageBatcher:
                     path = next(todo, None)
                     if path is None:
                         break
-                    pending.append((path, pool.submit(load_preprocessed, path, self.pre)))
+                    pending.append((path, self._submit(pool, path)))
                 if not pending:
                     return
                 path, future = pending.popleft()

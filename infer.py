@@ -41,12 +41,13 @@ from image_batcher import (
     ImageError,
     ImageScale,
     Preprocessor,
+    boxes_to_pixels,
     find_images,
     load_image,
 )
 from labels import label_for, load_labels
 from onnx_utils import atomic_write_bytes
-from parity import Detections, split_batch
+from parity import Detections
 from visualize import draw_detections
 
 PROG = "infer.py"
@@ -85,17 +86,35 @@ def to_image_result(
     box_frame: str = "input",
 ) -> ImageResult:
     """Maps normalised boxes to pixels and keeps scores >= threshold with a non-zero area."""
-    boxes = scale.to_pixels(detections.boxes, box_frame).reshape(-1, 4)
+    (result,) = to_image_results(
+        [path], [scale], detections.boxes.reshape(1, -1, 4), detections.scores.reshape(1, -1),
+        detections.classes.reshape(1, -1), np.array([len(detections)]), score_threshold,
+        box_frame)
+    return result
+
+
+def to_image_results(
+    paths: list[Path], scales: list[ImageScale], boxes: np.ndarray, scores: np.ndarray,
+    classes: np.ndarray, counts: np.ndarray, score_threshold: float, box_frame: str = "input",
+) -> list[ImageResult]:
+    """:func:`to_image_result` for a batch at once: ``boxes`` [B, K, 4] normalised,
+    ``scores`` / ``classes`` (0-based) [B, K], of which the first ``counts`` [B] are valid."""
+    factors = np.array([scale.pixel_factors(box_frame) for scale in scales]).reshape(-1, 4)
+    pixels = boxes_to_pixels(boxes, *factors.T[..., None])
     keep = (
-        (detections.scores >= score_threshold)
-        & (boxes[:, 2] > boxes[:, 0])
-        & (boxes[:, 3] > boxes[:, 1])
+        (np.arange(scores.shape[1]) < np.asarray(counts)[:, None])
+        & (scores >= score_threshold)
+        & (pixels[..., 2] > pixels[..., 0])
+        & (pixels[..., 3] > pixels[..., 1])
     )
-    order = np.argsort(-detections.scores[keep], kind="stable")
-    return ImageResult(
-        path, scale.orig_width, scale.orig_height, boxes[keep][order],
-        detections.scores[keep][order], detections.classes[keep][order],
-    )
+    # best score first, ties in output order; what is not kept sorts last
+    order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")
+    results = []
+    for i, (path, scale) in enumerate(zip(paths, scales, strict=True)):
+        chosen = order[i, : keep[i].sum()]
+        results.append(ImageResult(path, scale.orig_width, scale.orig_height, pixels[i, chosen],
+                                   scores[i, chosen], classes[i, chosen]))
+    return results
 
 
 def detect_folder(
@@ -141,9 +160,12 @@ def class_offset_of(runner: Runner, class_offset: int | None = None) -> int:
 def batch_results(outputs: dict[str, np.ndarray], batch: Batch, class_offset: int,
                   score_threshold: float, frame: str = "input") -> list[ImageResult]:
     """One batch's outputs -> a result per real image of the batch (padding dropped)."""
-    per_image = split_batch(outputs, class_offset)[: batch.count]
-    return [to_image_result(path, scale, detections, score_threshold, frame)
-            for path, scale, detections in zip(batch.paths, batch.scales, per_image, strict=True)]
+    real = slice(0, batch.count)
+    return to_image_results(
+        batch.paths, batch.scales, outputs["detection_boxes"][real].astype(np.float32),
+        outputs["detection_scores"][real].astype(np.float32),
+        outputs["detection_classes"][real].astype(np.int64) - class_offset,
+        outputs["num_detections"].reshape(-1)[real].astype(int), score_threshold, frame)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,10 +241,18 @@ def detect_folder_pipelined(
     runner and the consumer overlapping: a producer thread assembles batches (images decoded
     and resized on the batcher's worker threads) into the pipeline's ``depth`` buffers, this
     thread submits each batch and, while the next one is submitted, collects the previous.
-    Runner calls all happen on the calling thread (pycuda needs that)."""
+    With a gpu_decode.GpuImageBatcher the batches hold encoded photos, and its stage decodes
+    and resizes each on the GPU before it is submitted. Runner calls all happen on the calling
+    thread (pycuda needs that)."""
     class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
     pipeline = make_pipeline(runner, batcher.shape, depth)
+    open_stage = getattr(batcher, "open_stage", None)  # gpu_decode: decode on the GPU
+    try:
+        stage = open_stage(pipeline) if open_stage is not None else None
+    except BaseException:
+        pipeline.close()
+        raise
     free: queue.Queue[int] = queue.Queue()
     for slot in range(depth):
         free.put(slot)
@@ -267,8 +297,17 @@ def detect_folder_pipelined(
                     raise item
                 else:
                     slot, batch = item
-                    pipeline.submit(slot, true_image_shape_feed(runner, batch))
-                    in_flight.append(item)
+                    if stage is not None:
+                        batch = stage.run(slot, batch)
+                    if batch.count:
+                        feed = true_image_shape_feed(runner, batch)
+                        if stage is None:
+                            pipeline.submit(slot, feed)
+                        else:  # the stage wrote the image input on the device
+                            pipeline.submit(slot, feed, input_on_device=True)
+                        in_flight.append((slot, batch))
+                    else:  # every image of it unreadable
+                        free.put(slot)
                 if len(in_flight) < min(depth, 2) and not finished:
                     continue  # keep one batch running while the next is submitted
             if in_flight:
@@ -279,7 +318,11 @@ def detect_folder_pipelined(
     finally:
         stop.set()
         producer.join()  # it writes into the buffers: it must be gone before they are freed
-        pipeline.close()
+        try:
+            if stage is not None:
+                stage.close()
+        finally:
+            pipeline.close()
 
 
 def _positive_int(value: object) -> int | None:
@@ -355,12 +398,15 @@ def choose_batch_size(
 
 def make_batcher(
     runner: Runner, images: str | Path, preprocessor: str | None = None,
-    batch_size: int | None = None, **batcher_options,
+    batch_size: int | None = None, gpu_decode: bool = False, **batcher_options,
 ) -> ImageBatcher:
-    """An :class:`ImageBatcher` that fits ``runner``'s input (layout, size, batch size).
+    """An :class:`ImageBatcher` that fits ``runner``'s input (layout, size, batch size); with
+    ``gpu_decode`` a gpu_decode.GpuImageBatcher (nvJPEG; TensorRT runners only, for
+    :func:`detect_folder_pipelined`).
 
     A dynamic batch is checked against TrtRunner's ``profile_shapes`` (min, opt, max). Raises
-    ValueError (what does not fit, and how to fix it) when the model's input cannot be fed.
+    ValueError (what does not fit, and how to fix it) when the model's input cannot be fed,
+    gpu_decode.GpuDecodeUnavailable where nvJPEG cannot load.
     """
     metadata = runner.metadata or {}
     layout, height, width = input_layout(runner.input_shape, metadata.get("input_format"))
@@ -368,7 +414,13 @@ def make_batcher(
     profile = getattr(runner, "profile_shapes", None)
     batch_range = (profile[0][0], profile[2][0]) if profile else None
     size = choose_batch_size(batch_size, runner.input_shape[0], batch_range)
-    return ImageBatcher(images, pre, batch_size=size, layout=layout, **batcher_options)
+    if not gpu_decode:
+        return ImageBatcher(images, pre, batch_size=size, layout=layout, **batcher_options)
+    if not callable(getattr(runner, "pipeline", None)):
+        raise ValueError("decoding on the GPU (--decode nvjpeg) needs a TensorRT engine")
+    from gpu_decode import GpuImageBatcher
+
+    return GpuImageBatcher(images, pre, batch_size=size, layout=layout, **batcher_options)
 
 
 def text_lines(result: ImageResult) -> str:
@@ -431,9 +483,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"processes (or threads) decoding and resizing images "
                              f"(default {DEFAULT_WORKERS})")
-    parser.add_argument("--decode", choices=("processes", "threads"), default="processes",
-                        help="workers for a folder: processes (default; faster on many cores) "
-                             "or threads (no start-up second; enough for small folders)")
+    parser.add_argument("--decode", choices=("processes", "threads", "nvjpeg"),
+                        default="processes",
+                        help="workers for a folder: processes (default; faster on many cores), "
+                             "threads (no start-up second; enough for small folders), or "
+                             "nvjpeg: JPEGs decoded and resized on the GPU (engines only; "
+                             "fastest; pixels differ from TensorFlow's decode by a few levels)")
     parser.add_argument("--writers", type=int, default=4,
                         help="threads writing the result files (default 4)")
     parser.add_argument("--pipeline_depth", type=int, default=2,
@@ -541,10 +596,13 @@ def run(args: argparse.Namespace) -> int:
             if (args.output / f"{stems[path]}.png").resolve() in inputs:
                 raise UsageError(f"{path}: its picture would overwrite it; choose another "
                                  "--output or pass --no_pictures")
+    if args.decode == "nvjpeg" and (args.serial or args.onnx):
+        raise UsageError("--decode nvjpeg runs on the pipelined path of an engine: drop "
+                         "--serial / use --engine")
     runner = open_runner(args)
     try:
         batcher = make_batcher(runner, args.input, args.preprocessor, args.batch_size,
-                               workers=args.workers,
+                               gpu_decode=args.decode == "nvjpeg", workers=args.workers,
                                processes=args.decode == "processes" and len(images) > 1)
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
@@ -572,6 +630,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         results.close()
         writer.close()
+        if hasattr(batcher, "close"):
+            batcher.close()
     elapsed = time.perf_counter() - start
     body = ",\n".join(json.dumps(record) for record in records)
     atomic_write_bytes(args.output / "detections.json", f"[\n{body}\n]\n".encode())

@@ -13,6 +13,7 @@
 #   sweep      SSD MobileNet v2 at batch 1 and 32 in FP32 / FP16 / INT8, batch 8 in FP16
 #   models     FPNLite 320, ResNet50 FPN 640, Faster R-CNN R50 640 at FP32 / FP16 / INT8; ONNX
 #              Runtime CPU on each graph
+#   frcnn      Faster R-CNN R50 640 at FP16 / FP32 / INT8 only
 # Each engine is measured (latency, profile) right after its build, in its own results folder:
 # a machine taken back mid-stage loses only the engine being built.
 # Results in $TFOD_TRT_RESULTS (/tmp/results), engines in /tmp/engines/STAGE.
@@ -56,6 +57,11 @@ run_stage() {
         for precision in fp32 fp16 int8; do bench "sweep_${graph}_$precision" $precision "latency profile" $graph; done
       done
       bench sweep_ssd_mobilenet_v2_b8_nhwc_fp16 fp16 "latency profile" ssd_mobilenet_v2_b8_nhwc ;;
+    frcnn)  # Faster R-CNN R50 640 alone (re-measured after a change to its graph)
+      for precision in fp16 fp32 int8; do
+        bench "models_faster_rcnn_r50_640_b1_nhwc_$precision" $precision "latency profile" \
+          faster_rcnn_r50_640_b1_nhwc
+      done ;;
     models)  # FP16 first (what most deploy), the CPU baseline last
       for precision in fp16 fp32 int8; do
         for graph in ssd_resnet50_fpn_640_b1_nhwc faster_rcnn_r50_640_b1_nhwc ssd_fpnlite_320_b1_nhwc; do

@@ -1,0 +1,535 @@
+"""JPEG decoding and TFOD's resize on the GPU, for infer.py's ``--decode nvjpeg``.
+
+The CPU path (image_batcher) spends about 8.5 ms of CPU per photo on the JPEG decode and the
+bilinear resize, so 16 cores feed an SSD engine at under a fifth of what it runs. Here the
+photos' bytes go to nvJPEG (the GPU's hardware JPEG decoder where it has one, e.g. A100 /
+H100, else nvJPEG's CUDA decoder) and one CUDA kernel resizes and pads the whole batch straight
+into the engine's input buffer.
+
+* The kernel computes what ``image_batcher.resize_bilinear`` computes, in the same float32
+  operations and order, compiled without fused multiply-add: the same pixels in give the same
+  input bits out (tested on the GPU).
+* nvJPEG's IDCT and chroma upsampling are not libjpeg's: its pixels differ from Pillow's (and
+  TensorFlow's) by a few levels, so detections move slightly; docs/benchmarks.md has the
+  measured agreement. That is why the CPU path stays the default.
+* PNG, BMP, grayscale, CMYK, Adobe-transform and progressive JPEGs are decoded by Pillow and
+  uploaded; a batch nvJPEG refuses is decoded the same way. What Pillow cannot read is reported
+  and skipped, as on the CPU path.
+
+The libraries (libnvjpeg, libnvrtc, libcuda) are loaded with ctypes, from the CUDA install or
+pip's nvidia-* wheels; both CUDA back-ends of trt_runner work with it (it only needs their
+streams, events and allocations).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import logging
+import os
+import site
+import sys
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cli import UsageError
+from image_batcher import (
+    Batch,
+    ImageBatcher,
+    ImageError,
+    ImageScale,
+    Preprocessor,
+    load_image,
+    resized_size,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GpuDecodeUnavailable(UsageError):
+    """nvJPEG, NVRTC or the CUDA driver cannot be loaded or used here (the scripts report it
+    as one line: use the CPU decode)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the CUDA libraries
+
+
+def library_dirs() -> list[str]:
+    """Where CUDA libraries may be: $CUDA_HOME / $CUDA_PATH, the toolkits in /usr/local (the
+    newest first; Jetson's targets/ layout too), pip's nvidia-* wheels, the system folders."""
+    dirs = [os.path.join(os.environ[name], "lib64") for name in ("CUDA_HOME", "CUDA_PATH")
+            if os.environ.get(name)]
+    for pattern in ("/usr/local/cuda*/lib64", "/usr/local/cuda*/targets/*/lib"):
+        dirs += sorted(glob.glob(pattern), reverse=True)
+    for packages in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
+        dirs += sorted(glob.glob(os.path.join(packages, "nvidia", "*", "lib")))
+    dirs += ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64"]
+    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
+
+
+def load_cuda_library(stem: str) -> ctypes.CDLL:
+    """``lib<stem>.so`` (the newest version found first): the loader's own search, then
+    :func:`library_dirs`. Raises GpuDecodeUnavailable naming the places it looked."""
+    candidates = [f"lib{stem}.so"]
+    for folder in library_dirs():
+        candidates += sorted(glob.glob(os.path.join(folder, f"lib{stem}.so*")), reverse=True)
+    errors = []
+    for candidate in candidates:
+        folder = os.path.dirname(candidate)
+        for runtime in sorted(glob.glob(os.path.join(folder, "libcudart.so.*")), reverse=True):
+            try:  # its own CUDA runtime, in case the folder is not on the loader's path
+                ctypes.CDLL(runtime, mode=ctypes.RTLD_GLOBAL)
+                break
+            except OSError:
+                continue
+        try:
+            return ctypes.CDLL(candidate)
+        except OSError as err:
+            errors.append(str(err))
+    raise GpuDecodeUnavailable(
+        f"lib{stem}.so not found or not loadable (looked in {', '.join(library_dirs())}; "
+        f"last error: {errors[-1] if errors else 'none'}); install the CUDA toolkit's {stem} "
+        f"or the pip wheel nvidia-{stem.removeprefix('nv')}-cu12, or use --decode processes")
+
+
+# ---------------------------------------------------------------------------------------------
+# nvJPEG
+
+NVJPEG_BACKEND_DEFAULT, NVJPEG_BACKEND_HARDWARE = 0, 3
+NVJPEG_OUTPUT_RGBI = 5
+NVJPEG_CSS_411, NVJPEG_CSS_410, NVJPEG_CSS_410V = 4, 5, 7  # the hardware decoder lacks these
+NVJPEG_STATUS = {1: "not initialized", 2: "invalid parameter", 3: "bad JPEG",
+                 4: "JPEG not supported", 5: "allocator failure", 6: "execution failed",
+                 7: "architecture mismatch", 8: "internal error",
+                 9: "implementation not supported", 10: "incomplete bitstream"}
+
+
+class NvJpegImage(ctypes.Structure):
+    """nvjpegImage_t: up to four planes; interleaved RGB uses the first."""
+
+    _fields_ = [("channel", ctypes.c_void_p * 4), ("pitch", ctypes.c_size_t * 4)]
+
+
+class NvJpegError(RuntimeError):
+    """An nvJPEG call failed."""
+
+
+@dataclass(frozen=True)
+class JpegInfo:
+    """What nvJPEG reads from a JPEG header."""
+
+    components: int
+    subsampling: int
+    height: int
+    width: int
+
+
+class NvJpeg:
+    """An nvJPEG handle (hardware back-end where the GPU has one) with one batched-decode
+    state per pipeline slot."""
+
+    def __init__(self) -> None:
+        lib = self._lib = load_cuda_library("nvjpeg")
+        void_p, c_int = ctypes.c_void_p, ctypes.c_int
+        lib.nvjpegCreateEx.argtypes = [c_int, void_p, void_p, ctypes.c_uint,
+                                       ctypes.POINTER(void_p)]
+        lib.nvjpegJpegStateCreate.argtypes = [void_p, ctypes.POINTER(void_p)]
+        lib.nvjpegGetImageInfo.argtypes = [void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                           ctypes.POINTER(c_int), ctypes.POINTER(c_int),
+                                           ctypes.POINTER(c_int), ctypes.POINTER(c_int)]
+        lib.nvjpegDecodeBatchedInitialize.argtypes = [void_p, void_p, c_int, c_int, c_int]
+        lib.nvjpegDecodeBatched.argtypes = [void_p, void_p, ctypes.POINTER(ctypes.c_char_p),
+                                            ctypes.POINTER(ctypes.c_size_t),
+                                            ctypes.POINTER(NvJpegImage), void_p]
+        lib.nvjpegJpegStateDestroy.argtypes = [void_p]
+        lib.nvjpegDestroy.argtypes = [void_p]
+        self.handle = void_p()
+        self.backend = ""
+        for backend, name in ((NVJPEG_BACKEND_HARDWARE, "hardware"),
+                              (NVJPEG_BACKEND_DEFAULT, "cuda")):
+            if lib.nvjpegCreateEx(backend, None, None, 0, ctypes.byref(self.handle)) == 0:
+                self.backend = name
+                break
+        else:
+            raise GpuDecodeUnavailable("nvJPEG could not create a handle on this GPU")
+        self._states: list[ctypes.c_void_p] = []
+        self._initialized: list[int] = []  # the batch size each state was initialised for
+
+    @staticmethod
+    def _check(status: int, call: str) -> None:
+        if status != 0:
+            raise NvJpegError(f"{call}: {NVJPEG_STATUS.get(status, f'status {status}')}")
+
+    def info(self, data: bytes) -> JpegInfo | None:
+        """The header's components, subsampling and size; None where nvJPEG cannot parse it."""
+        components, subsampling = ctypes.c_int(), ctypes.c_int()
+        widths, heights = (ctypes.c_int * 4)(), (ctypes.c_int * 4)()
+        status = self._lib.nvjpegGetImageInfo(self.handle, data, len(data),
+                                              ctypes.byref(components),
+                                              ctypes.byref(subsampling), widths, heights)
+        if status != 0:
+            return None
+        return JpegInfo(components.value, subsampling.value, heights[0], widths[0])
+
+    def decode_batch(self, slot: int, encoded: list[bytes], outputs: list[int],
+                     widths: list[int], stream: int) -> None:
+        """Decodes ``encoded`` to interleaved RGB at the device addresses ``outputs`` (pitch
+        3 x width) on ``stream``, with the slot's state. Raises NvJpegError."""
+        while len(self._states) <= slot:
+            state = ctypes.c_void_p()
+            self._check(self._lib.nvjpegJpegStateCreate(self.handle, ctypes.byref(state)),
+                        "nvjpegJpegStateCreate")
+            self._states.append(state)
+            self._initialized.append(0)
+        count, state = len(encoded), self._states[slot]
+        if self._initialized[slot] != count:
+            self._initialized[slot] = 0  # re-initialised after a failure too
+            self._check(self._lib.nvjpegDecodeBatchedInitialize(
+                self.handle, state, count, 1, NVJPEG_OUTPUT_RGBI), "nvjpegDecodeBatchedInitialize")
+        images = (NvJpegImage * count)()
+        for image, pointer, width in zip(images, outputs, widths, strict=True):
+            image.channel[0] = pointer
+            image.pitch[0] = 3 * width
+        status = self._lib.nvjpegDecodeBatched(
+            self.handle, state, (ctypes.c_char_p * count)(*encoded),
+            (ctypes.c_size_t * count)(*map(len, encoded)), images, ctypes.c_void_p(stream))
+        self._initialized[slot] = count if status == 0 else 0
+        self._check(status, "nvjpegDecodeBatched")
+
+    def close(self) -> None:
+        """Frees the states and the handle."""
+        for state in self._states:
+            self._lib.nvjpegJpegStateDestroy(state)
+        self._states = []
+        if self.handle:
+            self._lib.nvjpegDestroy(self.handle)
+            self.handle = ctypes.c_void_p()
+
+
+def takes_on_gpu(data: bytes, info: JpegInfo | None) -> bool:
+    """Whether nvJPEG decodes this file as Pillow would: a baseline / extended-sequential
+    YCbCr JPEG with three components and a subsampling the hardware decoder has. Progressive
+    (SOF2) and Adobe APP14 (CMYK, YCCK or untransformed RGB) files go to Pillow; a marker found
+    by mistake in other bytes only costs a CPU decode."""
+    if info is None or info.components != 3 or min(info.height, info.width) < 1:
+        return False
+    if info.subsampling in (NVJPEG_CSS_411, NVJPEG_CSS_410, NVJPEG_CSS_410V, -1):
+        return False
+    return b"\xff\xc2" not in data and b"\xff\xeeAdobe" not in data[:65536]
+
+
+# ---------------------------------------------------------------------------------------------
+# The resize kernel (NVRTC) and the CUDA driver calls that launch it
+
+RESIZE_KERNEL = r"""
+struct ResizeJob {            // one image of the batch; 40 bytes (RESIZE_JOB_DTYPE)
+    const unsigned char* src; // interleaved RGB, `pitch` bytes per row
+    int pitch, in_h, in_w;
+    int new_h, new_w;         // the resized image, top-left in the out_h x out_w input
+    float scale_y, scale_x;   // float32(in) / float32(new), as TF's legacy scaler
+    int unused;
+};
+
+extern "C" __global__ void resize_bilinear(
+    const ResizeJob* jobs, int count, float* out, int out_h, int out_w, int nchw,
+    float pad_r, float pad_g, float pad_b)
+{
+    const int x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int y = blockIdx.y * blockDim.y + threadIdx.y;
+    const int b = blockIdx.z;
+    if (x >= out_w || y >= out_h) return;
+    float rgb[3] = {0.0f, 0.0f, 0.0f};  // the batch's padding images are zeros
+    if (b < count) {
+        const ResizeJob job = jobs[b];
+        if (y < job.new_h && x < job.new_w) {
+            // image_batcher.resize_bilinear's operations, one by one (compiled without FMA)
+            const float sy = (float)y * job.scale_y, sx = (float)x * job.scale_x;
+            const float fy = floorf(sy), fx = floorf(sx);
+            const int y0 = max((int)fy, 0), y1 = min((int)ceilf(sy), job.in_h - 1);
+            const int x0 = max((int)fx, 0), x1 = min((int)ceilf(sx), job.in_w - 1);
+            const float ly = sy - fy, lx = sx - fx;
+            const unsigned char* top = job.src + (size_t)y0 * job.pitch;
+            const unsigned char* bottom = job.src + (size_t)y1 * job.pitch;
+            for (int c = 0; c < 3; ++c) {
+                const float tl = top[3 * x0 + c], tr = top[3 * x1 + c];
+                const float bl = bottom[3 * x0 + c], br = bottom[3 * x1 + c];
+                const float upper = (tr - tl) * lx + tl;
+                const float lower = (br - bl) * lx + bl;
+                rgb[c] = (lower - upper) * ly + upper;
+            }
+        } else {
+            rgb[0] = pad_r; rgb[1] = pad_g; rgb[2] = pad_b;
+        }
+    }
+    for (int c = 0; c < 3; ++c) {
+        const size_t index = nchw
+            ? (((size_t)b * 3 + c) * out_h + y) * out_w + x
+            : (((size_t)b * out_h + y) * out_w + x) * 3 + c;
+        out[index] = rgb[c];
+    }
+}
+"""
+RESIZE_JOB_DTYPE = np.dtype([("src", "<u8"), ("pitch", "<i4"), ("in_h", "<i4"),
+                             ("in_w", "<i4"), ("new_h", "<i4"), ("new_w", "<i4"),
+                             ("scale_y", "<f4"), ("scale_x", "<f4"), ("unused", "<i4")])
+BLOCK = (32, 8, 1)
+
+
+@functools.cache
+def compile_ptx(source: str, name: str, options: tuple[str, ...] = ("--fmad=false",)) -> bytes:
+    """CUDA C -> PTX with NVRTC; compiler errors raise GpuDecodeUnavailable with the log."""
+    nvrtc = load_cuda_library("nvrtc")
+    void_p = ctypes.c_void_p
+    program = void_p()
+    nvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
+
+    def check(status: int, call: str) -> None:
+        if status != 0:
+            raise GpuDecodeUnavailable(f"NVRTC {call}: {nvrtc.nvrtcGetErrorString(status)}")
+
+    check(nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), name.encode(), 0,
+                                   None, None), "nvrtcCreateProgram")
+    try:
+        flags = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
+        status = nvrtc.nvrtcCompileProgram(program, len(options), flags)
+        if status != 0:
+            size = ctypes.c_size_t()
+            nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+            text = ctypes.create_string_buffer(size.value)
+            nvrtc.nvrtcGetProgramLog(program, text)
+            raise GpuDecodeUnavailable(f"NVRTC cannot compile {name}: "
+                                       f"{text.value.decode(errors='replace')}")
+        size = ctypes.c_size_t()
+        check(nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size)), "nvrtcGetPTXSize")
+        ptx = ctypes.create_string_buffer(size.value)
+        check(nvrtc.nvrtcGetPTX(program, ptx), "nvrtcGetPTX")
+        return ptx.raw
+    finally:
+        nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+
+
+class Kernel:
+    """A kernel of a PTX module, launched through the CUDA driver API in the current context
+    (the runner's: call from the runner's thread)."""
+
+    def __init__(self, ptx: bytes, name: str) -> None:
+        try:
+            driver = self._driver = ctypes.CDLL("libcuda.so.1")
+        except OSError as err:
+            raise GpuDecodeUnavailable(f"no CUDA driver (libcuda.so.1): {err}") from err
+        driver.cuGetErrorString.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
+        driver.cuModuleLoadData.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p]
+        driver.cuModuleGetFunction.argtypes = [ctypes.POINTER(ctypes.c_void_p),
+                                               ctypes.c_void_p, ctypes.c_char_p]
+        driver.cuLaunchKernel.argtypes = [ctypes.c_void_p, *[ctypes.c_uint] * 7,
+                                          ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                                          ctypes.c_void_p]
+        driver.cuModuleUnload.argtypes = [ctypes.c_void_p]
+        self._module, self._function = ctypes.c_void_p(), ctypes.c_void_p()
+        self._check(driver.cuModuleLoadData(ctypes.byref(self._module), ptx),
+                    "cuModuleLoadData (PTX newer than the driver?)")
+        self._check(driver.cuModuleGetFunction(ctypes.byref(self._function), self._module,
+                                               name.encode()), "cuModuleGetFunction")
+
+    def _check(self, status: int, call: str) -> None:
+        if status != 0:
+            text = ctypes.c_char_p()
+            self._driver.cuGetErrorString(status, ctypes.byref(text))
+            reason = text.value.decode() if text.value else f"error {status}"
+            raise GpuDecodeUnavailable(f"CUDA driver {call}: {reason}")
+
+    def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int], stream: int,
+               *args: ctypes._SimpleCData) -> None:
+        """Enqueues the kernel on ``stream`` with ``args`` (ctypes values, in order)."""
+        params = (ctypes.c_void_p * len(args))(
+            *(ctypes.cast(ctypes.byref(arg), ctypes.c_void_p) for arg in args))
+        self._check(self._driver.cuLaunchKernel(self._function, *grid, *block, 0,
+                                                ctypes.c_void_p(stream), params, None),
+                    "cuLaunchKernel")
+
+    def close(self) -> None:
+        """Unloads the module."""
+        if self._module:
+            self._driver.cuModuleUnload(self._module)
+            self._module = ctypes.c_void_p()
+
+
+# ---------------------------------------------------------------------------------------------
+# The batcher (files -> encoded batches, on threads) and the GPU stage (encoded batch -> the
+# engine's input buffer, in the runner's thread)
+
+
+@dataclass
+class EncodedBatch(Batch):
+    """A batch before decoding: per image its JPEG bytes (nvJPEG) or its RGB pixels (decoded
+    by Pillow). ``data`` is a placeholder of shape [batch_size, 0]."""
+
+    sources: list[bytes | np.ndarray] = field(default_factory=list)
+
+
+class GpuImageBatcher(ImageBatcher):
+    """An ImageBatcher whose workers (threads) only read files and parse JPEG headers; the
+    pipeline's consumer runs each batch through the stage of :meth:`open_stage`, which
+    decodes and resizes it on the GPU."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["processes"] = False  # reading files and parsing headers: threads suffice
+        super().__init__(*args, **kwargs)
+        self.nvjpeg: NvJpeg | None = NvJpeg()  # raises GpuDecodeUnavailable here, up front
+
+    def _submit(self, pool: Executor, path: Path) -> Any:
+        return pool.submit(read_source, path, self.pre, self.nvjpeg)
+
+    def _start_batch(self, allocate: Callable[[], np.ndarray] | None) -> Batch:
+        if allocate is not None:
+            allocate()  # a pipeline slot (flow control); the GPU stage fills its device input
+        return EncodedBatch(np.zeros((self.batch_size, 0), np.float32), [], [])
+
+    def _place(self, batch: Batch, image: bytes | np.ndarray) -> None:
+        batch.sources.append(image)
+
+    def _clear_padding(self, batch: Batch) -> None:
+        pass  # the kernel writes the padding images' zeros
+
+    def open_stage(self, pipeline: Any) -> GpuStage:
+        """The GPU stage of ``pipeline`` (a trt_runner.TrtPipeline) for these batches."""
+        return GpuStage(pipeline, self.nvjpeg, self.pre, self.layout, self._skip)
+
+    def close(self) -> None:
+        """Frees nvJPEG's handle (its stages must be closed)."""
+        if self.nvjpeg is not None:
+            self.nvjpeg.close()
+            self.nvjpeg = None
+
+
+def read_source(path: Path, pre: Preprocessor, nvjpeg: NvJpeg
+                ) -> tuple[bytes | np.ndarray, ImageScale]:
+    """A worker's job: the file's bytes when nvJPEG takes them, else Pillow's pixels; and the
+    image's scale. Raises ImageError (unreadable file) or ValueError (too thin to resize)."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ImageError(path, str(err)) from err
+    info = nvjpeg.info(data)
+    if takes_on_gpu(data, info):
+        source: bytes | np.ndarray = data
+        height, width = info.height, info.width
+    else:
+        source = load_image(path)
+        height, width = source.shape[:2]
+    new_height, new_width = resized_size(height, width, pre)
+    return source, ImageScale(height, width, new_height, new_width, pre.height, pre.width)
+
+
+class GpuStage:
+    """Per pipeline slot: a device buffer for the decoded photos and a job table; nvJPEG
+    decodes into the first, the resize kernel reads both and writes the slot's input."""
+
+    def __init__(self, pipeline: Any, nvjpeg: NvJpeg, pre: Preprocessor, layout: str,
+                 skip: Callable[[Path, str], None]) -> None:
+        if pipeline.input_dtype != np.float32:
+            raise GpuDecodeUnavailable(f"--decode nvjpeg needs a float32 image input, the "
+                                       f"engine takes {pipeline.input_dtype}")
+        self.pipeline, self.nvjpeg, self.pre, self.layout = pipeline, nvjpeg, pre, layout
+        self.skip = skip
+        self.backend = pipeline.backend
+        self.kernel = Kernel(compile_ptx(RESIZE_KERNEL, "resize_bilinear.cu"), "resize_bilinear")
+        batch_size = pipeline.input_shape[0]
+        self._staging = [(0, 0)] * pipeline.depth  # (device address, bytes) per slot
+        self._jobs_host = [self.backend.pinned_empty(batch_size * RESIZE_JOB_DTYPE.itemsize,
+                                                     np.dtype(np.uint8))
+                           for _ in range(pipeline.depth)]
+        self._jobs_device = [self.backend.malloc(batch_size * RESIZE_JOB_DTYPE.itemsize)
+                             for _ in range(pipeline.depth)]
+
+    def _staging_for(self, slot: int, nbytes: int) -> int:
+        pointer, size = self._staging[slot]
+        if size < nbytes:  # the slot is idle here: its previous run has been waited for
+            if pointer:
+                self.backend.free(pointer)
+            size = max(nbytes, 2 * size)
+            pointer = self.backend.malloc(size)
+            self._staging[slot] = (pointer, size)
+        return pointer
+
+    def run(self, slot: int, batch: EncodedBatch) -> Batch:
+        """Decodes and resizes ``batch`` into the slot's device input, on the pipeline's copy
+        stream after the slot's previous run; returns the batch without the images no
+        decoder could read (reported through ``skip``)."""
+        stream = self.pipeline.copy_stream
+        self.pipeline.begin(slot)  # the slot's previous run is over before its buffers change
+        sizes = [(scale.orig_height, scale.orig_width) for scale in batch.scales]
+        offsets = np.cumsum([0] + [256 * -(-(3 * h * w) // 256) for h, w in sizes])
+        base = self._staging_for(slot, int(offsets[-1]))
+        addresses = [base + int(offset) for offset in offsets[:-1]]
+        encoded = [i for i, source in enumerate(batch.sources) if isinstance(source, bytes)]
+        if encoded:
+            try:
+                self.nvjpeg.decode_batch(slot, [batch.sources[i] for i in encoded],
+                                         [addresses[i] for i in encoded],
+                                         [sizes[i][1] for i in encoded], stream)
+            except NvJpegError as err:
+                log.warning("nvJPEG refused a batch (%s); decoding it with Pillow", err)
+                return self.run(slot, self._decode_on_cpu(batch, encoded))
+        for i, source in enumerate(batch.sources):
+            if isinstance(source, np.ndarray):
+                self.backend.copy_htod_async(addresses[i], np.ascontiguousarray(source),
+                                             stream)
+        self._resize(slot, batch, addresses, stream)
+        return batch
+
+    def _decode_on_cpu(self, batch: EncodedBatch, indices: list[int]) -> EncodedBatch:
+        kept = EncodedBatch(batch.data, [], [])
+        for i, (path, scale, source) in enumerate(zip(batch.paths, batch.scales,
+                                                      batch.sources, strict=True)):
+            if i in indices:
+                try:
+                    source = load_image(path)
+                except ImageError as err:
+                    self.skip(path, err.reason)
+                    continue
+            kept.paths.append(path)
+            kept.scales.append(scale)
+            kept.sources.append(source)
+        return kept
+
+    def _resize(self, slot: int, batch: EncodedBatch, addresses: list[int], stream: int
+                ) -> None:
+        jobs = self._jobs_host[slot].view(RESIZE_JOB_DTYPE)[: batch.count]
+        sizes = np.array([(s.orig_height, s.orig_width, s.resized_height, s.resized_width)
+                          for s in batch.scales], np.int32).reshape(-1, 4)
+        jobs["src"] = addresses
+        jobs["pitch"] = 3 * sizes[:, 1]
+        jobs["in_h"], jobs["in_w"], jobs["new_h"], jobs["new_w"] = sizes.T
+        jobs["scale_y"] = sizes[:, 0].astype(np.float32) / sizes[:, 2].astype(np.float32)
+        jobs["scale_x"] = sizes[:, 1].astype(np.float32) / sizes[:, 3].astype(np.float32)
+        self.backend.copy_htod_async(self._jobs_device[slot], self._jobs_host[slot], stream)
+        size, height, width = self.pipeline.input_shape[0], self.pre.height, self.pre.width
+        grid = (-(-width // BLOCK[0]), -(-height // BLOCK[1]), size)
+        pad = [ctypes.c_float(v) for v in self.pre.pad_value]
+        self.kernel.launch(
+            grid, BLOCK, stream, ctypes.c_void_p(self._jobs_device[slot]),
+            ctypes.c_int(batch.count), ctypes.c_void_p(self.pipeline.device_input(slot)),
+            ctypes.c_int(height), ctypes.c_int(width), ctypes.c_int(self.layout == "NCHW"),
+            *pad)
+
+    def close(self) -> None:
+        """Frees the device and pinned buffers and the kernel's module."""
+        backend = self.backend
+        backend.synchronize()
+        for pointer, _ in self._staging:
+            if pointer:
+                backend.free(pointer)
+        for pointer in self._jobs_device:
+            backend.free(pointer)
+        for host in self._jobs_host:
+            backend.free_pinned(host)
+        self._staging, self._jobs_device, self._jobs_host = [], [], []
+        self.kernel.close()
