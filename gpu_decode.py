@@ -280,6 +280,7 @@ RESIZE_JOB_DTYPE = np.dtype([("src", "<u8"), ("pitch", "<i4"), ("in_h", "<i4"),
                              ("in_w", "<i4"), ("new_h", "<i4"), ("new_w", "<i4"),
                              ("scale_y", "<f4"), ("scale_x", "<f4"), ("unused", "<i4")])
 BLOCK = (32, 8, 1)
+READER_THREADS = 2
 
 
 @functools.cache
@@ -315,50 +316,95 @@ def compile_ptx(source: str, name: str, options: tuple[str, ...] = ("--fmad=fals
         nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
 
 
-class Kernel:
-    """A kernel of a PTX module, launched through the CUDA driver API in the current context
-    (the runner's: call from the runner's thread)."""
+class CudaDriver:
+    """The few CUDA driver calls the GPU stage makes itself (ctypes on libcuda), so that it
+    works with either back-end of trt_runner and from any thread: both back-ends run on the
+    device's primary context, which :meth:`bind` makes current in the calling thread."""
 
-    def __init__(self, ptx: bytes, name: str) -> None:
+    def __init__(self) -> None:
         try:
-            driver = self._driver = ctypes.CDLL("libcuda.so.1")
+            lib = self._lib = ctypes.CDLL("libcuda.so.1")
         except OSError as err:
             raise GpuDecodeUnavailable(f"no CUDA driver (libcuda.so.1): {err}") from err
-        driver.cuGetErrorString.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_char_p)]
-        driver.cuModuleLoadData.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p]
-        driver.cuModuleGetFunction.argtypes = [ctypes.POINTER(ctypes.c_void_p),
-                                               ctypes.c_void_p, ctypes.c_char_p]
-        driver.cuLaunchKernel.argtypes = [ctypes.c_void_p, *[ctypes.c_uint] * 7,
-                                          ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
-                                          ctypes.c_void_p]
-        driver.cuModuleUnload.argtypes = [ctypes.c_void_p]
-        self._module, self._function = ctypes.c_void_p(), ctypes.c_void_p()
-        self._check(driver.cuModuleLoadData(ctypes.byref(self._module), ptx),
-                    "cuModuleLoadData (PTX newer than the driver?)")
-        self._check(driver.cuModuleGetFunction(ctypes.byref(self._function), self._module,
-                                               name.encode()), "cuModuleGetFunction")
+        void_p, size_t, pointer = ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER
+        signatures = {
+            "cuGetErrorString": [ctypes.c_int, pointer(ctypes.c_char_p)],
+            "cuCtxGetCurrent": [pointer(void_p)],
+            "cuCtxSetCurrent": [void_p],
+            "cuModuleLoadData": [pointer(void_p), ctypes.c_char_p],
+            "cuModuleGetFunction": [pointer(void_p), void_p, ctypes.c_char_p],
+            "cuModuleUnload": [void_p],
+            "cuLaunchKernel": [void_p, *[ctypes.c_uint] * 7, void_p, pointer(void_p), void_p],
+            "cuMemAlloc_v2": [pointer(ctypes.c_uint64), size_t],
+            "cuMemFree_v2": [ctypes.c_uint64],
+            "cuMemAllocHost_v2": [pointer(void_p), size_t],
+            "cuMemFreeHost": [void_p],
+            "cuMemcpyHtoDAsync_v2": [ctypes.c_uint64, void_p, size_t, void_p],
+            "cuStreamSynchronize": [void_p],
+        }
+        for name, argtypes in signatures.items():
+            getattr(lib, name).argtypes = argtypes
+        self.context = void_p()
+        self.check(lib.cuCtxGetCurrent(ctypes.byref(self.context)), "cuCtxGetCurrent")
+        if not self.context:
+            raise GpuDecodeUnavailable("no current CUDA context (create the runner first)")
 
-    def _check(self, status: int, call: str) -> None:
+    def check(self, status: int, call: str) -> None:
+        """Raises GpuDecodeUnavailable for a failed driver call."""
         if status != 0:
             text = ctypes.c_char_p()
-            self._driver.cuGetErrorString(status, ctypes.byref(text))
+            self._lib.cuGetErrorString(status, ctypes.byref(text))
             reason = text.value.decode() if text.value else f"error {status}"
             raise GpuDecodeUnavailable(f"CUDA driver {call}: {reason}")
 
-    def launch(self, grid: tuple[int, int, int], block: tuple[int, int, int], stream: int,
-               *args: ctypes._SimpleCData) -> None:
-        """Enqueues the kernel on ``stream`` with ``args`` (ctypes values, in order)."""
+    def bind(self) -> None:
+        """Makes the runner's context current in this thread."""
+        self.check(self._lib.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+
+    def load_function(self, ptx: bytes, name: str) -> tuple[ctypes.c_void_p, ctypes.c_void_p]:
+        """(module, function) of a PTX module."""
+        module, function = ctypes.c_void_p(), ctypes.c_void_p()
+        self.check(self._lib.cuModuleLoadData(ctypes.byref(module), ptx),
+                   "cuModuleLoadData (PTX newer than the driver?)")
+        self.check(self._lib.cuModuleGetFunction(ctypes.byref(function), module, name.encode()),
+                   "cuModuleGetFunction")
+        return module, function
+
+    def unload(self, module: ctypes.c_void_p) -> None:
+        self._lib.cuModuleUnload(module)
+
+    def launch(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
+               block: tuple[int, int, int], stream: int, *args: ctypes._SimpleCData) -> None:
+        """Enqueues ``function`` on ``stream`` with ``args`` (ctypes values, in order)."""
         params = (ctypes.c_void_p * len(args))(
             *(ctypes.cast(ctypes.byref(arg), ctypes.c_void_p) for arg in args))
-        self._check(self._driver.cuLaunchKernel(self._function, *grid, *block, 0,
-                                                ctypes.c_void_p(stream), params, None),
-                    "cuLaunchKernel")
+        self.check(self._lib.cuLaunchKernel(function, *grid, *block, 0, ctypes.c_void_p(stream),
+                                            params, None), "cuLaunchKernel")
 
-    def close(self) -> None:
-        """Unloads the module."""
-        if self._module:
-            self._driver.cuModuleUnload(self._module)
-            self._module = ctypes.c_void_p()
+    def malloc(self, nbytes: int) -> int:
+        pointer = ctypes.c_uint64()
+        self.check(self._lib.cuMemAlloc_v2(ctypes.byref(pointer), max(nbytes, 1)), "cuMemAlloc")
+        return pointer.value
+
+    def free(self, pointer: int) -> None:
+        self._lib.cuMemFree_v2(pointer)
+
+    def pinned(self, nbytes: int) -> np.ndarray:
+        """Page-locked host memory as a uint8 array (free it with :meth:`free_pinned`)."""
+        pointer = ctypes.c_void_p()
+        self.check(self._lib.cuMemAllocHost_v2(ctypes.byref(pointer), nbytes), "cuMemAllocHost")
+        return np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(pointer.value))
+
+    def free_pinned(self, array: np.ndarray) -> None:
+        self._lib.cuMemFreeHost(ctypes.c_void_p(array.ctypes.data))
+
+    def copy_htod_async(self, device: int, host: np.ndarray, stream: int) -> None:
+        self.check(self._lib.cuMemcpyHtoDAsync_v2(device, ctypes.c_void_p(host.ctypes.data),
+                                                  host.nbytes, ctypes.c_void_p(stream)),
+                   "cuMemcpyHtoDAsync")
+
+    def synchronize(self, stream: int) -> None:
+        self.check(self._lib.cuStreamSynchronize(ctypes.c_void_p(stream)), "cuStreamSynchronize")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,6 +428,9 @@ class GpuImageBatcher(ImageBatcher):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["processes"] = False  # reading files and parsing headers: threads suffice
         super().__init__(*args, **kwargs)
+        # More readers only contend for the GIL with the threads that feed the GPU (16
+        # readers: 0.9k images/s, 1-2: 1.2k, with the stage on the consumer thread)
+        self.workers = min(self.workers, READER_THREADS)
         self.nvjpeg: NvJpeg | None = NvJpeg()  # raises GpuDecodeUnavailable here, up front
 
     def _submit(self, pool: Executor, path: Path) -> Any:
@@ -430,7 +479,9 @@ def read_source(path: Path, pre: Preprocessor, nvjpeg: NvJpeg
 
 class GpuStage:
     """Per pipeline slot: a device buffer for the decoded photos and a job table; nvJPEG
-    decodes into the first, the resize kernel reads both and writes the slot's input."""
+    decodes into the first, the resize kernel reads both and writes the slot's device input,
+    all on the pipeline's copy stream. Created in the runner's thread; :meth:`run` may be
+    called from another (the pipeline's producer)."""
 
     def __init__(self, pipeline: Any, nvjpeg: NvJpeg, pre: Preprocessor, layout: str,
                  skip: Callable[[Path, str], None]) -> None:
@@ -439,32 +490,30 @@ class GpuStage:
                                        f"engine takes {pipeline.input_dtype}")
         self.pipeline, self.nvjpeg, self.pre, self.layout = pipeline, nvjpeg, pre, layout
         self.skip = skip
-        self.backend = pipeline.backend
-        self.kernel = Kernel(compile_ptx(RESIZE_KERNEL, "resize_bilinear.cu"), "resize_bilinear")
-        batch_size = pipeline.input_shape[0]
+        self.stream = pipeline.copy_stream
+        driver = self.driver = CudaDriver()
+        self._module, self._resize_function = driver.load_function(
+            compile_ptx(RESIZE_KERNEL, "resize_bilinear.cu"), "resize_bilinear")
+        table = pipeline.input_shape[0] * RESIZE_JOB_DTYPE.itemsize
         self._staging = [(0, 0)] * pipeline.depth  # (device address, bytes) per slot
-        self._jobs_host = [self.backend.pinned_empty(batch_size * RESIZE_JOB_DTYPE.itemsize,
-                                                     np.dtype(np.uint8))
-                           for _ in range(pipeline.depth)]
-        self._jobs_device = [self.backend.malloc(batch_size * RESIZE_JOB_DTYPE.itemsize)
-                             for _ in range(pipeline.depth)]
+        self._jobs_host = [driver.pinned(table) for _ in range(pipeline.depth)]
+        self._jobs_device = [driver.malloc(table) for _ in range(pipeline.depth)]
 
     def _staging_for(self, slot: int, nbytes: int) -> int:
         pointer, size = self._staging[slot]
         if size < nbytes:  # the slot is idle here: its previous run has been waited for
             if pointer:
-                self.backend.free(pointer)
+                self.driver.free(pointer)
             size = max(nbytes, 2 * size)
-            pointer = self.backend.malloc(size)
+            pointer = self.driver.malloc(size)
             self._staging[slot] = (pointer, size)
         return pointer
 
     def run(self, slot: int, batch: EncodedBatch) -> Batch:
-        """Decodes and resizes ``batch`` into the slot's device input, on the pipeline's copy
-        stream after the slot's previous run; returns the batch without the images no
-        decoder could read (reported through ``skip``)."""
-        stream = self.pipeline.copy_stream
-        self.pipeline.begin(slot)  # the slot's previous run is over before its buffers change
+        """Decodes and resizes ``batch`` into the slot's device input (the slot must be idle:
+        its last run waited for); returns the batch without the images no decoder could read
+        (reported through ``skip``)."""
+        self.driver.bind()
         sizes = [(scale.orig_height, scale.orig_width) for scale in batch.scales]
         offsets = np.cumsum([0] + [256 * -(-(3 * h * w) // 256) for h, w in sizes])
         base = self._staging_for(slot, int(offsets[-1]))
@@ -474,15 +523,15 @@ class GpuStage:
             try:
                 self.nvjpeg.decode_batch(slot, [batch.sources[i] for i in encoded],
                                          [addresses[i] for i in encoded],
-                                         [sizes[i][1] for i in encoded], stream)
+                                         [sizes[i][1] for i in encoded], self.stream)
             except NvJpegError as err:
                 log.warning("nvJPEG refused a batch (%s); decoding it with Pillow", err)
                 return self.run(slot, self._decode_on_cpu(batch, encoded))
         for i, source in enumerate(batch.sources):
             if isinstance(source, np.ndarray):
-                self.backend.copy_htod_async(addresses[i], np.ascontiguousarray(source),
-                                             stream)
-        self._resize(slot, batch, addresses, stream)
+                self.driver.copy_htod_async(addresses[i], np.ascontiguousarray(source),
+                                            self.stream)
+        self._resize(slot, batch, addresses)
         return batch
 
     def _decode_on_cpu(self, batch: EncodedBatch, indices: list[int]) -> EncodedBatch:
@@ -500,8 +549,7 @@ class GpuStage:
             kept.sources.append(source)
         return kept
 
-    def _resize(self, slot: int, batch: EncodedBatch, addresses: list[int], stream: int
-                ) -> None:
+    def _resize(self, slot: int, batch: EncodedBatch, addresses: list[int]) -> None:
         jobs = self._jobs_host[slot].view(RESIZE_JOB_DTYPE)[: batch.count]
         sizes = np.array([(s.orig_height, s.orig_width, s.resized_height, s.resized_width)
                           for s in batch.scales], np.int32).reshape(-1, 4)
@@ -510,26 +558,27 @@ class GpuStage:
         jobs["in_h"], jobs["in_w"], jobs["new_h"], jobs["new_w"] = sizes.T
         jobs["scale_y"] = sizes[:, 0].astype(np.float32) / sizes[:, 2].astype(np.float32)
         jobs["scale_x"] = sizes[:, 1].astype(np.float32) / sizes[:, 3].astype(np.float32)
-        self.backend.copy_htod_async(self._jobs_device[slot], self._jobs_host[slot], stream)
+        self.driver.copy_htod_async(self._jobs_device[slot], self._jobs_host[slot], self.stream)
         size, height, width = self.pipeline.input_shape[0], self.pre.height, self.pre.width
         grid = (-(-width // BLOCK[0]), -(-height // BLOCK[1]), size)
         pad = [ctypes.c_float(v) for v in self.pre.pad_value]
-        self.kernel.launch(
-            grid, BLOCK, stream, ctypes.c_void_p(self._jobs_device[slot]),
-            ctypes.c_int(batch.count), ctypes.c_void_p(self.pipeline.device_input(slot)),
-            ctypes.c_int(height), ctypes.c_int(width), ctypes.c_int(self.layout == "NCHW"),
-            *pad)
+        self.driver.launch(
+            self._resize_function, grid, BLOCK, self.stream,
+            ctypes.c_void_p(self._jobs_device[slot]), ctypes.c_int(batch.count),
+            ctypes.c_void_p(self.pipeline.device_input(slot)), ctypes.c_int(height),
+            ctypes.c_int(width), ctypes.c_int(self.layout == "NCHW"), *pad)
 
     def close(self) -> None:
-        """Frees the device and pinned buffers and the kernel's module."""
-        backend = self.backend
-        backend.synchronize()
+        """Waits for the stream; frees the buffers and the kernel's module."""
+        driver = self.driver
+        driver.bind()
+        driver.synchronize(self.stream)
         for pointer, _ in self._staging:
             if pointer:
-                backend.free(pointer)
+                driver.free(pointer)
         for pointer in self._jobs_device:
-            backend.free(pointer)
+            driver.free(pointer)
         for host in self._jobs_host:
-            backend.free_pinned(host)
+            driver.free_pinned(host)
         self._staging, self._jobs_device, self._jobs_host = [], [], []
-        self.kernel.close()
+        driver.unload(self._module)

@@ -241,9 +241,9 @@ def detect_folder_pipelined(
     runner and the consumer overlapping: a producer thread assembles batches (images decoded
     and resized on the batcher's worker threads) into the pipeline's ``depth`` buffers, this
     thread submits each batch and, while the next one is submitted, collects the previous.
-    With a gpu_decode.GpuImageBatcher the batches hold encoded photos, and its stage decodes
-    and resizes each on the GPU before it is submitted. Runner calls all happen on the calling
-    thread (pycuda needs that)."""
+    With a gpu_decode.GpuImageBatcher the batches hold encoded photos, and the producer has
+    its stage decode and resize each on the GPU (ctypes driver calls, any thread). Runner calls
+    all happen on the calling thread (pycuda needs that)."""
     class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
     pipeline = make_pipeline(runner, batcher.shape, depth)
@@ -273,7 +273,10 @@ def detect_folder_pipelined(
     def produce() -> None:
         try:
             for batch in batcher.batches(allocate):
-                ready.put((taken.popleft(), batch))
+                slot = taken.popleft()
+                if stage is not None:  # decoded and resized on the GPU, from this thread
+                    batch = stage.run(slot, batch)
+                ready.put((slot, batch))
                 if stop.is_set():
                     return
             ready.put(_END)
@@ -297,8 +300,6 @@ def detect_folder_pipelined(
                     raise item
                 else:
                     slot, batch = item
-                    if stage is not None:
-                        batch = stage.run(slot, batch)
                     if batch.count:
                         feed = true_image_shape_feed(runner, batch)
                         if stage is None:

@@ -131,6 +131,8 @@ class CudaBackend(ABC):
     def destroy_event(self, event: Any) -> None: ...
 
     # CUDA graphs are optional: a back-end without them makes the runner fall back.
+    supports_graphs = False
+
     def _no_graphs(self) -> CudaError:
         return CudaError(f"the {self.name} back-end cannot capture CUDA graphs")
 
@@ -250,6 +252,8 @@ class CudaPythonBackend(CudaBackend):
 
     def destroy_event(self, event: Any) -> None:
         self._call("cudaEventDestroy", event)
+
+    supports_graphs = True
 
     def begin_capture(self) -> None:
         mode = self._rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
@@ -617,9 +621,10 @@ class TrtRunner:
         self._drop_graph()
         self.use_cuda_graph = False
 
-    def pipeline(self, shape: tuple[int, ...], depth: int = 2) -> TrtPipeline:
+    def pipeline(self, shape: tuple[int, ...], depth: int = 2, cuda_graphs: bool = True
+                 ) -> TrtPipeline:
         """A :class:`TrtPipeline` with ``depth`` buffer sets for input ``shape``."""
-        return TrtPipeline(self, shape, depth)
+        return TrtPipeline(self, shape, depth, cuda_graphs)
 
     def _check_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         low, _, high = self.profile_shapes
@@ -740,6 +745,8 @@ class _Slot:
     allocations: list[np.ndarray]  # the flat pinned arrays as allocated (freed as such)
     copied_in: Any  # event: the input has reached the device (copy stream)
     done: Any  # event: outputs are back on the host (compute stream)
+    graph: Any = None  # execute_async_v3 with this slot's addresses, captured
+    runs: int = 0
 
 
 class TrtPipeline:
@@ -751,9 +758,14 @@ class TrtPipeline:
     and the host fills another slot meanwhile. ``wait(slot)`` returns the outputs. All calls
     must come from the thread that created the runner (pycuda's context is per thread);
     other threads may write into ``input_buffer(slot)`` of a slot not in flight.
+
+    With ``cuda_graphs`` each slot's inference is captured into a CUDA graph on its second
+    run (its addresses never change) and replayed from then on: one launch instead of
+    TensorRT's per-layer enqueue on the host. Where capture fails: one warning, no graphs.
     """
 
-    def __init__(self, runner: TrtRunner, shape: tuple[int, ...], depth: int = 2) -> None:
+    def __init__(self, runner: TrtRunner, shape: tuple[int, ...], depth: int = 2,
+                 cuda_graphs: bool = True) -> None:
         if depth < 1:
             raise ValueError(f"a pipeline needs at least 1 buffer set, got {depth}")
         runner.set_input_shape(shape)
@@ -761,6 +773,7 @@ class TrtPipeline:
         self.runner = runner
         self.depth = depth
         self._backend = backend = runner.backend
+        self.cuda_graphs = cuda_graphs and backend.supports_graphs
         self._shapes = {t.name: t.shape for t in runner._tensors}
         self._dtypes = {t.name: t.dtype for t in runner._tensors}
         self._input_name = runner.input_name
@@ -787,13 +800,8 @@ class TrtPipeline:
         return slot
 
     @property
-    def backend(self) -> CudaBackend:
-        """The runner's CUDA back-end."""
-        return self._backend
-
-    @property
     def copy_stream(self) -> int:
-        """The stream the inputs reach the device on (a GPU stage enqueues there too)."""
+        """The stream the inputs reach the device on (gpu_decode's stage works there too)."""
         return self._copy_stream
 
     @property
@@ -839,14 +847,30 @@ class TrtPipeline:
             backend.copy_htod_async(s.device[name], s.host[name], self._copy_stream)
         backend.record_event(s.copied_in, self._copy_stream)
         backend.wait_event(s.copied_in)
-        for name, pointer in s.device.items():
-            if not context.set_tensor_address(name, pointer):
-                raise EngineError(f"{self.runner.path}: TensorRT refused the address of {name}")
-        self.runner._execute()
+        if s.graph is None:
+            for name, pointer in s.device.items():
+                if not context.set_tensor_address(name, pointer):
+                    raise EngineError(f"{self.runner.path}: TensorRT refused the address of "
+                                      f"{name}")
+            if self.cuda_graphs and s.runs:  # TensorRT's lazy set-up is done: capture
+                s.graph = self._capture()
+        if s.graph is not None:
+            backend.launch_graph(s.graph)
+        else:
+            self.runner._execute()
+        s.runs += 1
         for name, host in s.host.items():
             if name not in self._input_names:
                 backend.copy_dtoh_async(host, s.device[name])
         backend.record_event(s.done)
+
+    def _capture(self) -> Any:
+        try:
+            return self.runner._captured_execute()
+        except (CudaError, EngineError) as err:
+            log.warning("CUDA graph capture failed, the pipeline runs without: %s", err)
+            self.cuda_graphs = False
+            return None
 
     def wait(self, slot: int) -> dict[str, np.ndarray]:
         """Waits for the slot's last submission; returns copies of its outputs."""
@@ -869,6 +893,8 @@ class TrtPipeline:
                 backend.free(pointer)
             backend.destroy_event(s.copied_in)
             backend.destroy_event(s.done)
+            if s.graph is not None:
+                backend.destroy_graph(s.graph)
         self._slots = []
         backend.destroy_stream(self._copy_stream)
         for tensor in self.runner._tensors:  # the runner's own buffers again

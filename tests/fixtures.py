@@ -160,7 +160,8 @@ def shapes_dataset(split: str, count: int | None = None, output: Path | None = N
         return output
     command = [sys.executable, str(ROOT / "tools" / "make_shapes_dataset.py"), "--split", split,
                "--output", str(output), *(["--count", str(count)] if count else [])]
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run(command, check=True, capture_output=True, encoding="utf-8",
+                   errors="replace")  # its progress bar is UTF-8 whatever the locale
     return output
 
 

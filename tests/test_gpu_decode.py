@@ -92,9 +92,6 @@ class DeviceInput:
         self.copy_stream = backend.stream
         self._device = backend.malloc(4 * math.prod(shape))
 
-    def begin(self, slot: int) -> None:
-        pass
-
     def device_input(self, slot: int) -> int:
         return self._device
 

@@ -13,6 +13,7 @@
 #   sweep      SSD MobileNet v2 at batch 1 and 32 in FP32 / FP16 / INT8, batch 8 in FP16
 #   models     FPNLite 320, ResNet50 FPN 640, Faster R-CNN R50 640 at FP32 / FP16 / INT8; ONNX
 #              Runtime CPU on each graph
+#   sweep8     SSD MobileNet v2 at batch 8 in FP32 / INT8
 #   frcnn      Faster R-CNN R50 640 at FP16 / FP32 / INT8 only
 # Each engine is measured (latency, profile) right after its build, in its own results folder:
 # a machine taken back mid-stage loses only the engine being built.
@@ -57,6 +58,11 @@ run_stage() {
         for precision in fp32 fp16 int8; do bench "sweep_${graph}_$precision" $precision "latency profile" $graph; done
       done
       bench sweep_ssd_mobilenet_v2_b8_nhwc_fp16 fp16 "latency profile" ssd_mobilenet_v2_b8_nhwc ;;
+    sweep8)  # batch 8 in FP32 and INT8 (the sweep has FP16)
+      for precision in fp32 int8; do
+        bench "sweep_ssd_mobilenet_v2_b8_nhwc_$precision" $precision "latency profile" \
+          ssd_mobilenet_v2_b8_nhwc
+      done ;;
     frcnn)  # Faster R-CNN R50 640 alone (re-measured after a change to its graph)
       for precision in fp16 fp32 int8; do
         bench "models_faster_rcnn_r50_640_b1_nhwc_$precision" $precision "latency profile" \
