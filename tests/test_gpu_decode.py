@@ -22,7 +22,6 @@ from gpu_decode import (
     RESIZE_KERNEL,
     EncodedBatch,
     GpuDecodeUnavailable,
-    JpegInfo,
     takes_on_gpu,
 )
 from image_batcher import (
@@ -46,16 +45,33 @@ def test_job_table_matches_the_kernel_struct() -> None:
     assert RESIZE_JOB_DTYPE.itemsize == 40 and RESIZE_JOB_DTYPE.fields["src"][1] == 0
 
 
-@pytest.mark.parametrize(("data", "info", "expected"), [
-    (b"\xff\xd8\xff\xc0 baseline", JpegInfo(3, 2, 480, 640), True),
-    (b"\xff\xd8\xff\xc2 progressive", JpegInfo(3, 2, 480, 640), False),
-    (b"\xff\xd8\xff\xeeAdobe cmyk", JpegInfo(3, 0, 480, 640), False),
-    (b"\xff\xd8\xff\xc0 grayscale", JpegInfo(1, 6, 480, 640), False),
-    (b"\xff\xd8\xff\xc0 411", JpegInfo(3, 4, 480, 640), False),
-    (b"\x89PNG not a jpeg", None, False),
-])
-def test_which_files_nvjpeg_takes(data: bytes, info: JpegInfo | None, expected: bool) -> None:
-    assert takes_on_gpu(data, info) is expected
+def jpeg_bytes(**save_options) -> bytes:
+    buffer = io.BytesIO()
+    mode = save_options.pop("mode", "RGB")
+    image = Image.new("RGB", (40, 30), (200, 80, 20)).convert(mode)
+    image.save(buffer, "JPEG", **save_options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, (30, 40)),
+    ({"subsampling": 0}, (30, 40)),  # 4:4:4
+    ({"subsampling": 1}, (30, 40)),  # 4:2:2
+    ({"progressive": True}, None),
+    ({"mode": "L"}, None),
+    ({"mode": "CMYK"}, None),
+], ids=str)
+def test_which_jpegs_nvjpeg_takes(options: dict, expected: tuple | None) -> None:
+    assert takes_on_gpu(jpeg_bytes(**options)) == expected
+
+
+def test_files_that_are_not_jpegs_go_to_pillow() -> None:
+    whole = jpeg_bytes()
+    for data in (b"\x89PNG\r\n not a jpeg", b"\xff\xd8\xff\xe0 not a whole jpeg", whole[:20],
+                 b""):
+        assert takes_on_gpu(data) is None
+    exif = whole[:2] + b"\xff\xe1\x00\x08Exif\x00\x00" + whole[2:]  # a segment to skip
+    assert takes_on_gpu(exif) == (30, 40)
 
 
 def test_a_missing_library_is_one_clear_error() -> None:
@@ -114,7 +130,7 @@ def staged(paths: list[Path], pre: Preprocessor, layout: str, batch_size: int,
     nvjpeg = gpu_decode.NvJpeg()
     batch = EncodedBatch(np.zeros((batch_size, 0), np.float32), [], [])
     for path in paths:
-        source, scale = gpu_decode.read_source(path, pre, nvjpeg)
+        source, scale = gpu_decode.read_source(path, pre)
         if not on_gpu and isinstance(source, bytes):
             source = load_image(path)
         batch.paths.append(path)
