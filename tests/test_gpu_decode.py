@@ -136,6 +136,8 @@ def staged(paths: list[Path], pre: Preprocessor, layout: str, batch_size: int,
         batch.paths.append(path)
         batch.scales.append(scale)
         batch.sources.append(source)
+    if on_gpu:  # what these tests feed nvJPEG it takes
+        assert all(isinstance(source, bytes) for source in batch.sources)
     stage = gpu_decode.GpuStage(target, nvjpeg, pre, layout, skip=lambda *_: None)
     try:
         assert stage.run(0, batch).count == len(paths)
@@ -170,15 +172,23 @@ def test_resize_kernel_equals_the_cpu_resize_bit_for_bit(
 
 
 @pytest.mark.gpu
-def test_nvjpeg_pixels_are_close_to_pillows(gpu: None, coco_dir: Path) -> None:
+def test_nvjpeg_pixels_against_pillows(gpu: None, coco_dir: Path, tmp_path: Path) -> None:
+    """The COCO photos (4:4:4) decode to Pillow's pixels exactly; JPEGs with 4:2:0 chroma
+    (Pillow's own default) differ by nvJPEG's chroma upsampling: measured and bounded."""
     pre = Preprocessor.fixed_shape(300, 300)
-    paths = find_images(coco_dir / "images")[:16]
-    expected = cpu_input(paths, pre, "NHWC", 16)
-    found = staged(paths, pre, "NHWC", 16, on_gpu=True)
-    diff = np.abs(found - expected)
-    print(f"nvJPEG vs Pillow after the resize: mean |diff| {diff.mean():.3f}, p99 "
-          f"{np.percentile(diff, 99):.2f}, max {diff.max():.1f} levels")
-    assert diff.mean() < 1.0 and np.percentile(diff, 99) < 6
+    photos = find_images(coco_dir / "images")[:16]
+    found = staged(photos, pre, "NHWC", 16, on_gpu=True)
+    assert np.array_equal(found, cpu_input(photos, pre, "NHWC", 16))
+    folder = tmp_path / "yuv420"
+    folder.mkdir()
+    for photo in photos:
+        Image.open(photo).save(folder / photo.name, quality=90, subsampling=2)
+    reencoded = find_images(folder)
+    diff = np.abs(staged(reencoded, pre, "NHWC", 16, on_gpu=True)
+                  - cpu_input(reencoded, pre, "NHWC", 16))
+    print(f"4:2:0 JPEGs, nvJPEG vs Pillow after the resize: mean |diff| {diff.mean():.3f}, "
+          f"p99 {np.percentile(diff, 99):.2f}, max {diff.max():.1f} levels")
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) < 8
 
 
 def photo_kinds(coco_dir: Path, folder: Path) -> Path:
