@@ -450,7 +450,7 @@ def nvjpeg_batchers(runner: Any, args: argparse.Namespace, warm: ImageBatcher
                     ) -> tuple[ImageBatcher | None, str | None]:
     """The measured GPU-decode batcher (warmed up on ``warm``'s images), or None and why."""
     import infer
-    from gpu_decode import GpuDecodeUnavailable
+    from cuda_ctypes import CudaUnavailable
 
     try:
         gpu_warm = repeated_batcher(runner, args.pipeline, len(warm), args.workers,
@@ -459,7 +459,7 @@ def nvjpeg_batchers(runner: Any, args: argparse.Namespace, warm: ImageBatcher
                                                       depth=args.pipeline_depth))
         return repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers,
                                 gpu_decode=True), None
-    except GpuDecodeUnavailable as err:
+    except CudaUnavailable as err:
         print(f"benchmark: no GPU decode measurement: {err}", file=sys.stderr)
         return None, str(err)
 

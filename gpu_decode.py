@@ -9,28 +9,23 @@ into the engine's input buffer.
 * The kernel computes what ``image_batcher.resize_bilinear`` computes, in the same float32
   operations and order, compiled without fused multiply-add: the same pixels in give the same
   input bits out (tested on the GPU).
-* nvJPEG's IDCT and chroma upsampling are not libjpeg's: its pixels differ from Pillow's (and
-  TensorFlow's) by a few levels, so detections move slightly; docs/benchmarks.md has the
-  measured agreement. That is why the CPU path stays the default.
+* nvJPEG's pixels equal Pillow's (and TensorFlow's) for 4:4:4 JPEGs; with 4:2:0 chroma its
+  upsampling differs (after the resize: mean 0.5 levels, p99 6; docs/benchmarks.md), so
+  detections may move slightly. That is why the CPU path stays the default.
 * PNG, BMP, grayscale, CMYK, Adobe-transform and progressive JPEGs are decoded by Pillow and
   uploaded; a batch nvJPEG refuses is decoded the same way. What Pillow cannot read is reported
   and skipped, as on the CPU path.
 
-The libraries (libnvjpeg, libnvrtc, libcuda) are loaded with ctypes, from the CUDA install or
-pip's nvidia-* wheels; both CUDA back-ends of trt_runner work with it (it only needs their
-streams, events and allocations).
+The libraries (libnvjpeg, libnvrtc, libcuda) are loaded with ctypes (cuda_ctypes), from the
+CUDA install or pip's nvidia-* wheels; both CUDA back-ends of trt_runner work with it: the
+stage makes its own driver calls on the runner's context and stream.
 """
 
 from __future__ import annotations
 
 import ctypes
-import functools
-import glob
 import logging
-import os
-import site
 import struct
-import sys
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -39,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from cli import UsageError
+from cuda_ctypes import CudaDriver, CudaUnavailable, compile_ptx, load_cuda_library
 from image_batcher import (
     Batch,
     ImageBatcher,
@@ -51,53 +46,6 @@ from image_batcher import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class GpuDecodeUnavailable(UsageError):
-    """nvJPEG, NVRTC or the CUDA driver cannot be loaded or used here (the scripts report it
-    as one line: use the CPU decode)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading the CUDA libraries
-
-
-def library_dirs() -> list[str]:
-    """Where CUDA libraries may be: $CUDA_HOME / $CUDA_PATH, the toolkits in /usr/local (the
-    newest first; Jetson's targets/ layout too), pip's nvidia-* wheels, the system folders."""
-    dirs = [os.path.join(os.environ[name], "lib64") for name in ("CUDA_HOME", "CUDA_PATH")
-            if os.environ.get(name)]
-    for pattern in ("/usr/local/cuda*/lib64", "/usr/local/cuda*/targets/*/lib"):
-        dirs += sorted(glob.glob(pattern), reverse=True)
-    for packages in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
-        dirs += sorted(glob.glob(os.path.join(packages, "nvidia", "*", "lib")))
-    dirs += ["/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64"]
-    return list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
-
-
-def load_cuda_library(stem: str) -> ctypes.CDLL:
-    """``lib<stem>.so`` (the newest version found first): the loader's own search, then
-    :func:`library_dirs`. Raises GpuDecodeUnavailable naming the places it looked."""
-    candidates = [f"lib{stem}.so"]
-    for folder in library_dirs():
-        candidates += sorted(glob.glob(os.path.join(folder, f"lib{stem}.so*")), reverse=True)
-    errors = []
-    for candidate in candidates:
-        folder = os.path.dirname(candidate)
-        for runtime in sorted(glob.glob(os.path.join(folder, "libcudart.so.*")), reverse=True):
-            try:  # its own CUDA runtime, in case the folder is not on the loader's path
-                ctypes.CDLL(runtime, mode=ctypes.RTLD_GLOBAL)
-                break
-            except OSError:
-                continue
-        try:
-            return ctypes.CDLL(candidate)
-        except OSError as err:
-            errors.append(str(err))
-    raise GpuDecodeUnavailable(
-        f"lib{stem}.so not found or not loadable (looked in {', '.join(library_dirs())}; "
-        f"last error: {errors[-1] if errors else 'none'}); install the CUDA toolkit's {stem} "
-        f"or the pip wheel nvidia-{stem.removeprefix('nv')}-cu12, or use --decode processes")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,11 +91,13 @@ class NvJpeg:
         self.backend = ""
         for backend, name in ((NVJPEG_BACKEND_HARDWARE, "hardware"),
                               (NVJPEG_BACKEND_DEFAULT, "cuda")):
-            if lib.nvjpegCreateEx(backend, None, None, 0, ctypes.byref(self.handle)) == 0:
+            status = lib.nvjpegCreateEx(backend, None, None, 0, ctypes.byref(self.handle))
+            if status == 0:
                 self.backend = name
                 break
         else:
-            raise GpuDecodeUnavailable("nvJPEG could not create a handle on this GPU")
+            raise CudaUnavailable(f"nvJPEG cannot start ({NVJPEG_STATUS.get(status, status)}: "
+                                  "no usable NVIDIA GPU?); use --decode processes")
         self._states: list[ctypes.c_void_p] = []
         self._initialized: list[int] = []  # the batch size each state was initialised for
 
@@ -191,13 +141,23 @@ class NvJpeg:
             self.handle = ctypes.c_void_p()
 
 
-def jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | None:
-    """(SOF marker, height, width, per component (h, v) sampling) from the headers before the
-    first scan; None for a file that is not a well-formed JPEG up to there. Reads only the
-    segment headers (a byte scan of the whole file costs 100x more)."""
+@dataclass(frozen=True)
+class JpegFrame:
+    """What the headers before a JPEG's first scan say."""
+
+    marker: int  # the start-of-frame marker: 0xC0 baseline, 0xC2 progressive, ...
+    height: int
+    width: int
+    sampling: list[tuple[int, int]]  # per component (horizontal, vertical) factors
+    adobe: bool  # an Adobe APP14 segment (CMYK, YCCK or untransformed RGB)
+
+
+def jpeg_frame(data: bytes) -> JpegFrame | None:
+    """The frame of a JPEG from its segment headers (a byte scan of the whole file costs 100x
+    more); None for a file that is not a well-formed JPEG up to its frame header."""
     if data[:2] != b"\xff\xd8":
         return None
-    position, end = 2, len(data)
+    position, end, adobe = 2, len(data), False
     while position + 4 <= end:
         if data[position] != 0xFF:
             return None
@@ -206,14 +166,15 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | Non
             position += 1
             continue
         (length,) = struct.unpack_from(">H", data, position + 2)
-        if marker in SOF_MARKERS:
-            if position + 4 + 6 > end:
+        if marker == 0xEE and data[position + 4:position + 9] == b"Adobe":
+            adobe = True
+        elif marker in SOF_MARKERS:
+            if position + 10 > end:
                 return None
             height, width, count = struct.unpack_from(">HHB", data, position + 5)
-            sampling = [(data[position + 11 + 3 * i] >> 4, data[position + 11 + 3 * i] & 15)
-                        for i in range(count) if position + 11 + 3 * i < end]
-            return marker, height, width, sampling
-        if marker in (0xDA, 0xD9):  # a scan or the end before any frame
+            factors = data[position + 11:position + 10 + 3 * count:3]  # byte 2 of each component
+            return JpegFrame(marker, height, width, [(f >> 4, f & 15) for f in factors], adobe)
+        elif marker in (0xDA, 0xD9):  # a scan or the end before any frame
             return None
         position += 2 + length
     return None
@@ -222,22 +183,20 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int, list[tuple[int, int]]] | Non
 def takes_on_gpu(data: bytes) -> tuple[int, int] | None:
     """(height, width) where nvJPEG decodes the file as Pillow would: a baseline or extended
     sequential (Huffman) JPEG with three components in a subsampling the hardware decoder
-    has (4:4:4, 4:2:2, 4:4:0, 4:2:0) and no Adobe APP14 segment (CMYK / YCCK / untransformed
-    RGB); else None (progressive, grayscale, CMYK, not a JPEG: Pillow decodes it)."""
+    has (4:4:4, 4:2:2, 4:4:0, 4:2:0) and no Adobe segment; else None (progressive, grayscale,
+    CMYK, not a JPEG: Pillow decodes it)."""
     frame = jpeg_frame(data)
-    if frame is None:
+    if (frame is None or frame.adobe or frame.marker not in (0xC0, 0xC1)
+            or len(frame.sampling) != 3 or min(frame.height, frame.width) < 1):
         return None
-    marker, height, width, sampling = frame
-    if marker not in (0xC0, 0xC1) or len(sampling) != 3 or min(height, width) < 1:
-        return None
-    luma, *chroma = sampling
+    luma, *chroma = frame.sampling
     if luma not in ((1, 1), (2, 1), (1, 2), (2, 2)) or any(c != (1, 1) for c in chroma):
         return None
-    return None if b"\xff\xeeAdobe" in data[:4096] else (height, width)
+    return frame.height, frame.width
 
 
 # ---------------------------------------------------------------------------------------------
-# The resize kernel (NVRTC) and the CUDA driver calls that launch it
+# The resize kernel (compiled by NVRTC on first use)
 
 RESIZE_KERNEL = r"""
 struct ResizeJob {            // one image of the batch; 40 bytes (RESIZE_JOB_DTYPE)
@@ -294,130 +253,6 @@ BLOCK = (32, 8, 1)
 READER_THREADS = 1
 
 
-@functools.cache
-def compile_ptx(source: str, name: str, options: tuple[str, ...] = ("--fmad=false",)) -> bytes:
-    """CUDA C -> PTX with NVRTC; compiler errors raise GpuDecodeUnavailable with the log."""
-    nvrtc = load_cuda_library("nvrtc")
-    void_p = ctypes.c_void_p
-    program = void_p()
-    nvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
-
-    def check(status: int, call: str) -> None:
-        if status != 0:
-            raise GpuDecodeUnavailable(f"NVRTC {call}: {nvrtc.nvrtcGetErrorString(status)}")
-
-    check(nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), name.encode(), 0,
-                                   None, None), "nvrtcCreateProgram")
-    try:
-        flags = (ctypes.c_char_p * len(options))(*(o.encode() for o in options))
-        status = nvrtc.nvrtcCompileProgram(program, len(options), flags)
-        if status != 0:
-            size = ctypes.c_size_t()
-            nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
-            text = ctypes.create_string_buffer(size.value)
-            nvrtc.nvrtcGetProgramLog(program, text)
-            raise GpuDecodeUnavailable(f"NVRTC cannot compile {name}: "
-                                       f"{text.value.decode(errors='replace')}")
-        size = ctypes.c_size_t()
-        check(nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size)), "nvrtcGetPTXSize")
-        ptx = ctypes.create_string_buffer(size.value)
-        check(nvrtc.nvrtcGetPTX(program, ptx), "nvrtcGetPTX")
-        return ptx.raw
-    finally:
-        nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
-
-
-class CudaDriver:
-    """The few CUDA driver calls the GPU stage makes itself (ctypes on libcuda), so that it
-    works with either back-end of trt_runner and from any thread: both back-ends run on the
-    device's primary context, which :meth:`bind` makes current in the calling thread."""
-
-    def __init__(self) -> None:
-        try:
-            lib = self._lib = ctypes.CDLL("libcuda.so.1")
-        except OSError as err:
-            raise GpuDecodeUnavailable(f"no CUDA driver (libcuda.so.1): {err}") from err
-        void_p, size_t, pointer = ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER
-        signatures = {
-            "cuGetErrorString": [ctypes.c_int, pointer(ctypes.c_char_p)],
-            "cuCtxGetCurrent": [pointer(void_p)],
-            "cuCtxSetCurrent": [void_p],
-            "cuModuleLoadData": [pointer(void_p), ctypes.c_char_p],
-            "cuModuleGetFunction": [pointer(void_p), void_p, ctypes.c_char_p],
-            "cuModuleUnload": [void_p],
-            "cuLaunchKernel": [void_p, *[ctypes.c_uint] * 7, void_p, pointer(void_p), void_p],
-            "cuMemAlloc_v2": [pointer(ctypes.c_uint64), size_t],
-            "cuMemFree_v2": [ctypes.c_uint64],
-            "cuMemAllocHost_v2": [pointer(void_p), size_t],
-            "cuMemFreeHost": [void_p],
-            "cuMemcpyHtoDAsync_v2": [ctypes.c_uint64, void_p, size_t, void_p],
-            "cuStreamSynchronize": [void_p],
-        }
-        for name, argtypes in signatures.items():
-            getattr(lib, name).argtypes = argtypes
-        self.context = void_p()
-        self.check(lib.cuCtxGetCurrent(ctypes.byref(self.context)), "cuCtxGetCurrent")
-        if not self.context:
-            raise GpuDecodeUnavailable("no current CUDA context (create the runner first)")
-
-    def check(self, status: int, call: str) -> None:
-        """Raises GpuDecodeUnavailable for a failed driver call."""
-        if status != 0:
-            text = ctypes.c_char_p()
-            self._lib.cuGetErrorString(status, ctypes.byref(text))
-            reason = text.value.decode() if text.value else f"error {status}"
-            raise GpuDecodeUnavailable(f"CUDA driver {call}: {reason}")
-
-    def bind(self) -> None:
-        """Makes the runner's context current in this thread."""
-        self.check(self._lib.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
-
-    def load_function(self, ptx: bytes, name: str) -> tuple[ctypes.c_void_p, ctypes.c_void_p]:
-        """(module, function) of a PTX module."""
-        module, function = ctypes.c_void_p(), ctypes.c_void_p()
-        self.check(self._lib.cuModuleLoadData(ctypes.byref(module), ptx),
-                   "cuModuleLoadData (PTX newer than the driver?)")
-        self.check(self._lib.cuModuleGetFunction(ctypes.byref(function), module, name.encode()),
-                   "cuModuleGetFunction")
-        return module, function
-
-    def unload(self, module: ctypes.c_void_p) -> None:
-        self._lib.cuModuleUnload(module)
-
-    def launch(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
-               block: tuple[int, int, int], stream: int, *args: ctypes._SimpleCData) -> None:
-        """Enqueues ``function`` on ``stream`` with ``args`` (ctypes values, in order)."""
-        params = (ctypes.c_void_p * len(args))(
-            *(ctypes.cast(ctypes.byref(arg), ctypes.c_void_p) for arg in args))
-        self.check(self._lib.cuLaunchKernel(function, *grid, *block, 0, ctypes.c_void_p(stream),
-                                            params, None), "cuLaunchKernel")
-
-    def malloc(self, nbytes: int) -> int:
-        pointer = ctypes.c_uint64()
-        self.check(self._lib.cuMemAlloc_v2(ctypes.byref(pointer), max(nbytes, 1)), "cuMemAlloc")
-        return pointer.value
-
-    def free(self, pointer: int) -> None:
-        self._lib.cuMemFree_v2(pointer)
-
-    def pinned(self, nbytes: int) -> np.ndarray:
-        """Page-locked host memory as a uint8 array (free it with :meth:`free_pinned`)."""
-        pointer = ctypes.c_void_p()
-        self.check(self._lib.cuMemAllocHost_v2(ctypes.byref(pointer), nbytes), "cuMemAllocHost")
-        return np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(pointer.value))
-
-    def free_pinned(self, array: np.ndarray) -> None:
-        self._lib.cuMemFreeHost(ctypes.c_void_p(array.ctypes.data))
-
-    def copy_htod_async(self, device: int, host: np.ndarray, stream: int) -> None:
-        self.check(self._lib.cuMemcpyHtoDAsync_v2(device, ctypes.c_void_p(host.ctypes.data),
-                                                  host.nbytes, ctypes.c_void_p(stream)),
-                   "cuMemcpyHtoDAsync")
-
-    def synchronize(self, stream: int) -> None:
-        self.check(self._lib.cuStreamSynchronize(ctypes.c_void_p(stream)), "cuStreamSynchronize")
-
-
 # ---------------------------------------------------------------------------------------------
 # The batcher (files -> encoded batches, on threads) and the GPU stage (encoded batch -> the
 # engine's input buffer, in the runner's thread)
@@ -442,7 +277,7 @@ class GpuImageBatcher(ImageBatcher):
         # More readers only contend for the GIL with the two threads that feed the GPU
         # (measured on the GPU machine: 1 reader 2.9k images/s, 2: 2.5k, none: 2.7k)
         self.workers = min(self.workers, READER_THREADS)
-        self.nvjpeg: NvJpeg | None = NvJpeg()  # raises GpuDecodeUnavailable here, up front
+        self.nvjpeg: NvJpeg | None = NvJpeg()  # raises CudaUnavailable here, up front
 
     def _submit(self, pool: Executor, path: Path) -> Any:
         return pool.submit(read_source, path, self.pre)
@@ -496,7 +331,7 @@ class GpuStage:
     def __init__(self, pipeline: Any, nvjpeg: NvJpeg, pre: Preprocessor, layout: str,
                  skip: Callable[[Path, str], None]) -> None:
         if pipeline.input_dtype != np.float32:
-            raise GpuDecodeUnavailable(f"--decode nvjpeg needs a float32 image input, the "
+            raise CudaUnavailable(f"--decode nvjpeg needs a float32 image input, the "
                                        f"engine takes {pipeline.input_dtype}")
         self.pipeline, self.nvjpeg, self.pre, self.layout = pipeline, nvjpeg, pre, layout
         self.skip = skip

@@ -407,7 +407,7 @@ def make_batcher(
 
     A dynamic batch is checked against TrtRunner's ``profile_shapes`` (min, opt, max). Raises
     ValueError (what does not fit, and how to fix it) when the model's input cannot be fed,
-    gpu_decode.GpuDecodeUnavailable where nvJPEG cannot load.
+    cuda_ctypes.CudaUnavailable where nvJPEG cannot load.
     """
     metadata = runner.metadata or {}
     layout, height, width = input_layout(runner.input_shape, metadata.get("input_format"))
@@ -483,7 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write no .png pictures, only .txt and detections.json")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"processes (or threads) decoding and resizing images "
-                             f"(default {DEFAULT_WORKERS})")
+                             f"(default {DEFAULT_WORKERS}; --decode nvjpeg reads with 1 thread)")
     parser.add_argument("--decode", choices=("processes", "threads", "nvjpeg"),
                         default="processes",
                         help="workers for a folder: processes (default; faster on many cores), "

@@ -15,13 +15,13 @@ import pytest
 from PIL import Image
 from test_trt_gpu import TEST_IMAGES, describe, fp32_engine, image_folder, onnx_path  # noqa: F401
 
+import cuda_ctypes
 import gpu_decode
 import infer
 from gpu_decode import (
     RESIZE_JOB_DTYPE,
     RESIZE_KERNEL,
     EncodedBatch,
-    GpuDecodeUnavailable,
     takes_on_gpu,
 )
 from image_batcher import (
@@ -72,11 +72,16 @@ def test_files_that_are_not_jpegs_go_to_pillow() -> None:
         assert takes_on_gpu(data) is None
     exif = whole[:2] + b"\xff\xe1\x00\x08Exif\x00\x00" + whole[2:]  # a segment to skip
     assert takes_on_gpu(exif) == (30, 40)
+    adobe = whole[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + whole[2:]
+    assert takes_on_gpu(adobe) is None  # untransformed RGB: Pillow reads it right
+    frame = gpu_decode.jpeg_frame(jpeg_bytes(subsampling=2))
+    assert frame.marker == 0xC0 and frame.sampling == [(2, 2), (1, 1), (1, 1)]
 
 
 def test_a_missing_library_is_one_clear_error() -> None:
-    with pytest.raises(GpuDecodeUnavailable, match=r"libnot_a_cuda_lib\.so not found.*--decode"):
-        gpu_decode.load_cuda_library("not_a_cuda_lib")
+    with pytest.raises(cuda_ctypes.CudaUnavailable,
+                       match=r"libnot_a_cuda_lib\.so not found.*--decode"):
+        cuda_ctypes.load_cuda_library("not_a_cuda_lib")
 
 
 def test_infer_refuses_nvjpeg_where_it_cannot_run(tmp_path: Path) -> None:
