@@ -455,8 +455,11 @@ def nvjpeg_batchers(runner: Any, args: argparse.Namespace, warm: ImageBatcher
     try:
         gpu_warm = repeated_batcher(runner, args.pipeline, len(warm), args.workers,
                                     gpu_decode=True)
-        sum(1 for _ in infer.detect_folder_pipelined(runner, gpu_warm,
-                                                      depth=args.pipeline_depth))
+        try:  # NVRTC's compile, nvJPEG's first batches
+            sum(1 for _ in infer.detect_folder_pipelined(runner, gpu_warm,
+                                                          depth=args.pipeline_depth))
+        finally:
+            gpu_warm.close()
         return repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers,
                                 gpu_decode=True), None
     except CudaUnavailable as err:

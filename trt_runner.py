@@ -818,11 +818,6 @@ class TrtPipeline:
         """The device address of the slot's image input (for ``submit(input_on_device=True)``)."""
         return self._slots[slot].device[self._input_name]
 
-    def begin(self, slot: int) -> None:
-        """Makes the copy stream wait for the slot's previous run: work enqueued there
-        afterwards may write the slot's device input."""
-        self._backend.wait_event(self._slots[slot].done, self._copy_stream)
-
     def input_buffer(self, slot: int, name: str | None = None) -> np.ndarray:
         """The slot's pinned array of an input (default: the image; the pipeline's shape and
         the engine's dtype)."""
@@ -833,14 +828,14 @@ class TrtPipeline:
         """Enqueues copy in, inference and copies out for the slot's input buffers
         (``true_image_shape``: for engines with that input, copied into the slot first;
         ``input_on_device``: the image is already in ``device_input(slot)``, written on the
-        copy stream after ``begin(slot)``)."""
+        copy stream while the slot was idle)."""
         backend, context, s = self._backend, self.runner.context, self._slots[slot]
         if (TRUE_IMAGE_SHAPE in s.host) != (true_image_shape is not None):
             needs = "needs" if TRUE_IMAGE_SHAPE in s.host else "has no"
             raise ValueError(f"{self.runner.path}: this engine {needs} {TRUE_IMAGE_SHAPE} input")
         if true_image_shape is not None:
             np.copyto(s.host[TRUE_IMAGE_SHAPE], true_image_shape, casting="same_kind")
-        self.begin(slot)  # the slot's previous run is over
+        backend.wait_event(s.done, self._copy_stream)  # the slot's previous run is over
         for name in self._input_names:
             if input_on_device and name == self._input_name:
                 continue
