@@ -38,8 +38,9 @@ def library_dirs() -> list[str]:
 def load_cuda_library(stem: str) -> ctypes.CDLL:
     """``lib<stem>.so`` (the newest version found first): the loader's own search, then
     :func:`library_dirs`. Raises CudaUnavailable naming the places it looked."""
+    folders = library_dirs()
     candidates = [f"lib{stem}.so"]
-    for folder in library_dirs():
+    for folder in folders:
         candidates += sorted(glob.glob(os.path.join(folder, f"lib{stem}.so*")), reverse=True)
     errors = []
     for candidate in candidates:
@@ -48,7 +49,7 @@ def load_cuda_library(stem: str) -> ctypes.CDLL:
         except OSError as err:
             errors.append(str(err))
     raise CudaUnavailable(
-        f"lib{stem}.so not found or not loadable (looked in {', '.join(library_dirs())}; "
+        f"lib{stem}.so not found or not loadable (looked in {', '.join(folders)}; "
         f"last error: {errors[-1] if errors else 'none'}); install the CUDA toolkit's {stem} "
         f"or the pip wheel nvidia-{stem.removeprefix('nv')}-cu12, or use --decode processes")
 
@@ -63,7 +64,8 @@ def compile_ptx(source: str, name: str, options: tuple[str, ...] = ("--fmad=fals
 
     def check(status: int, call: str) -> None:
         if status != 0:
-            raise CudaUnavailable(f"NVRTC {call}: {nvrtc.nvrtcGetErrorString(status)}")
+            reason = nvrtc.nvrtcGetErrorString(status).decode(errors="replace")
+            raise CudaUnavailable(f"NVRTC {call}: {reason}")
 
     check(nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), name.encode(), 0,
                                    None, None), "nvrtcCreateProgram")
@@ -76,7 +78,7 @@ def compile_ptx(source: str, name: str, options: tuple[str, ...] = ("--fmad=fals
             text = ctypes.create_string_buffer(size.value)
             nvrtc.nvrtcGetProgramLog(program, text)
             raise CudaUnavailable(f"NVRTC cannot compile {name}: "
-                                       f"{text.value.decode(errors='replace')}")
+                                  f"{text.value.decode(errors='replace')}")
         size = ctypes.c_size_t()
         check(nvrtc.nvrtcGetPTXSize(program, ctypes.byref(size)), "nvrtcGetPTXSize")
         ptx = ctypes.create_string_buffer(size.value)

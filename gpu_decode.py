@@ -254,8 +254,8 @@ READER_THREADS = 1
 
 
 # ---------------------------------------------------------------------------------------------
-# The batcher (files -> encoded batches, on threads) and the GPU stage (encoded batch -> the
-# engine's input buffer, in the runner's thread)
+# The batcher (files -> encoded batches, on a reader thread) and the GPU stage (encoded batch
+# -> the engine's input buffer, run by the pipeline's producer thread)
 
 
 @dataclass
@@ -267,8 +267,8 @@ class EncodedBatch(Batch):
 
 
 class GpuImageBatcher(ImageBatcher):
-    """An ImageBatcher whose workers (threads) only read files and parse JPEG headers; the
-    pipeline's consumer runs each batch through the stage of :meth:`open_stage`, which
+    """An ImageBatcher whose worker (a thread) only reads files and parses JPEG headers; the
+    pipeline's producer runs each batch through the stage of :meth:`open_stage`, which
     decodes and resizes it on the GPU."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -316,7 +316,7 @@ def read_source(path: Path, pre: Preprocessor) -> tuple[bytes | np.ndarray, Imag
         source: bytes | np.ndarray = data
         height, width = size
     else:
-        source = load_image(path)
+        source = load_image(path, data)
         height, width = source.shape[:2]
     new_height, new_width = resized_size(height, width, pre)
     return source, ImageScale(height, width, new_height, new_width, pre.height, pre.width)
@@ -332,7 +332,7 @@ class GpuStage:
                  skip: Callable[[Path, str], None]) -> None:
         if pipeline.input_dtype != np.float32:
             raise CudaUnavailable(f"--decode nvjpeg needs a float32 image input, the "
-                                       f"engine takes {pipeline.input_dtype}")
+                                  f"engine takes {pipeline.input_dtype}")
         self.pipeline, self.nvjpeg, self.pre, self.layout = pipeline, nvjpeg, pre, layout
         self.skip = skip
         self.stream = pipeline.copy_stream
@@ -371,7 +371,7 @@ class GpuStage:
                                          [sizes[i][1] for i in encoded], self.stream)
             except NvJpegError as err:
                 log.warning("nvJPEG refused a batch (%s); decoding it with Pillow", err)
-                return self.run(slot, self._decode_on_cpu(batch, encoded))
+                return self.run(slot, self._decode_on_cpu(batch))
         for i, source in enumerate(batch.sources):
             if isinstance(source, np.ndarray):
                 self.driver.copy_htod_async(addresses[i], np.ascontiguousarray(source),
@@ -379,13 +379,13 @@ class GpuStage:
         self._resize(slot, batch, addresses)
         return batch
 
-    def _decode_on_cpu(self, batch: EncodedBatch, indices: list[int]) -> EncodedBatch:
+    def _decode_on_cpu(self, batch: EncodedBatch) -> EncodedBatch:
+        """The batch with its JPEG bytes decoded by Pillow, without those it cannot read."""
         kept = EncodedBatch(batch.data, [], [])
-        for i, (path, scale, source) in enumerate(zip(batch.paths, batch.scales,
-                                                      batch.sources, strict=True)):
-            if i in indices:
+        for path, scale, source in zip(batch.paths, batch.scales, batch.sources, strict=True):
+            if isinstance(source, bytes):
                 try:
-                    source = load_image(path)
+                    source = load_image(path, source)
                 except ImageError as err:
                     self.skip(path, err.reason)
                     continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import io
 import logging
 import math
 import multiprocessing
@@ -204,8 +205,8 @@ class ImageError(ValueError):
         return ImageError, (self.path, self.reason)
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to HxWx3 RGB uint8.
+def load_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
+    """Decode an image file (or ``data``, its bytes already read) to HxWx3 RGB uint8.
 
     Grayscale is replicated, alpha is dropped (not composited), palette and CMYK are converted,
     16-bit grayscale keeps its high byte. EXIF orientation is NOT applied, like TF's
@@ -214,7 +215,7 @@ def load_image(path: str | Path) -> np.ndarray:
     a few levels. Raises :class:`ImageError` for missing, unreadable, corrupt or truncated files.
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(path if data is None else io.BytesIO(data)) as image:
             image.load()  # decodes fully: truncated files fail here
             return _to_rgb(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:

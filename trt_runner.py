@@ -666,9 +666,12 @@ class TrtRunner:
             self._free(tensor)
             tensor.host = self.backend.pinned_empty(count, tensor.dtype)
             tensor.device = self.backend.malloc(count * tensor.dtype.itemsize)
-            if not self.context.set_tensor_address(tensor.name, tensor.device):
-                raise EngineError(f"{self.path}: TensorRT refused the address of {tensor.name}")
+            self._set_address(tensor.name, tensor.device)
         tensor.shape = shape
+
+    def _set_address(self, name: str, pointer: int) -> None:
+        if not self.context.set_tensor_address(name, pointer):
+            raise EngineError(f"{self.path}: TensorRT refused the address of {name}")
 
     def _execute(self) -> None:
         if not self.context.execute_async_v3(self.backend.stream):
@@ -677,11 +680,18 @@ class TrtRunner:
     def _capture_graph(self) -> None:
         """Captures execute_async_v3 into a CUDA graph (after a normal run has done TensorRT's
         lazy set-up); when capture fails, runs without a graph from then on."""
-        try:
-            self._graph = self._captured_execute()
-        except (CudaError, EngineError) as err:
-            log.warning("CUDA graph capture failed, running without: %s", err)
+        self._graph = self._try_capture("running without")
+        if self._graph is None:
             self.use_cuda_graph = False
+
+    def _try_capture(self, fallback: str) -> Any:
+        """execute_async_v3 with the current addresses as a CUDA graph, or None with a
+        warning that ends with ``fallback`` (what happens instead)."""
+        try:
+            return self._captured_execute()
+        except (CudaError, EngineError) as err:
+            log.warning("CUDA graph capture failed, %s: %s", fallback, err)
+            return None
 
     def _captured_execute(self) -> Any:
         self.backend.begin_capture()
@@ -829,7 +839,7 @@ class TrtPipeline:
         (``true_image_shape``: for engines with that input, copied into the slot first;
         ``input_on_device``: the image is already in ``device_input(slot)``, written on the
         copy stream while the slot was idle)."""
-        backend, context, s = self._backend, self.runner.context, self._slots[slot]
+        backend, s = self._backend, self._slots[slot]
         if (TRUE_IMAGE_SHAPE in s.host) != (true_image_shape is not None):
             needs = "needs" if TRUE_IMAGE_SHAPE in s.host else "has no"
             raise ValueError(f"{self.runner.path}: this engine {needs} {TRUE_IMAGE_SHAPE} input")
@@ -844,11 +854,10 @@ class TrtPipeline:
         backend.wait_event(s.copied_in)
         if s.graph is None:
             for name, pointer in s.device.items():
-                if not context.set_tensor_address(name, pointer):
-                    raise EngineError(f"{self.runner.path}: TensorRT refused the address of "
-                                      f"{name}")
+                self.runner._set_address(name, pointer)
             if self.cuda_graphs and s.runs:  # TensorRT's lazy set-up is done: capture
-                s.graph = self._capture()
+                s.graph = self.runner._try_capture("the pipeline runs without")
+                self.cuda_graphs = s.graph is not None
         if s.graph is not None:
             backend.launch_graph(s.graph)
         else:
@@ -858,14 +867,6 @@ class TrtPipeline:
             if name not in self._input_names:
                 backend.copy_dtoh_async(host, s.device[name])
         backend.record_event(s.done)
-
-    def _capture(self) -> Any:
-        try:
-            return self.runner._captured_execute()
-        except (CudaError, EngineError) as err:
-            log.warning("CUDA graph capture failed, the pipeline runs without: %s", err)
-            self.cuda_graphs = False
-            return None
 
     def wait(self, slot: int) -> dict[str, np.ndarray]:
         """Waits for the slot's last submission; returns copies of its outputs."""

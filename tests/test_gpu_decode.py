@@ -26,6 +26,7 @@ from gpu_decode import (
 )
 from image_batcher import (
     ImageBatcher,
+    ImageError,
     ImageScale,
     Preprocessor,
     find_images,
@@ -76,6 +77,20 @@ def test_files_that_are_not_jpegs_go_to_pillow() -> None:
     assert takes_on_gpu(adobe) is None  # untransformed RGB: Pillow reads it right
     frame = gpu_decode.jpeg_frame(jpeg_bytes(subsampling=2))
     assert frame.marker == 0xC0 and frame.sampling == [(2, 2), (1, 1), (1, 1)]
+
+
+def test_reader_keeps_jpeg_bytes_and_decodes_the_rest_once(tmp_path: Path) -> None:
+    pre = Preprocessor.keep_aspect_ratio(20, 60)
+    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(tmp_path / "b.png")
+    source, scale = gpu_decode.read_source(tmp_path / "a.jpg", pre)
+    assert source == jpeg_bytes()
+    assert (scale.orig_height, scale.orig_width, scale.resized_height) == (30, 40, 20)
+    source, scale = gpu_decode.read_source(tmp_path / "b.png", pre)
+    assert source.shape == (30, 40, 3) and (source[0, 0] == (1, 2, 3)).all()
+    (tmp_path / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    with pytest.raises(ImageError, match="c.jpg"):
+        gpu_decode.read_source(tmp_path / "c.jpg", pre)
 
 
 def test_a_missing_library_is_one_clear_error() -> None:

@@ -47,6 +47,13 @@ bench() {  # bench NAME PRECISION STEPS GRAPH: build GRAPH at PRECISION, then me
   ONNX_DIR=/tmp/onnx/$1 PRECISIONS=$2 STEPS="build $3" BATCHES=1 TIMING_CACHE=/tmp/engines/timing.cache \
     bash tools/gpu_benchmarks.sh "/tmp/engines/$1" "$IMAGES" "$TFOD_TRT_RESULTS/$1"
 }
+bench_each() {  # bench_each STAGE GRAPH PRECISION...: latency and profile, one engine each
+  local stage=$1 graph=$2 precision
+  shift 2
+  for precision in "$@"; do
+    bench "${stage}_${graph}_$precision" "$precision" "latency profile" "$graph"
+  done
+}
 run_stage() {
   case $1 in
     tests) bash tools/gpu_tests.sh ;;
@@ -54,24 +61,17 @@ run_stage() {
     pipeline)
       bench pipeline fp16 "latency profile pipeline onnx" ssd_mobilenet_v2_b16_nhwc ;;
     sweep)
-      for graph in ssd_mobilenet_v2_b1_nhwc ssd_mobilenet_v2_b32_nhwc; do
-        for precision in fp32 fp16 int8; do bench "sweep_${graph}_$precision" $precision "latency profile" $graph; done
-      done
-      bench sweep_ssd_mobilenet_v2_b8_nhwc_fp16 fp16 "latency profile" ssd_mobilenet_v2_b8_nhwc ;;
+      bench_each sweep ssd_mobilenet_v2_b1_nhwc fp32 fp16 int8
+      bench_each sweep ssd_mobilenet_v2_b32_nhwc fp32 fp16 int8
+      bench_each sweep ssd_mobilenet_v2_b8_nhwc fp16 ;;
     sweep8)  # batch 8 in FP32 and INT8 (the sweep has FP16)
-      for precision in fp32 int8; do
-        bench "sweep_ssd_mobilenet_v2_b8_nhwc_$precision" $precision "latency profile" \
-          ssd_mobilenet_v2_b8_nhwc
-      done ;;
+      bench_each sweep ssd_mobilenet_v2_b8_nhwc fp32 int8 ;;
     frcnn)  # Faster R-CNN R50 640 alone (re-measured after a change to its graph)
-      for precision in fp16 fp32 int8; do
-        bench "models_faster_rcnn_r50_640_b1_nhwc_$precision" $precision "latency profile" \
-          faster_rcnn_r50_640_b1_nhwc
-      done ;;
+      bench_each models faster_rcnn_r50_640_b1_nhwc fp16 fp32 int8 ;;
     models)  # FP16 first (what most deploy), the CPU baseline last
       for precision in fp16 fp32 int8; do
         for graph in ssd_resnet50_fpn_640_b1_nhwc faster_rcnn_r50_640_b1_nhwc ssd_fpnlite_320_b1_nhwc; do
-          bench "models_${graph}_$precision" $precision "latency profile" $graph
+          bench_each models $graph $precision
         done
       done
       link_graphs /tmp/onnx/models_cpu ssd_fpnlite_320_b1_nhwc ssd_resnet50_fpn_640_b1_nhwc \
@@ -82,7 +82,7 @@ run_stage() {
   esac
 }
 [ $# -gt 0 ] || { echo "usage: gpu_run_all.sh STAGE... | status" >&2; exit 2; }
-export -f run_stage link_graphs bench
+export -f run_stage link_graphs bench bench_each
 export IMAGES RECIPE
 # A chain started while another runs waits for it (the lock): measurements must not share the
 # GPU with a build.
