@@ -437,8 +437,12 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
             start = time.perf_counter()
             done = work(source)
             seconds = time.perf_counter() - start
-            timings[name] = {"images": done, "seconds": seconds, "images_per_s": done / seconds}
+            depth = max(args.pipeline_depth, getattr(source, "min_pipeline_depth", 1))
+            timings[name] = {"images": done, "seconds": seconds, "images_per_s": done / seconds,
+                             **({"pipeline_depth": depth} if name != "serial" else {})}
             source.skipped.clear()
+        if gpu_decoded is not None:
+            gpu_decoded.close()
     return {"kind": "pipeline", "source": str(path), "batch": batch, "images": len(batcher),
             "image_folder": str(args.pipeline), "workers": args.workers,
             "pipeline_depth": args.pipeline_depth, **described, "engine_only": engine_only,
@@ -448,21 +452,26 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
 
 def nvjpeg_batchers(runner: Any, args: argparse.Namespace, warm: ImageBatcher
                     ) -> tuple[ImageBatcher | None, str | None]:
-    """The measured GPU-decode batcher (warmed up on ``warm``'s images), or None and why."""
+    """The measured GPU-decode batcher, warmed up on ``warm``'s images (NVRTC's compile,
+    nvJPEG's handle and decode states, the reader processes: what a long folder run pays
+    once), or None and why."""
     import infer
     from cuda_ctypes import CudaUnavailable
 
+    batcher = None
     try:
-        gpu_warm = repeated_batcher(runner, args.pipeline, len(warm), args.workers,
-                                    gpu_decode=True)
-        try:  # NVRTC's compile, nvJPEG's first batches
-            sum(1 for _ in infer.detect_folder_pipelined(runner, gpu_warm,
-                                                          depth=args.pipeline_depth))
-        finally:
-            gpu_warm.close()
-        return repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers,
-                                gpu_decode=True), None
-    except CudaUnavailable as err:
+        batcher = repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers,
+                                   gpu_decode=True)
+        measured = batcher.images
+        batcher.images = measured[:len(warm)]
+        sum(1 for _ in infer.detect_folder_pipelined(runner, batcher, depth=args.pipeline_depth))
+        batcher.images = measured
+        return batcher, None
+    except BaseException as err:
+        if batcher is not None:
+            batcher.close()
+        if not isinstance(err, CudaUnavailable):
+            raise
         print(f"benchmark: no GPU decode measurement: {err}", file=sys.stderr)
         return None, str(err)
 

@@ -88,6 +88,9 @@ def compile_ptx(source: str, name: str, options: tuple[str, ...] = ("--fmad=fals
         nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
 
 
+CU_STREAM_NON_BLOCKING = 1
+
+
 class CudaDriver:
     """The few CUDA driver calls the GPU stage makes itself (ctypes on libcuda), so that it
     works with either back-end of trt_runner and from any thread: both back-ends run on the
@@ -113,6 +116,8 @@ class CudaDriver:
             "cuMemFreeHost": [void_p],
             "cuMemcpyHtoDAsync_v2": [ctypes.c_uint64, void_p, size_t, void_p],
             "cuStreamSynchronize": [void_p],
+            "cuStreamCreate": [pointer(void_p), ctypes.c_uint],
+            "cuStreamDestroy_v2": [void_p],
         }
         for name, argtypes in signatures.items():
             getattr(lib, name).argtypes = argtypes
@@ -177,3 +182,13 @@ class CudaDriver:
 
     def synchronize(self, stream: int) -> None:
         self.check(self._lib.cuStreamSynchronize(ctypes.c_void_p(stream)), "cuStreamSynchronize")
+
+    def create_stream(self) -> int:
+        """A stream that does not wait for the legacy default stream."""
+        stream = ctypes.c_void_p()
+        self.check(self._lib.cuStreamCreate(ctypes.byref(stream), CU_STREAM_NON_BLOCKING),
+                   "cuStreamCreate")
+        return stream.value
+
+    def destroy_stream(self, stream: int) -> None:
+        self._lib.cuStreamDestroy_v2(ctypes.c_void_p(stream))

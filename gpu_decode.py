@@ -16,18 +16,22 @@ into the engine's input buffer.
   uploaded; a batch nvJPEG refuses is decoded the same way. What Pillow cannot read is reported
   and skipped, as on the CPU path.
 
+Who does what: reader processes (jpeg_reader) put each batch's files into a shared buffer and
+parse their headers; the pipeline's producer thread hands each batch to one of DECODERS
+threads, which runs nvJPEG and the kernel on the slot's own stream and waits for them; the
+pipeline then runs the engine on the input the kernel wrote.
+
 The libraries (libnvjpeg, libnvrtc, libcuda) are loaded with ctypes (cuda_ctypes), from the
 CUDA install or pip's nvidia-* wheels; both CUDA back-ends of trt_runner work with it: the
-stage makes its own driver calls on the runner's context and stream.
+stage makes its own driver calls on the runner's context, on streams of its own.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import struct
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,15 +39,8 @@ from typing import Any
 import numpy as np
 
 from cuda_ctypes import CudaDriver, CudaUnavailable, compile_ptx, load_cuda_library
-from image_batcher import (
-    Batch,
-    ImageBatcher,
-    ImageError,
-    ImageScale,
-    Preprocessor,
-    load_image,
-    resized_size,
-)
+from image_batcher import Batch, ImageBatcher, ImageError, Preprocessor, load_image
+from jpeg_reader import HEIGHT, OFFSET, SIZE, WIDTH, PhotoReader, ReadBatch
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +50,14 @@ log = logging.getLogger(__name__)
 
 NVJPEG_BACKEND_DEFAULT, NVJPEG_BACKEND_HARDWARE = 0, 3
 NVJPEG_OUTPUT_RGBI = 5
-# Start-of-frame markers (SOF0-15 without DHT C4, JPG C8, DAC CC)
-SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 NVJPEG_STATUS = {1: "not initialized", 2: "invalid parameter", 3: "bad JPEG",
                  4: "JPEG not supported", 5: "allocator failure", 6: "execution failed",
                  7: "architecture mismatch", 8: "internal error",
                  9: "implementation not supported", 10: "incomplete bitstream"}
 
 
-class NvJpegImage(ctypes.Structure):
-    """nvjpegImage_t: up to four planes; interleaved RGB uses the first."""
-
-    _fields_ = [("channel", ctypes.c_void_p * 4), ("pitch", ctypes.c_size_t * 4)]
+# nvjpegImage_t: up to four planes' pointers, then their pitches; interleaved RGB uses the first
+NVJPEG_IMAGE_DTYPE = np.dtype([("channel", "<u8", 4), ("pitch", "<u8", 4)])
 
 
 class NvJpegError(RuntimeError):
@@ -82,9 +75,7 @@ class NvJpeg:
                                        ctypes.POINTER(void_p)]
         lib.nvjpegJpegStateCreate.argtypes = [void_p, ctypes.POINTER(void_p)]
         lib.nvjpegDecodeBatchedInitialize.argtypes = [void_p, void_p, c_int, c_int, c_int]
-        lib.nvjpegDecodeBatched.argtypes = [void_p, void_p, ctypes.POINTER(ctypes.c_char_p),
-                                            ctypes.POINTER(ctypes.c_size_t),
-                                            ctypes.POINTER(NvJpegImage), void_p]
+        lib.nvjpegDecodeBatched.argtypes = [void_p] * 6
         lib.nvjpegJpegStateDestroy.argtypes = [void_p]
         lib.nvjpegDestroy.argtypes = [void_p]
         self.handle = void_p()
@@ -106,28 +97,32 @@ class NvJpeg:
         if status != 0:
             raise NvJpegError(f"{call}: {NVJPEG_STATUS.get(status, f'status {status}')}")
 
-    def decode_batch(self, slot: int, encoded: list[bytes], outputs: list[int],
-                     widths: list[int], stream: int) -> None:
-        """Decodes ``encoded`` to interleaved RGB at the device addresses ``outputs`` (pitch
-        3 x width) on ``stream``, with the slot's state. Raises NvJpegError."""
-        while len(self._states) <= slot:
+    def add_states(self, count: int) -> None:
+        """Batched-decode states up to ``count``, one per pipeline slot (a state serves one
+        thread at a time; the handle is shared)."""
+        while len(self._states) < count:
             state = ctypes.c_void_p()
             self._check(self._lib.nvjpegJpegStateCreate(self.handle, ctypes.byref(state)),
                         "nvjpegJpegStateCreate")
             self._states.append(state)
             self._initialized.append(0)
-        count, state = len(encoded), self._states[slot]
+
+    def decode_batch(self, slot: int, sources: np.ndarray, sizes: np.ndarray,
+                     outputs: np.ndarray, widths: np.ndarray, stream: int) -> None:
+        """Decodes the JPEGs of ``sizes`` bytes at the host addresses ``sources`` to
+        interleaved RGB at the device addresses ``outputs`` (pitch 3 x width) on ``stream``,
+        with the slot's state (see :meth:`add_states`). Raises NvJpegError."""
+        count, state = len(sources), self._states[slot]
         if self._initialized[slot] != count:
             self._initialized[slot] = 0  # re-initialised after a failure too
             self._check(self._lib.nvjpegDecodeBatchedInitialize(
                 self.handle, state, count, 1, NVJPEG_OUTPUT_RGBI), "nvjpegDecodeBatchedInitialize")
-        images = (NvJpegImage * count)()
-        for image, pointer, width in zip(images, outputs, widths, strict=True):
-            image.channel[0] = pointer
-            image.pitch[0] = 3 * width
-        status = self._lib.nvjpegDecodeBatched(
-            self.handle, state, (ctypes.c_char_p * count)(*encoded),
-            (ctypes.c_size_t * count)(*map(len, encoded)), images, ctypes.c_void_p(stream))
+        images = np.zeros(count, NVJPEG_IMAGE_DTYPE)
+        images["channel"][:, 0] = outputs
+        images["pitch"][:, 0] = 3 * widths
+        sources, sizes = (np.ascontiguousarray(a, np.uint64) for a in (sources, sizes))
+        status = self._lib.nvjpegDecodeBatched(self.handle, state, sources.ctypes.data,
+                                               sizes.ctypes.data, images.ctypes.data, stream)
         self._initialized[slot] = count if status == 0 else 0
         self._check(status, "nvjpegDecodeBatched")
 
@@ -139,60 +134,6 @@ class NvJpeg:
         if self.handle:
             self._lib.nvjpegDestroy(self.handle)
             self.handle = ctypes.c_void_p()
-
-
-@dataclass(frozen=True)
-class JpegFrame:
-    """What the headers before a JPEG's first scan say."""
-
-    marker: int  # the start-of-frame marker: 0xC0 baseline, 0xC2 progressive, ...
-    height: int
-    width: int
-    sampling: list[tuple[int, int]]  # per component (horizontal, vertical) factors
-    adobe: bool  # an Adobe APP14 segment (CMYK, YCCK or untransformed RGB)
-
-
-def jpeg_frame(data: bytes) -> JpegFrame | None:
-    """The frame of a JPEG from its segment headers (a byte scan of the whole file costs 100x
-    more); None for a file that is not a well-formed JPEG up to its frame header."""
-    if data[:2] != b"\xff\xd8":
-        return None
-    position, end, adobe = 2, len(data), False
-    while position + 4 <= end:
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        (length,) = struct.unpack_from(">H", data, position + 2)
-        if marker == 0xEE and data[position + 4:position + 9] == b"Adobe":
-            adobe = True
-        elif marker in SOF_MARKERS:
-            if position + 10 > end:
-                return None
-            height, width, count = struct.unpack_from(">HHB", data, position + 5)
-            factors = data[position + 11:position + 10 + 3 * count:3]  # byte 2 of each component
-            return JpegFrame(marker, height, width, [(f >> 4, f & 15) for f in factors], adobe)
-        elif marker in (0xDA, 0xD9):  # a scan or the end before any frame
-            return None
-        position += 2 + length
-    return None
-
-
-def takes_on_gpu(data: bytes) -> tuple[int, int] | None:
-    """(height, width) where nvJPEG decodes the file as Pillow would: a baseline or extended
-    sequential (Huffman) JPEG with three components in a subsampling the hardware decoder
-    has (4:4:4, 4:2:2, 4:4:0, 4:2:0) and no Adobe segment; else None (progressive, grayscale,
-    CMYK, not a JPEG: Pillow decodes it)."""
-    frame = jpeg_frame(data)
-    if (frame is None or frame.adobe or frame.marker not in (0xC0, 0xC1)
-            or len(frame.sampling) != 3 or min(frame.height, frame.width) < 1):
-        return None
-    luma, *chroma = frame.sampling
-    if luma not in ((1, 1), (2, 1), (1, 2), (2, 2)) or any(c != (1, 1) for c in chroma):
-        return None
-    return frame.height, frame.width
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,83 +191,87 @@ RESIZE_JOB_DTYPE = np.dtype([("src", "<u8"), ("pitch", "<i4"), ("in_h", "<i4"),
                              ("in_w", "<i4"), ("new_h", "<i4"), ("new_w", "<i4"),
                              ("scale_y", "<f4"), ("scale_x", "<f4"), ("unused", "<i4")])
 BLOCK = (32, 8, 1)
-READER_THREADS = 1
+# Batches nvJPEG decodes at once: one call of 16 COCO photos did 8-11k photos/s on the H100's
+# hardware decoder, two threads 13k (docs/benchmarks.md)
+DECODERS = 2
 
 
 # ---------------------------------------------------------------------------------------------
-# The batcher (files -> encoded batches, on a reader thread) and the GPU stage (encoded batch
-# -> the engine's input buffer, run by the pipeline's producer thread)
+# The batcher (files -> encoded batches, read by reader processes) and the GPU stage (encoded
+# batch -> the engine's input buffer, on decoder threads)
 
 
 @dataclass
 class EncodedBatch(Batch):
-    """A batch before decoding: per image its JPEG bytes (nvJPEG) or its RGB pixels (decoded
-    by Pillow). ``data`` is a placeholder of shape [batch_size, 0]."""
+    """A batch before decoding: per image a row of ``table`` (jpeg_reader's columns: the
+    JPEG's bytes at ``address`` + offset for nvJPEG, or offset -1 and its RGB pixels, decoded
+    by Pillow, in ``pixels``). ``data`` is a placeholder of shape [batch_size, 0]; ``release``
+    hands the batch's region of the shared buffer back (the GPU stage calls it once the bytes
+    are decoded)."""
 
-    sources: list[bytes | np.ndarray] = field(default_factory=list)
+    table: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.int64))
+    pixels: dict[int, np.ndarray] = field(default_factory=dict)
+    address: int = 0
+    release: Callable[[], None] = field(default=lambda: None)
 
 
 class GpuImageBatcher(ImageBatcher):
-    """An ImageBatcher whose worker (a thread) only reads files and parses JPEG headers; the
-    pipeline's producer runs each batch through the stage of :meth:`open_stage`, which
-    decodes and resizes it on the GPU."""
+    """An ImageBatcher whose workers (processes: :mod:`jpeg_reader`) only read files and parse
+    JPEG headers; the pipeline has each batch decoded and resized on the GPU by the stage of
+    :meth:`open_stage`. Batches are formed before reading: an unreadable file leaves its
+    batch one image short (it is reported and skipped)."""
+
+    min_pipeline_depth = DECODERS + 2  # batches decoding, one running, one being collected
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["processes"] = False  # reading files and parsing headers: threads suffice
         super().__init__(*args, **kwargs)
-        # More readers only contend for the GIL with the two threads that feed the GPU
-        # (measured on the GPU machine: 1 reader 2.9k images/s, 2: 2.5k, none: 2.7k)
-        self.workers = min(self.workers, READER_THREADS)
         self.nvjpeg: NvJpeg | None = NvJpeg()  # raises CudaUnavailable here, up front
-
-    def _submit(self, pool: Executor, path: Path) -> Any:
-        return pool.submit(read_source, path, self.pre)
-
-    def _start_batch(self, allocate: Callable[[], np.ndarray] | None) -> Batch:
-        if allocate is not None:
-            allocate()  # a pipeline slot (flow control); the GPU stage fills its device input
-        return EncodedBatch(np.zeros((self.batch_size, 0), np.float32), [], [])
-
-    def _place(self, batch: Batch, image: bytes | np.ndarray) -> None:
-        batch.sources.append(image)
-
-    def _clear_padding(self, batch: Batch) -> None:
-        pass  # the kernel writes the padding images' zeros
+        self.reader = PhotoReader(self.workers, self.processes)
+        self._depth = self.min_pipeline_depth  # batches the stage may hold (open_stage)
 
     def open_stage(self, pipeline: Any) -> GpuStage:
         """The GPU stage of ``pipeline`` (a trt_runner.TrtPipeline) for these batches."""
+        self._depth = pipeline.depth
         return GpuStage(pipeline, self.nvjpeg, self.pre, self.layout, self._skip)
 
+    def batches(self, allocate: Callable[[], np.ndarray] | None = None) -> Iterator[Batch]:
+        """The :class:`EncodedBatch` es in order; ``allocate()`` (flow control: a pipeline
+        slot) is called before each is handed on."""
+        size = self.batch_size
+        chunks = [self.images[i:i + size] for i in range(0, len(self.images), size)]
+        for read in self.reader.read(chunks, self.pre, held=self._depth):
+            batch = self._encoded(read)
+            if not batch.count:
+                batch.release()
+                continue
+            if allocate is not None:
+                allocate()
+            yield batch
+
+    def _encoded(self, batch_read: ReadBatch) -> EncodedBatch:
+        read = batch_read.read
+        for row, reason in read.errors.items():
+            self._skip(batch_read.paths[row], reason)
+        rows = [row for row in range(len(batch_read.paths)) if row not in read.errors]
+        return EncodedBatch(
+            np.zeros((self.batch_size, 0), np.float32), [batch_read.paths[r] for r in rows],
+            [read.scale(row, self.pre) for row in rows], read.table[rows],
+            {new: read.pixels[row] for new, row in enumerate(rows) if row in read.pixels},
+            batch_read.address, batch_read.release)
+
     def close(self) -> None:
-        """Frees nvJPEG's handle (its stages must be closed)."""
+        """Frees nvJPEG's handle and the shared buffer (its stages must be closed)."""
         if self.nvjpeg is not None:
             self.nvjpeg.close()
             self.nvjpeg = None
-
-
-def read_source(path: Path, pre: Preprocessor) -> tuple[bytes | np.ndarray, ImageScale]:
-    """A worker's job: the file's bytes when nvJPEG takes them, else Pillow's pixels; and the
-    image's scale. Raises ImageError (unreadable file) or ValueError (too thin to resize)."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ImageError(path, str(err)) from err
-    size = takes_on_gpu(data)
-    if size is not None:
-        source: bytes | np.ndarray = data
-        height, width = size
-    else:
-        source = load_image(path, data)
-        height, width = source.shape[:2]
-    new_height, new_width = resized_size(height, width, pre)
-    return source, ImageScale(height, width, new_height, new_width, pre.height, pre.width)
+        self.reader.close()
 
 
 class GpuStage:
-    """Per pipeline slot: a device buffer for the decoded photos and a job table; nvJPEG
-    decodes into the first, the resize kernel reads both and writes the slot's device input,
-    all on the pipeline's copy stream. Created in the runner's thread; :meth:`run` may be
-    called from another (the pipeline's producer)."""
+    """Per pipeline slot: a stream, a device buffer for the decoded photos and a job table;
+    nvJPEG decodes into the first, the resize kernel reads both and writes the slot's device
+    input. :meth:`start` runs a batch on one of DECODERS threads (ctypes calls release the GIL:
+    two batches decode at once). Created in the runner's thread."""
 
     def __init__(self, pipeline: Any, nvjpeg: NvJpeg, pre: Preprocessor, layout: str,
                  skip: Callable[[Path, str], None]) -> None:
@@ -335,14 +280,33 @@ class GpuStage:
                                   f"engine takes {pipeline.input_dtype}")
         self.pipeline, self.nvjpeg, self.pre, self.layout = pipeline, nvjpeg, pre, layout
         self.skip = skip
-        self.stream = pipeline.copy_stream
         driver = self.driver = CudaDriver()
         self._module, self._resize_function = driver.load_function(
             compile_ptx(RESIZE_KERNEL, "resize_bilinear.cu"), "resize_bilinear")
+        depth = pipeline.depth
+        nvjpeg.add_states(depth)
         table = pipeline.input_shape[0] * RESIZE_JOB_DTYPE.itemsize
-        self._staging = [(0, 0)] * pipeline.depth  # (device address, bytes) per slot
-        self._jobs_host = [driver.pinned(table) for _ in range(pipeline.depth)]
-        self._jobs_device = [driver.malloc(table) for _ in range(pipeline.depth)]
+        self._streams = [driver.create_stream() for _ in range(depth)]
+        self._staging = [(0, 0)] * depth  # (device address, bytes) per slot
+        self._jobs_host = [driver.pinned(table) for _ in range(depth)]
+        self._jobs_device = [driver.malloc(table) for _ in range(depth)]
+        self._decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="nvjpeg")
+
+    def start(self, slot: int, batch: EncodedBatch) -> Future[Batch]:
+        """:meth:`run` on a decoder thread."""
+        return self._decoders.submit(self.run, slot, batch)
+
+    def run(self, slot: int, batch: EncodedBatch) -> Batch:
+        """Decodes and resizes ``batch`` into the slot's device input and waits for it (the
+        slot must be idle: its last run waited for); returns the batch without the images no
+        decoder could read (reported through ``skip``). Releases the batch's bytes."""
+        try:
+            self.driver.bind()
+            batch = self._write(slot, batch)
+            self.driver.synchronize(self._streams[slot])
+            return batch
+        finally:
+            batch.release()
 
     def _staging_for(self, slot: int, nbytes: int) -> int:
         pointer, size = self._staging[slot]
@@ -354,70 +318,72 @@ class GpuStage:
             self._staging[slot] = (pointer, size)
         return pointer
 
-    def run(self, slot: int, batch: EncodedBatch) -> Batch:
-        """Decodes and resizes ``batch`` into the slot's device input (the slot must be idle:
-        its last run waited for); returns the batch without the images no decoder could read
-        (reported through ``skip``)."""
-        self.driver.bind()
-        sizes = [(scale.orig_height, scale.orig_width) for scale in batch.scales]
-        offsets = np.cumsum([0] + [256 * -(-(3 * h * w) // 256) for h, w in sizes])
-        base = self._staging_for(slot, int(offsets[-1]))
-        addresses = [base + int(offset) for offset in offsets[:-1]]
-        encoded = [i for i, source in enumerate(batch.sources) if isinstance(source, bytes)]
-        if encoded:
+    def _write(self, slot: int, batch: EncodedBatch) -> EncodedBatch:
+        stream, table = self._streams[slot], batch.table
+        heights, widths = table[:, HEIGHT], table[:, WIDTH]
+        nbytes = -(-(3 * heights * widths) // 256) * 256
+        base = self._staging_for(slot, int(nbytes.sum()))
+        addresses = (base + np.cumsum(nbytes) - nbytes).astype(np.uint64)
+        on_gpu = table[:, OFFSET] >= 0
+        if on_gpu.any():
             try:
-                self.nvjpeg.decode_batch(slot, [batch.sources[i] for i in encoded],
-                                         [addresses[i] for i in encoded],
-                                         [sizes[i][1] for i in encoded], self.stream)
+                self.nvjpeg.decode_batch(slot, batch.address + table[on_gpu, OFFSET],
+                                         table[on_gpu, SIZE], addresses[on_gpu],
+                                         widths[on_gpu], stream)
             except NvJpegError as err:
                 log.warning("nvJPEG refused a batch (%s); decoding it with Pillow", err)
-                return self.run(slot, self._decode_on_cpu(batch))
-        for i, source in enumerate(batch.sources):
-            if isinstance(source, np.ndarray):
-                self.driver.copy_htod_async(addresses[i], np.ascontiguousarray(source),
-                                            self.stream)
+                return self._write(slot, self._decode_on_cpu(batch))
+        for row, pixels in batch.pixels.items():
+            self.driver.copy_htod_async(int(addresses[row]), np.ascontiguousarray(pixels),
+                                        stream)
         self._resize(slot, batch, addresses)
         return batch
 
     def _decode_on_cpu(self, batch: EncodedBatch) -> EncodedBatch:
         """The batch with its JPEG bytes decoded by Pillow, without those it cannot read."""
-        kept = EncodedBatch(batch.data, [], [])
-        for path, scale, source in zip(batch.paths, batch.scales, batch.sources, strict=True):
-            if isinstance(source, bytes):
-                try:
-                    source = load_image(path, source)
-                except ImageError as err:
-                    self.skip(path, err.reason)
-                    continue
-            kept.paths.append(path)
-            kept.scales.append(scale)
-            kept.sources.append(source)
-        return kept
+        rows, pixels = [], {}
+        for row, (offset, size) in enumerate(batch.table[:, OFFSET:SIZE + 1].tolist()):
+            path = batch.paths[row]
+            try:
+                pixels[len(rows)] = batch.pixels.get(row) if offset < 0 else load_image(
+                    path, ctypes.string_at(batch.address + offset, size))
+            except ImageError as err:
+                self.skip(path, err.reason)
+                continue
+            rows.append(row)
+        table = batch.table[rows]
+        table[:, OFFSET] = -1
+        return EncodedBatch(batch.data, [batch.paths[r] for r in rows],
+                            [batch.scales[r] for r in rows], table, pixels)
 
-    def _resize(self, slot: int, batch: EncodedBatch, addresses: list[int]) -> None:
+    def _resize(self, slot: int, batch: EncodedBatch, addresses: np.ndarray) -> None:
         jobs = self._jobs_host[slot].view(RESIZE_JOB_DTYPE)[: batch.count]
-        sizes = np.array([(s.orig_height, s.orig_width, s.resized_height, s.resized_width)
-                          for s in batch.scales], np.int32).reshape(-1, 4)
+        sizes = batch.table[:, HEIGHT:].astype(np.int32)
         jobs["src"] = addresses
         jobs["pitch"] = 3 * sizes[:, 1]
         jobs["in_h"], jobs["in_w"], jobs["new_h"], jobs["new_w"] = sizes.T
         jobs["scale_y"] = sizes[:, 0].astype(np.float32) / sizes[:, 2].astype(np.float32)
         jobs["scale_x"] = sizes[:, 1].astype(np.float32) / sizes[:, 3].astype(np.float32)
-        self.driver.copy_htod_async(self._jobs_device[slot], self._jobs_host[slot], self.stream)
+        stream = self._streams[slot]
+        self.driver.copy_htod_async(self._jobs_device[slot], self._jobs_host[slot], stream)
         size, height, width = self.pipeline.input_shape[0], self.pre.height, self.pre.width
         grid = (-(-width // BLOCK[0]), -(-height // BLOCK[1]), size)
         pad = [ctypes.c_float(v) for v in self.pre.pad_value]
         self.driver.launch(
-            self._resize_function, grid, BLOCK, self.stream,
+            self._resize_function, grid, BLOCK, stream,
             ctypes.c_void_p(self._jobs_device[slot]), ctypes.c_int(batch.count),
             ctypes.c_void_p(self.pipeline.device_input(slot)), ctypes.c_int(height),
             ctypes.c_int(width), ctypes.c_int(self.layout == "NCHW"), *pad)
 
     def close(self) -> None:
-        """Waits for the stream; frees the buffers and the kernel's module."""
+        """Waits for the decoder threads and the streams; frees the buffers and the kernel's
+        module."""
+        self._decoders.shutdown(wait=True, cancel_futures=True)
         driver = self.driver
         driver.bind()
-        driver.synchronize(self.stream)
+        for stream in self._streams:
+            driver.synchronize(stream)
+            driver.destroy_stream(stream)
         for pointer, _ in self._staging:
             if pointer:
                 driver.free(pointer)
@@ -425,5 +391,5 @@ class GpuStage:
             driver.free(pointer)
         for host in self._jobs_host:
             driver.free_pinned(host)
-        self._staging, self._jobs_device, self._jobs_host = [], [], []
+        self._streams, self._staging, self._jobs_device, self._jobs_host = [], [], [], []
         driver.unload(self._module)

@@ -450,30 +450,17 @@ class ImageBatcher:
         batch: Batch | None = None
         for path, image, scale in self._preprocessed():
             if batch is None:
-                batch = self._start_batch(allocate)
-            self._place(batch, image)
+                batch = Batch(self._allocate(allocate), [], [])
+            batch.data[batch.count] = (image.transpose(2, 0, 1) if self.layout == "NCHW"
+                                       else image)
             batch.paths.append(path)
             batch.scales.append(scale)
             if batch.count == self.batch_size:
                 yield batch
                 batch = None
         if batch is not None and not self.exact_batches:
-            self._clear_padding(batch)
+            batch.data[batch.count:] = 0
             yield batch
-
-    # What a batch holds (subclasses: gpu_decode.GpuImageBatcher holds encoded photos)
-
-    def _start_batch(self, allocate: Callable[[], np.ndarray] | None) -> Batch:
-        return Batch(self._allocate(allocate), [], [])
-
-    def _place(self, batch: Batch, image: np.ndarray) -> None:
-        batch.data[batch.count] = image.transpose(2, 0, 1) if self.layout == "NCHW" else image
-
-    def _clear_padding(self, batch: Batch) -> None:
-        batch.data[batch.count:] = 0
-
-    def _submit(self, pool: Executor, path: Path) -> Future:
-        return pool.submit(load_preprocessed, path, self.pre)
 
     def _allocate(self, allocate: Callable[[], np.ndarray] | None) -> np.ndarray:
         if allocate is None:
@@ -497,7 +484,7 @@ class ImageBatcher:
                     path = next(todo, None)
                     if path is None:
                         break
-                    pending.append((path, self._submit(pool, path)))
+                    pending.append((path, pool.submit(load_preprocessed, path, self.pre)))
                 if not pending:
                     return
                 path, future = pending.popleft()

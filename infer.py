@@ -107,14 +107,15 @@ def to_image_results(
         & (pixels[..., 2] > pixels[..., 0])
         & (pixels[..., 3] > pixels[..., 1])
     )
-    # best score first, ties in output order; what is not kept sorts last
+    # best score first, ties in output order; what is not kept sorts last. One gather for
+    # the batch, then a view per image (few NumPy calls: the pipeline's consumer runs this)
     order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")
-    results = []
-    for i, (path, scale) in enumerate(zip(paths, scales, strict=True)):
-        chosen = order[i, : keep[i].sum()]
-        results.append(ImageResult(path, scale.orig_width, scale.orig_height, pixels[i, chosen],
-                                   scores[i, chosen], classes[i, chosen]))
-    return results
+    rows = np.arange(len(order))[:, None]
+    pixels, scores, classes = pixels[rows, order], scores[rows, order], classes[rows, order]
+    return [ImageResult(path, scale.orig_width, scale.orig_height, pixels[i, :kept],
+                        scores[i, :kept], classes[i, :kept])
+            for i, (path, scale, kept) in enumerate(zip(paths, scales, keep.sum(axis=1).tolist(),
+                                                         strict=True))]
 
 
 def detect_folder(
@@ -241,11 +242,13 @@ def detect_folder_pipelined(
     runner and the consumer overlapping: a producer thread assembles batches (images decoded
     and resized on the batcher's worker threads) into the pipeline's ``depth`` buffers, this
     thread submits each batch and, while the next one is submitted, collects the previous.
-    With a gpu_decode.GpuImageBatcher the batches hold encoded photos, and the producer has
-    its stage decode and resize each on the GPU (ctypes driver calls, any thread). Runner calls
-    all happen on the calling thread (pycuda needs that)."""
+    With a gpu_decode.GpuImageBatcher the batches hold encoded photos, and the producer hands
+    each to its stage, which decodes and resizes it on the GPU on a thread of its own (ctypes
+    driver calls, any thread; ``depth`` is raised to the batcher's ``min_pipeline_depth``).
+    Runner calls all happen on the calling thread (pycuda needs that)."""
     class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
+    depth = max(depth, getattr(batcher, "min_pipeline_depth", 1))
     pipeline = make_pipeline(runner, batcher.shape, depth)
     open_stage = getattr(batcher, "open_stage", None)  # gpu_decode: decode on the GPU
     try:
@@ -274,8 +277,8 @@ def detect_folder_pipelined(
         try:
             for batch in batcher.batches(allocate):
                 slot = taken.popleft()
-                if stage is not None:  # decoded and resized on the GPU, from this thread
-                    batch = stage.run(slot, batch)
+                if stage is not None:  # decoded and resized on the GPU: a Future
+                    batch = stage.start(slot, batch)
                 ready.put((slot, batch))
                 if stop.is_set():
                     return
@@ -300,6 +303,8 @@ def detect_folder_pipelined(
                     raise item
                 else:
                     slot, batch = item
+                    if isinstance(batch, Future):
+                        batch = batch.result()
                     if batch.count:
                         feed = true_image_shape_feed(runner, batch)
                         if stage is None:
@@ -483,7 +488,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write no .png pictures, only .txt and detections.json")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
                         help=f"processes (or threads) decoding and resizing images "
-                             f"(default {DEFAULT_WORKERS}; --decode nvjpeg reads with 1 thread)")
+                             f"(default {DEFAULT_WORKERS}; --decode nvjpeg: at most 4 read files)")
     parser.add_argument("--decode", choices=("processes", "threads", "nvjpeg"),
                         default="processes",
                         help="workers for a folder: processes (default; faster on many cores), "
@@ -493,7 +498,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--writers", type=int, default=4,
                         help="threads writing the result files (default 4)")
     parser.add_argument("--pipeline_depth", type=int, default=2,
-                        help="input buffer sets: batches being prepared or run (default 2)")
+                        help="input buffer sets: batches being prepared or run (default 2; "
+                             "--decode nvjpeg uses at least 4)")
     parser.add_argument("--serial", action="store_true",
                         help="no pipelining: decode, infer and write one batch after another")
     args = parser.parse_args(argv)
@@ -604,7 +610,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         batcher = make_batcher(runner, args.input, args.preprocessor, args.batch_size,
                                gpu_decode=args.decode == "nvjpeg", workers=args.workers,
-                               processes=args.decode == "processes" and len(images) > 1)
+                               processes=args.decode != "threads" and len(images) > 1)
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
     args.output.mkdir(parents=True, exist_ok=True)

@@ -811,7 +811,7 @@ class TrtPipeline:
 
     @property
     def copy_stream(self) -> int:
-        """The stream the inputs reach the device on (gpu_decode's stage works there too)."""
+        """The stream the inputs reach the device on."""
         return self._copy_stream
 
     @property
@@ -837,21 +837,22 @@ class TrtPipeline:
                input_on_device: bool = False) -> None:
         """Enqueues copy in, inference and copies out for the slot's input buffers
         (``true_image_shape``: for engines with that input, copied into the slot first;
-        ``input_on_device``: the image is already in ``device_input(slot)``, written on the
-        copy stream while the slot was idle)."""
+        ``input_on_device``: the image is already in ``device_input(slot)``, written and
+        waited for while the slot was idle)."""
         backend, s = self._backend, self._slots[slot]
         if (TRUE_IMAGE_SHAPE in s.host) != (true_image_shape is not None):
             needs = "needs" if TRUE_IMAGE_SHAPE in s.host else "has no"
             raise ValueError(f"{self.runner.path}: this engine {needs} {TRUE_IMAGE_SHAPE} input")
         if true_image_shape is not None:
             np.copyto(s.host[TRUE_IMAGE_SHAPE], true_image_shape, casting="same_kind")
-        backend.wait_event(s.done, self._copy_stream)  # the slot's previous run is over
-        for name in self._input_names:
-            if input_on_device and name == self._input_name:
-                continue
-            backend.copy_htod_async(s.device[name], s.host[name], self._copy_stream)
-        backend.record_event(s.copied_in, self._copy_stream)
-        backend.wait_event(s.copied_in)
+        copies = [name for name in self._input_names
+                  if not (input_on_device and name == self._input_name)]
+        if copies:  # else nothing to order: the input was written before this call
+            backend.wait_event(s.done, self._copy_stream)  # the slot's previous run is over
+            for name in copies:
+                backend.copy_htod_async(s.device[name], s.host[name], self._copy_stream)
+            backend.record_event(s.copied_in, self._copy_stream)
+            backend.wait_event(s.copied_in)
         if s.graph is None:
             for name, pointer in s.device.items():
                 self.runner._set_address(name, pointer)

@@ -5,6 +5,7 @@ and infer.py's folder path with photos of every kind."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import math
 import re
@@ -18,15 +19,10 @@ from test_trt_gpu import TEST_IMAGES, describe, fp32_engine, image_folder, onnx_
 import cuda_ctypes
 import gpu_decode
 import infer
-from gpu_decode import (
-    RESIZE_JOB_DTYPE,
-    RESIZE_KERNEL,
-    EncodedBatch,
-    takes_on_gpu,
-)
+import jpeg_reader
+from gpu_decode import RESIZE_JOB_DTYPE, RESIZE_KERNEL
 from image_batcher import (
     ImageBatcher,
-    ImageError,
     ImageScale,
     Preprocessor,
     find_images,
@@ -63,34 +59,100 @@ def jpeg_bytes(**save_options) -> bytes:
     ({"mode": "CMYK"}, None),
 ], ids=str)
 def test_which_jpegs_nvjpeg_takes(options: dict, expected: tuple | None) -> None:
-    assert takes_on_gpu(jpeg_bytes(**options)) == expected
+    assert jpeg_reader.takes_on_gpu(jpeg_bytes(**options)) == expected
 
 
 def test_files_that_are_not_jpegs_go_to_pillow() -> None:
     whole = jpeg_bytes()
     for data in (b"\x89PNG\r\n not a jpeg", b"\xff\xd8\xff\xe0 not a whole jpeg", whole[:20],
                  b""):
-        assert takes_on_gpu(data) is None
+        assert jpeg_reader.takes_on_gpu(data) is None
     exif = whole[:2] + b"\xff\xe1\x00\x08Exif\x00\x00" + whole[2:]  # a segment to skip
-    assert takes_on_gpu(exif) == (30, 40)
+    assert jpeg_reader.takes_on_gpu(exif) == (30, 40)
     adobe = whole[:2] + b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00" + whole[2:]
-    assert takes_on_gpu(adobe) is None  # untransformed RGB: Pillow reads it right
-    frame = gpu_decode.jpeg_frame(jpeg_bytes(subsampling=2))
+    assert jpeg_reader.takes_on_gpu(adobe) is None  # untransformed RGB: Pillow reads it right
+    frame = jpeg_reader.jpeg_frame(jpeg_bytes(subsampling=2))
     assert frame.marker == 0xC0 and frame.sampling == [(2, 2), (1, 1), (1, 1)]
 
 
-def test_reader_keeps_jpeg_bytes_and_decodes_the_rest_once(tmp_path: Path) -> None:
+def bytes_at(address: int, read: jpeg_reader.BatchRead, row: int) -> bytes:
+    offset, size = read.table[row, jpeg_reader.OFFSET:jpeg_reader.SIZE + 1]
+    return ctypes.string_at(address + int(offset), int(size))
+
+
+def test_reader_puts_jpegs_in_the_region_and_decodes_the_rest(tmp_path: Path) -> None:
     pre = Preprocessor.keep_aspect_ratio(20, 60)
-    (tmp_path / "a.jpg").write_bytes(jpeg_bytes())
+    jpeg = jpeg_bytes()
+    (tmp_path / "a.jpg").write_bytes(jpeg)
     Image.new("RGB", (40, 30), (1, 2, 3)).save(tmp_path / "b.png")
-    source, scale = gpu_decode.read_source(tmp_path / "a.jpg", pre)
-    assert source == jpeg_bytes()
-    assert (scale.orig_height, scale.orig_width, scale.resized_height) == (30, 40, 20)
-    source, scale = gpu_decode.read_source(tmp_path / "b.png", pre)
-    assert source.shape == (30, 40, 3) and (source[0, 0] == (1, 2, 3)).all()
     (tmp_path / "c.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
-    with pytest.raises(ImageError, match="c.jpg"):
-        gpu_decode.read_source(tmp_path / "c.jpg", pre)
+    (tmp_path / "d.jpg").write_bytes(jpeg)
+    (tmp_path / "e.jpg").write_bytes(jpeg_bytes(progressive=True))
+    names = ["a.jpg", "b.png", "c.jpg", "d.jpg", "e.jpg", "missing.jpg"]
+    buffer = jpeg_reader.SharedBuffer(2, 1 << 20)
+    try:  # region 1 of 2
+        read = jpeg_reader.read_batch(buffer.path, buffer.region_size, buffer.region_size,
+                                      [str(tmp_path / n) for n in names], pre)
+        address = buffer.region_address(1)
+        offsets = read.table[:, jpeg_reader.OFFSET].tolist()
+        aligned = -(-len(jpeg) // jpeg_reader.ALIGNMENT) * jpeg_reader.ALIGNMENT
+        assert offsets[:2] == [0, -1] and offsets[3:] == [aligned, -1, -1]
+        assert bytes_at(address, read, 0) == jpeg and bytes_at(address, read, 3) == jpeg
+        assert read.table[0, jpeg_reader.HEIGHT:].tolist() == [30, 40, 20, 27]
+        assert read.scale(0, pre) == ImageScale(30, 40, 20, 27, pre.height, pre.width)
+        assert sorted(read.pixels) == [1, 4]  # the PNG and the progressive JPEG: Pillow
+        assert read.pixels[1].shape == (30, 40, 3) and (read.pixels[1][0, 0] == (1, 2, 3)).all()
+        assert read.table[4, jpeg_reader.HEIGHT:jpeg_reader.WIDTH + 1].tolist() == [30, 40]
+        assert sorted(read.errors) == [2, 5] and "No such file" in read.errors[5]
+        assert ctypes.string_at(buffer.region_address(0), 4) == bytes(4)  # region 0 untouched
+    finally:
+        buffer.close()
+    assert not Path(buffer.path).exists()
+
+
+def test_reader_decodes_what_does_not_fit_its_region_with_pillow(tmp_path: Path) -> None:
+    jpeg = jpeg_bytes()
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(jpeg)
+    buffer = jpeg_reader.SharedBuffer(1, len(jpeg) + 10)
+    try:
+        read = jpeg_reader.read_batch(buffer.path, 0, buffer.region_size,
+                                      [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")],
+                                      Preprocessor.fixed_shape(8, 8))
+        assert read.table[:, jpeg_reader.OFFSET].tolist() == [0, -1]
+        assert bytes_at(buffer.address, read, 0) == jpeg
+        assert list(read.pixels) == [1] and read.pixels[1].shape == (30, 40, 3)
+    finally:
+        buffer.close()
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["processes", "thread"])
+def test_photo_reader_reads_ahead_in_order_and_reuses_its_regions(
+        tmp_path: Path, processes: bool) -> None:
+    paths = []
+    for i in range(17):
+        paths.append(tmp_path / f"{i:02d}.jpg")
+        Image.new("RGB", (40 + i, 30), (10 * i, 80, 20)).save(paths[-1], quality=90)
+    paths[5].write_bytes(b"not an image")
+    chunks = [paths[i:i + 2] for i in range(0, len(paths), 2)]  # 9 batches, the last of 1
+    reader = jpeg_reader.PhotoReader(workers=2, processes=processes)
+    try:
+        seen = []
+        for batch in reader.read(chunks, Preprocessor.fixed_shape(8, 8), held=1):
+            seen.append(batch.paths)
+            for row, path in enumerate(batch.paths):
+                if path == paths[5]:
+                    assert list(batch.read.errors) == [row]
+                else:
+                    assert bytes_at(batch.address, batch.read, row) == path.read_bytes()
+                    assert batch.read.table[row, jpeg_reader.WIDTH] == 40 + paths.index(path)
+            batch.release()
+        assert seen == chunks
+        assert reader._buffer.regions < len(chunks)  # regions came back and were used again
+        path = Path(reader._buffer.path)
+    finally:
+        reader.close()
+    assert not path.exists()
 
 
 def test_a_missing_library_is_one_clear_error() -> None:
@@ -125,7 +187,6 @@ class DeviceInput:
 
     def __init__(self, backend, shape: tuple[int, ...]) -> None:
         self.backend, self.input_shape = backend, shape
-        self.copy_stream = backend.stream
         self._device = backend.malloc(4 * math.prod(shape))
 
     def device_input(self, slot: int) -> int:
@@ -133,7 +194,7 @@ class DeviceInput:
 
     def read(self) -> np.ndarray:
         host = np.full(self.input_shape, np.nan, np.float32)
-        self.backend.copy_dtoh_async(host, self._device, self.copy_stream)
+        self.backend.copy_dtoh_async(host, self._device)
         self.backend.synchronize()
         return host
 
@@ -147,24 +208,21 @@ def staged(paths: list[Path], pre: Preprocessor, layout: str, batch_size: int,
     backend = trt_runner.make_backend("cuda-python")
     shape = ImageBatcher(paths[0], pre, batch_size, layout).shape
     target = DeviceInput(backend, shape)
-    nvjpeg = gpu_decode.NvJpeg()
-    batch = EncodedBatch(np.zeros((batch_size, 0), np.float32), [], [])
-    for path in paths:
-        source, scale = gpu_decode.read_source(path, pre)
-        if not on_gpu and isinstance(source, bytes):
-            source = load_image(path)
-        batch.paths.append(path)
-        batch.scales.append(scale)
-        batch.sources.append(source)
+    batcher = gpu_decode.GpuImageBatcher(paths[0], pre, batch_size, layout, processes=False)
+    batcher.images = paths
+    (batch,) = batcher.batches()
     if on_gpu:  # what these tests feed nvJPEG it takes
-        assert all(isinstance(source, bytes) for source in batch.sources)
-    stage = gpu_decode.GpuStage(target, nvjpeg, pre, layout, skip=lambda *_: None)
+        assert (batch.table[:, jpeg_reader.OFFSET] >= 0).all()
+    else:
+        batch.table[:, jpeg_reader.OFFSET] = -1
+        batch.pixels = {row: load_image(path) for row, path in enumerate(paths)}
+    stage = gpu_decode.GpuStage(target, batcher.nvjpeg, pre, layout, skip=lambda *_: None)
     try:
         assert stage.run(0, batch).count == len(paths)
         return target.read()
     finally:
         stage.close()
-        nvjpeg.close()
+        batcher.close()
         backend.close()
 
 
