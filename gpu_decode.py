@@ -240,7 +240,7 @@ class GpuImageBatcher(ImageBatcher):
         size = self.batch_size
         chunks = [self.images[i:i + size] for i in range(0, len(self.images), size)]
         for read in self.reader.read(chunks, self.pre, held=self._depth):
-            batch = self._encoded(read)
+            batch = encoded_batch(read, self.pre, self.batch_size, self._skip)
             if not batch.count:
                 batch.release()
                 continue
@@ -248,23 +248,46 @@ class GpuImageBatcher(ImageBatcher):
                 allocate()
             yield batch
 
-    def _encoded(self, batch_read: ReadBatch) -> EncodedBatch:
-        read = batch_read.read
-        for row, reason in read.errors.items():
-            self._skip(batch_read.paths[row], reason)
-        rows = [row for row in range(len(batch_read.paths)) if row not in read.errors]
-        return EncodedBatch(
-            np.zeros((self.batch_size, 0), np.float32), [batch_read.paths[r] for r in rows],
-            [read.scale(row, self.pre) for row in rows], read.table[rows],
-            {new: read.pixels[row] for new, row in enumerate(rows) if row in read.pixels},
-            batch_read.address, batch_read.release)
-
     def close(self) -> None:
         """Frees nvJPEG's handle and the shared buffer (its stages must be closed)."""
         if self.nvjpeg is not None:
             self.nvjpeg.close()
             self.nvjpeg = None
         self.reader.close()
+
+
+def encoded_batch(read: ReadBatch, pre: Preprocessor, batch_size: int,
+                  skip: Callable[[Path, str], None]) -> EncodedBatch:
+    """The batch a reader's ReadBatch makes, without the files it could not read (reported
+    through ``skip``)."""
+    table = read.read
+    for row, reason in table.errors.items():
+        skip(read.paths[row], reason)
+    rows = [row for row in range(len(read.paths)) if row not in table.errors]
+    return EncodedBatch(
+        np.zeros((batch_size, 0), np.float32), [read.paths[r] for r in rows],
+        [table.scale(row, pre) for row in rows], table.table[rows],
+        {new: table.pixels[row] for new, row in enumerate(rows) if row in table.pixels},
+        read.address, read.release)
+
+
+def decoded_on_cpu(batch: EncodedBatch, skip: Callable[[Path, str], None]) -> EncodedBatch:
+    """``batch`` with its JPEG bytes decoded by Pillow (what nvJPEG refused), without those
+    Pillow cannot read either (reported through ``skip``)."""
+    rows, pixels = [], {}
+    for row, (offset, size) in enumerate(batch.table[:, OFFSET:SIZE + 1].tolist()):
+        path = batch.paths[row]
+        try:
+            pixels[len(rows)] = batch.pixels.get(row) if offset < 0 else load_image(
+                path, ctypes.string_at(batch.address + offset, size))
+        except ImageError as err:
+            skip(path, err.reason)
+            continue
+        rows.append(row)
+    table = batch.table[rows]
+    table[:, OFFSET] = -1
+    return EncodedBatch(batch.data, [batch.paths[r] for r in rows],
+                        [batch.scales[r] for r in rows], table, pixels)
 
 
 class GpuStage:
@@ -332,29 +355,12 @@ class GpuStage:
                                          widths[on_gpu], stream)
             except NvJpegError as err:
                 log.warning("nvJPEG refused a batch (%s); decoding it with Pillow", err)
-                return self._write(slot, self._decode_on_cpu(batch))
+                return self._write(slot, decoded_on_cpu(batch, self.skip))
         for row, pixels in batch.pixels.items():
             self.driver.copy_htod_async(int(addresses[row]), np.ascontiguousarray(pixels),
                                         stream)
         self._resize(slot, batch, addresses)
         return batch
-
-    def _decode_on_cpu(self, batch: EncodedBatch) -> EncodedBatch:
-        """The batch with its JPEG bytes decoded by Pillow, without those it cannot read."""
-        rows, pixels = [], {}
-        for row, (offset, size) in enumerate(batch.table[:, OFFSET:SIZE + 1].tolist()):
-            path = batch.paths[row]
-            try:
-                pixels[len(rows)] = batch.pixels.get(row) if offset < 0 else load_image(
-                    path, ctypes.string_at(batch.address + offset, size))
-            except ImageError as err:
-                self.skip(path, err.reason)
-                continue
-            rows.append(row)
-        table = batch.table[rows]
-        table[:, OFFSET] = -1
-        return EncodedBatch(batch.data, [batch.paths[r] for r in rows],
-                            [batch.scales[r] for r in rows], table, pixels)
 
     def _resize(self, slot: int, batch: EncodedBatch, addresses: np.ndarray) -> None:
         jobs = self._jobs_host[slot].view(RESIZE_JOB_DTYPE)[: batch.count]

@@ -155,6 +155,47 @@ def test_photo_reader_reads_ahead_in_order_and_reuses_its_regions(
     assert not path.exists()
 
 
+def test_batches_leave_out_unreadable_files_and_pillow_redoes_a_refused_batch(
+        tmp_path: Path) -> None:
+    """What the GPU path does on the CPU: a reader's batch without the files it could not
+    read (reported), the Pillow-decoded pixels renumbered; and, as when nvJPEG refuses a
+    batch, its JPEG bytes decoded by Pillow, without a JPEG whose header passes but whose
+    data is cut (reported)."""
+    pre = Preprocessor.fixed_shape(8, 8)
+    whole = jpeg_bytes()
+    (tmp_path / "a.jpg").write_bytes(whole)
+    (tmp_path / "b.jpg").write_bytes(b"not an image")
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(tmp_path / "c.png")
+    (tmp_path / "d.jpg").write_bytes(whole[:len(whole) // 2])  # header fine, data cut
+    (tmp_path / "e.jpg").write_bytes(jpeg_bytes(subsampling=0))
+    paths = find_images(tmp_path)
+    reader = jpeg_reader.PhotoReader(workers=1, processes=False)
+    skipped: list[str] = []
+    released = []
+    try:
+        (read,) = reader.read([paths], pre, held=1)
+        read.release = lambda: released.append(True)
+        batch = gpu_decode.encoded_batch(read, pre, 8, lambda path, _: skipped.append(path.name))
+        assert skipped == ["b.jpg"]
+        assert [p.name for p in batch.paths] == ["a.jpg", "c.png", "d.jpg", "e.jpg"]
+        assert batch.table[:, jpeg_reader.OFFSET].tolist()[1] == -1 and list(batch.pixels) == [1]
+        assert (batch.table[[0, 2, 3], jpeg_reader.OFFSET] >= 0).all()
+        assert batch.data.shape == (8, 0) and len(batch.scales) == 4
+        batch.release()
+        assert released == [True]
+
+        redone = gpu_decode.decoded_on_cpu(batch, lambda path, _: skipped.append(path.name))
+        assert skipped == ["b.jpg", "d.jpg"]
+        assert [p.name for p in redone.paths] == ["a.jpg", "c.png", "e.jpg"]
+        assert (redone.table[:, jpeg_reader.OFFSET] == -1).all()
+        assert sorted(redone.pixels) == [0, 1, 2]
+        for row, path in enumerate(redone.paths):
+            assert np.array_equal(redone.pixels[row], load_image(path))
+            assert redone.scales[row] == batch.scales[batch.paths.index(path)]
+    finally:
+        reader.close()
+
+
 def test_a_missing_library_is_one_clear_error() -> None:
     with pytest.raises(cuda_ctypes.CudaUnavailable,
                        match=r"libnot_a_cuda_lib\.so not found.*--decode"):
