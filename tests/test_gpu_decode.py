@@ -42,6 +42,13 @@ def test_job_table_matches_the_kernel_struct() -> None:
     assert RESIZE_JOB_DTYPE.itemsize == 40 and RESIZE_JOB_DTYPE.fields["src"][1] == 0
 
 
+def test_image_table_matches_nvjpeg_image_t() -> None:
+    """nvjpegImage_t: unsigned char* channel[4], then size_t pitch[4] (nvjpeg.h)."""
+    layout = gpu_decode.NVJPEG_IMAGE_DTYPE
+    assert layout.itemsize == 64
+    assert layout.fields["channel"][1] == 0 and layout.fields["pitch"][1] == 32
+
+
 def jpeg_bytes(**save_options) -> bytes:
     buffer = io.BytesIO()
     mode = save_options.pop("mode", "RGB")
