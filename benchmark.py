@@ -437,7 +437,7 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
             start = time.perf_counter()
             done = work(source)
             seconds = time.perf_counter() - start
-            depth = max(args.pipeline_depth, getattr(source, "min_pipeline_depth", 1))
+            depth = infer.pipeline_depth(source, args.pipeline_depth)
             timings[name] = {"images": done, "seconds": seconds, "images_per_s": done / seconds,
                              **({"pipeline_depth": depth} if name != "serial" else {})}
             source.skipped.clear()

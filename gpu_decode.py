@@ -260,14 +260,14 @@ def encoded_batch(read: ReadBatch, pre: Preprocessor, batch_size: int,
                   skip: Callable[[Path, str], None]) -> EncodedBatch:
     """The batch a reader's ReadBatch makes, without the files it could not read (reported
     through ``skip``)."""
-    table = read.read
-    for row, reason in table.errors.items():
+    result = read.result
+    for row, reason in result.errors.items():
         skip(read.paths[row], reason)
-    rows = [row for row in range(len(read.paths)) if row not in table.errors]
+    rows = [row for row in range(len(read.paths)) if row not in result.errors]
     return EncodedBatch(
         np.zeros((batch_size, 0), np.float32), [read.paths[r] for r in rows],
-        [table.scale(row, pre) for row in rows], table.table[rows],
-        {new: table.pixels[row] for new, row in enumerate(rows) if row in table.pixels},
+        [result.scale(row, pre) for row in rows], result.table[rows],
+        {new: result.pixels[row] for new, row in enumerate(rows) if row in result.pixels},
         read.address, read.release)
 
 

@@ -227,6 +227,12 @@ def make_pipeline(runner: Runner, shape: tuple[int, ...], depth: int = 2) -> Bat
     return own(shape, depth) if callable(own) else HostPipeline(runner, shape, depth)
 
 
+def pipeline_depth(batcher: ImageBatcher, depth: int) -> int:
+    """The buffer sets :func:`detect_folder_pipelined` uses: ``depth``, raised to what the
+    batcher needs (gpu_decode's ``min_pipeline_depth``)."""
+    return max(depth, getattr(batcher, "min_pipeline_depth", 1))
+
+
 _END = object()
 
 
@@ -248,7 +254,7 @@ def detect_folder_pipelined(
     Runner calls all happen on the calling thread (pycuda needs that)."""
     class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
-    depth = max(depth, getattr(batcher, "min_pipeline_depth", 1))
+    depth = pipeline_depth(batcher, depth)
     pipeline = make_pipeline(runner, batcher.shape, depth)
     open_stage = getattr(batcher, "open_stage", None)  # gpu_decode: decode on the GPU
     try:

@@ -163,7 +163,7 @@ OFFSET, SIZE, HEIGHT, WIDTH, RESIZED_HEIGHT, RESIZED_WIDTH = range(6)
 
 
 @dataclass
-class BatchRead:
+class ReadResult:
     """What a reader learnt of a batch's files: the table (see OFFSET ...), the pixels of
     those Pillow decoded and why the others cannot be read, by row. Arrays and a few
     strings: one cheap message per batch (16 pickled Paths and ImageScales took 160 us)."""
@@ -192,10 +192,10 @@ def _mapping(path: str) -> mmap.mmap:
 
 
 def read_batch(buffer_path: str, region_start: int, region_size: int, paths: list[str],
-               pre: Preprocessor) -> BatchRead:
+               pre: Preprocessor) -> ReadResult:
     """A reader's job: each file's bytes into the region (when nvJPEG takes them and they
     fit), else its pixels from Pillow; and each image's sizes."""
-    read = BatchRead(np.full((len(paths), 6), -1, np.int64), {}, {})
+    read = ReadResult(np.full((len(paths), 6), -1, np.int64), {}, {})
     used = 0
     with memoryview(_mapping(buffer_path)) as buffer:
         region = buffer[region_start:region_start + region_size]
@@ -208,7 +208,7 @@ def read_batch(buffer_path: str, region_start: int, region_size: int, paths: lis
     return read
 
 
-def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor, read: BatchRead,
+def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor, read: ReadResult,
               row: int) -> int:
     """Reads ``path`` into ``read``'s row; returns the region's bytes used after it."""
     with open(path, "rb") as file:
@@ -236,12 +236,12 @@ def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor, read:
 
 @dataclass
 class ReadBatch:
-    """One batch as read: its paths, what the reader learnt, the address of its region in
-    this process (the table's offsets start there), and ``release`` to hand the region back
-    once its bytes are no longer needed."""
+    """One batch as read: its paths, what the reader learnt (``result``), the address of its
+    region in this process (the table's offsets start there), and ``release`` to hand the
+    region back once its bytes are no longer needed."""
 
     paths: list[Path]
-    read: BatchRead
+    result: ReadResult
     address: int
     release: Callable[[], None]
 

@@ -810,11 +810,6 @@ class TrtPipeline:
         return slot
 
     @property
-    def copy_stream(self) -> int:
-        """The stream the inputs reach the device on."""
-        return self._copy_stream
-
-    @property
     def input_shape(self) -> tuple[int, ...]:
         """The image input's shape."""
         return tuple(self._shapes[self._input_name])

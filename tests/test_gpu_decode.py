@@ -82,7 +82,7 @@ def test_files_that_are_not_jpegs_go_to_pillow() -> None:
     assert frame.marker == 0xC0 and frame.sampling == [(2, 2), (1, 1), (1, 1)]
 
 
-def bytes_at(address: int, read: jpeg_reader.BatchRead, row: int) -> bytes:
+def bytes_at(address: int, read: jpeg_reader.ReadResult, row: int) -> bytes:
     offset, size = read.table[row, jpeg_reader.OFFSET:jpeg_reader.SIZE + 1]
     return ctypes.string_at(address + int(offset), int(size))
 
@@ -149,10 +149,10 @@ def test_photo_reader_reads_ahead_in_order_and_reuses_its_regions(
             seen.append(batch.paths)
             for row, path in enumerate(batch.paths):
                 if path == paths[5]:
-                    assert list(batch.read.errors) == [row]
+                    assert list(batch.result.errors) == [row]
                 else:
-                    assert bytes_at(batch.address, batch.read, row) == path.read_bytes()
-                    assert batch.read.table[row, jpeg_reader.WIDTH] == 40 + paths.index(path)
+                    assert bytes_at(batch.address, batch.result, row) == path.read_bytes()
+                    assert batch.result.table[row, jpeg_reader.WIDTH] == 40 + paths.index(path)
             batch.release()
         assert seen == chunks
         assert reader._buffer.regions < len(chunks)  # regions came back and were used again
