@@ -195,22 +195,22 @@ def read_batch(buffer_path: str, region_start: int, region_size: int, paths: lis
                pre: Preprocessor) -> ReadResult:
     """A reader's job: each file's bytes into the region (when nvJPEG takes them and they
     fit), else its pixels from Pillow; and each image's sizes."""
-    read = ReadResult(np.full((len(paths), 6), -1, np.int64), {}, {})
+    result = ReadResult(np.full((len(paths), 6), -1, np.int64), {}, {})
     used = 0
     with memoryview(_mapping(buffer_path)) as buffer:
         region = buffer[region_start:region_start + region_size]
         for row, path in enumerate(paths):
             try:
-                used = _read_one(path, region, used, pre, read, row)
+                used = _read_one(path, region, used, pre, result, row)
             except (OSError, ValueError) as err:  # ImageError, or an image too thin to resize
-                read.errors[row] = getattr(err, "reason", str(err))
+                result.errors[row] = getattr(err, "reason", str(err))
         region.release()
-    return read
+    return result
 
 
-def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor, read: ReadResult,
-              row: int) -> int:
-    """Reads ``path`` into ``read``'s row; returns the region's bytes used after it."""
+def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor,
+              result: ReadResult, row: int) -> int:
+    """Reads ``path`` into ``result``'s row; returns the region's bytes used after it."""
     with open(path, "rb") as file:
         size = os.fstat(file.fileno()).st_size
         if used + size <= len(region):
@@ -221,12 +221,12 @@ def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor, read:
             data, on_gpu = file.read(), None
     if on_gpu is not None:
         height, width = on_gpu
-        read.table[row, OFFSET:SIZE + 1] = used, size
+        result.table[row, OFFSET:SIZE + 1] = used, size
         used += -(-size // ALIGNMENT) * ALIGNMENT
     else:
-        pixels = read.pixels[row] = load_image(path, bytes(data))
+        pixels = result.pixels[row] = load_image(path, bytes(data))
         height, width = pixels.shape[:2]
-    read.table[row, HEIGHT:] = height, width, *resized_size(height, width, pre)
+    result.table[row, HEIGHT:] = height, width, *resized_size(height, width, pre)
     return used
 
 

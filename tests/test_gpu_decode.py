@@ -82,8 +82,8 @@ def test_files_that_are_not_jpegs_go_to_pillow() -> None:
     assert frame.marker == 0xC0 and frame.sampling == [(2, 2), (1, 1), (1, 1)]
 
 
-def bytes_at(address: int, read: jpeg_reader.ReadResult, row: int) -> bytes:
-    offset, size = read.table[row, jpeg_reader.OFFSET:jpeg_reader.SIZE + 1]
+def bytes_at(address: int, result: jpeg_reader.ReadResult, row: int) -> bytes:
+    offset, size = result.table[row, jpeg_reader.OFFSET:jpeg_reader.SIZE + 1]
     return ctypes.string_at(address + int(offset), int(size))
 
 
