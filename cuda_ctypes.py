@@ -89,6 +89,7 @@ def compile_ptx(source: str, name: str, options: tuple[str, ...] = ("--fmad=fals
 
 
 CU_STREAM_NON_BLOCKING = 1
+CU_EVENT_DISABLE_TIMING = 2
 
 
 class CudaDriver:
@@ -118,6 +119,10 @@ class CudaDriver:
             "cuStreamSynchronize": [void_p],
             "cuStreamCreate": [pointer(void_p), ctypes.c_uint],
             "cuStreamDestroy_v2": [void_p],
+            "cuStreamWaitEvent": [void_p, void_p, ctypes.c_uint],
+            "cuEventCreate": [pointer(void_p), ctypes.c_uint],
+            "cuEventRecord": [void_p, void_p],
+            "cuEventDestroy_v2": [void_p],
         }
         for name, argtypes in signatures.items():
             getattr(lib, name).argtypes = argtypes
@@ -192,3 +197,23 @@ class CudaDriver:
 
     def destroy_stream(self, stream: int) -> None:
         self._lib.cuStreamDestroy_v2(ctypes.c_void_p(stream))
+
+    def create_event(self) -> int:
+        """An event for ordering only (no timing)."""
+        event = ctypes.c_void_p()
+        self.check(self._lib.cuEventCreate(ctypes.byref(event), CU_EVENT_DISABLE_TIMING),
+                   "cuEventCreate")
+        return event.value
+
+    def record_event(self, event: int, stream: int) -> None:
+        """Records ``event`` after the work enqueued on ``stream`` so far."""
+        self.check(self._lib.cuEventRecord(ctypes.c_void_p(event), ctypes.c_void_p(stream)),
+                   "cuEventRecord")
+
+    def stream_wait_event(self, stream: int, event: int) -> None:
+        """Work enqueued on ``stream`` from now on waits, on the GPU, for ``event``."""
+        self.check(self._lib.cuStreamWaitEvent(ctypes.c_void_p(stream), ctypes.c_void_p(event),
+                                               0), "cuStreamWaitEvent")
+
+    def destroy_event(self, event: int) -> None:
+        self._lib.cuEventDestroy_v2(ctypes.c_void_p(event))

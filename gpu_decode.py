@@ -18,8 +18,9 @@ into the engine's input buffer.
 
 Who does what: reader processes (jpeg_reader) put each batch's files into a shared buffer and
 parse their headers; the pipeline's producer thread hands each batch to one of DECODERS
-threads, which runs nvJPEG and the kernel on the slot's own stream and waits for them; the
-pipeline then runs the engine on the input the kernel wrote.
+threads, which runs nvJPEG (its call returns once the photos are with the hardware decoder)
+and enqueues the kernel on the slot's own stream; the pipeline's consumer then enqueues the
+engine behind that work, ordered on the GPU by an event: no thread waits for the decoding.
 
 The libraries (libnvjpeg, libnvrtc, libcuda) are loaded with ctypes (cuda_ctypes), from the
 CUDA install or pip's nvidia-* wheels; both CUDA back-ends of trt_runner work with it: the
@@ -221,20 +222,20 @@ class GpuImageBatcher(ImageBatcher):
     :meth:`open_stage`. Batches are formed before reading: an unreadable file leaves its
     batch one image short (it is reported and skipped)."""
 
-    min_pipeline_depth = DECODERS + 2  # batches decoding, one running, one being collected
+    decoding_ahead = DECODERS  # batches decoding: one per decoder thread
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.nvjpeg: NvJpeg | None = NvJpeg()  # raises CudaUnavailable here, up front
         self.reader = PhotoReader(self.workers, self.processes)
-        self._depth = self.min_pipeline_depth  # batches the stage may hold (open_stage)
+        self._depth = self.decoding_ahead  # batches the stage may hold (open_stage sets it)
 
     def open_stage(self, pipeline: Any) -> GpuStage:
         """The GPU stage of ``pipeline`` (a trt_runner.TrtPipeline) for these batches."""
         self._depth = pipeline.depth
         return GpuStage(pipeline, self.nvjpeg, self.pre, self.layout, self._skip)
 
-    def batches(self, allocate: Callable[[], np.ndarray] | None = None) -> Iterator[Batch]:
+    def batches(self, allocate: Callable[[], object] | None = None) -> Iterator[Batch]:
         """The :class:`EncodedBatch` es in order; ``allocate()`` (flow control: a pipeline
         slot) is called before each is handed on."""
         size = self.batch_size
@@ -294,7 +295,8 @@ class GpuStage:
     """Per pipeline slot: a stream, a device buffer for the decoded photos and a job table;
     nvJPEG decodes into the first, the resize kernel reads both and writes the slot's device
     input. :meth:`start` runs a batch on one of DECODERS threads (ctypes calls release the GIL:
-    two batches decode at once). Created in the runner's thread."""
+    two batches decode at once); :meth:`order_engine` makes the engine wait for it on the GPU,
+    not on the host. Created in the runner's thread."""
 
     def __init__(self, pipeline: Any, nvjpeg: NvJpeg, pre: Preprocessor, layout: str,
                  skip: Callable[[Path, str], None]) -> None:
@@ -313,6 +315,8 @@ class GpuStage:
         self._staging = [(0, 0)] * depth  # (device address, bytes) per slot
         self._jobs_host = [driver.pinned(table) for _ in range(depth)]
         self._jobs_device = [driver.malloc(table) for _ in range(depth)]
+        self._written = [driver.create_event() for _ in range(depth)]
+        self._held: list[EncodedBatch | None] = [None] * depth  # bytes nvJPEG may still read
         self._decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="nvjpeg")
 
     def start(self, slot: int, batch: EncodedBatch) -> Future[Batch]:
@@ -320,16 +324,27 @@ class GpuStage:
         return self._decoders.submit(self.run, slot, batch)
 
     def run(self, slot: int, batch: EncodedBatch) -> Batch:
-        """Decodes and resizes ``batch`` into the slot's device input and waits for it (the
-        slot must be idle: its last run waited for); returns the batch without the images no
-        decoder could read (reported through ``skip``). Releases the batch's bytes."""
-        try:
-            self.driver.bind()
-            batch = self._write(slot, batch)
-            self.driver.synchronize(self._streams[slot])
-            return batch
-        finally:
-            batch.release()
+        """Enqueues the decoding and resizing of ``batch`` into the slot's device input (the
+        slot must be idle: its last inference waited for) and returns the batch without the
+        images no decoder could read (reported through ``skip``). The GPU may still be at
+        work: :meth:`order_engine` before the inference. The batch's bytes are released when
+        the slot is next run, or at :meth:`close`."""
+        self.driver.bind()
+        self._release(slot)  # its last batch: decoded, since the slot's inference is over
+        self._held[slot] = batch
+        batch = self._write(slot, batch)
+        self.driver.record_event(self._written[slot], self._streams[slot])
+        return batch
+
+    def order_engine(self, slot: int) -> None:
+        """Makes the inferences enqueued from now on wait, on the GPU, until the slot's
+        input is written (call it from the thread that enqueues them, before the slot's)."""
+        self.driver.stream_wait_event(self.pipeline.stream, self._written[slot])
+
+    def _release(self, slot: int) -> None:
+        held, self._held[slot] = self._held[slot], None
+        if held is not None:
+            held.release()
 
     def _staging_for(self, slot: int, nbytes: int) -> int:
         pointer, size = self._staging[slot]
@@ -382,14 +397,17 @@ class GpuStage:
             ctypes.c_int(width), ctypes.c_int(self.layout == "NCHW"), *pad)
 
     def close(self) -> None:
-        """Waits for the decoder threads and the streams; frees the buffers and the kernel's
-        module."""
+        """Waits for the decoder threads and the streams; releases the batches' bytes, frees
+        the buffers and the kernel's module."""
         self._decoders.shutdown(wait=True, cancel_futures=True)
         driver = self.driver
         driver.bind()
         for stream in self._streams:
             driver.synchronize(stream)
             driver.destroy_stream(stream)
+        for slot, event in enumerate(self._written):
+            self._release(slot)
+            driver.destroy_event(event)
         for pointer, _ in self._staging:
             if pointer:
                 driver.free(pointer)
@@ -398,4 +416,5 @@ class GpuStage:
         for host in self._jobs_host:
             driver.free_pinned(host)
         self._streams, self._staging, self._jobs_device, self._jobs_host = [], [], [], []
+        self._written = []
         driver.unload(self._module)

@@ -186,11 +186,12 @@ def boxes_to_pixels(boxes_yxyx: np.ndarray, scale_y: float | np.ndarray,
     """Normalised (ymin, xmin, ymax, xmax) ``[..., 4]`` -> (xmin, ymin, xmax, ymax) pixels
     clipped to ``height`` x ``width``; the factors are scalars or arrays broadcasting against
     ``boxes[..., 0]`` (a batch: one per image, shape [B, 1])."""
-    scale_y, scale_x, height, width = (np.asarray(v, np.float64)[..., None]
-                                       for v in (scale_y, scale_x, height, width))
-    ys = np.clip(boxes_yxyx[..., 0::2] * scale_y, 0, height)
-    xs = np.clip(boxes_yxyx[..., 1::2] * scale_x, 0, width)
-    return np.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], axis=-1)
+    # per box column (xmin, ymin, xmax, ymax): its factor and its upper bound; few NumPy
+    # calls, as the pipeline's consumer runs this once per batch
+    factors = np.stack(np.broadcast_arrays(scale_x, scale_y, scale_x, scale_y,
+                                           width, height, width, height), -1).astype(np.float64)
+    xyxy = np.asarray(boxes_yxyx)[..., [1, 0, 3, 2]] * factors[..., :4]
+    return np.minimum(np.maximum(xyxy, 0), factors[..., 4:])
 
 
 class ImageError(ValueError):

@@ -107,11 +107,14 @@ def to_image_results(
         & (pixels[..., 2] > pixels[..., 0])
         & (pixels[..., 3] > pixels[..., 1])
     )
-    # best score first, ties in output order; what is not kept sorts last. One gather for
-    # the batch, then a view per image (few NumPy calls: the pipeline's consumer runs this)
-    order = np.argsort(np.where(keep, -scores, np.inf), axis=1, kind="stable")
-    rows = np.arange(len(order))[:, None]
-    pixels, scores, classes = pixels[rows, order], scores[rows, order], classes[rows, order]
+    # best score first, ties in output order; what is not kept sorts last. NMS outputs come
+    # in that order already: then no sort, else one gather for the batch; then a view per
+    # image (few NumPy calls: the pipeline's consumer runs this)
+    ranked = np.where(keep, scores, -np.inf)
+    if (ranked[:, 1:] > ranked[:, :-1]).any():
+        order = np.argsort(-ranked, axis=1, kind="stable")
+        rows = np.arange(len(order))[:, None]
+        pixels, scores, classes = pixels[rows, order], scores[rows, order], classes[rows, order]
     return [ImageResult(path, scale.orig_width, scale.orig_height, pixels[i, :kept],
                         scores[i, :kept], classes[i, :kept])
             for i, (path, scale, kept) in enumerate(zip(paths, scales, keep.sum(axis=1).tolist(),
@@ -220,17 +223,27 @@ class HostPipeline:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_pipeline(runner: Runner, shape: tuple[int, ...], depth: int = 2) -> BatchPipeline:
-    """The runner's own pipeline (TrtRunner: pinned buffers, overlapped copies) or a
-    HostPipeline."""
+def make_pipeline(runner: Runner, shape: tuple[int, ...], depth: int = 2,
+                  host_input: bool = True) -> BatchPipeline:
+    """The runner's own pipeline (TrtRunner: pinned buffers, overlapped copies; without
+    ``host_input`` it takes the image on the device) or a HostPipeline."""
     own = getattr(runner, "pipeline", None)
-    return own(shape, depth) if callable(own) else HostPipeline(runner, shape, depth)
+    if callable(own):
+        return own(shape, depth, host_input=host_input)
+    return HostPipeline(runner, shape, depth)
+
+
+# Batches enqueued on the runner at once, where the pipeline has the buffers: one running and
+# one behind it, so that the engine has work while the consumer converts results (3 was no
+# faster on the H100 machine: docs/benchmarks.md, session 7)
+IN_FLIGHT = 2
 
 
 def pipeline_depth(batcher: ImageBatcher, depth: int) -> int:
-    """The buffer sets :func:`detect_folder_pipelined` uses: ``depth``, raised to what the
-    batcher needs (gpu_decode's ``min_pipeline_depth``)."""
-    return max(depth, getattr(batcher, "min_pipeline_depth", 1))
+    """The buffer sets :func:`detect_folder_pipelined` uses: ``depth``, raised for a batcher
+    that decodes into them (gpu_decode's ``decoding_ahead``) to those plus IN_FLIGHT."""
+    ahead = getattr(batcher, "decoding_ahead", None)
+    return depth if ahead is None else max(depth, ahead + IN_FLIGHT)
 
 
 _END = object()
@@ -247,16 +260,19 @@ def detect_folder_pipelined(
     """:func:`detect_folder` (same results, same order) with the batch preparation, the
     runner and the consumer overlapping: a producer thread assembles batches (images decoded
     and resized on the batcher's worker threads) into the pipeline's ``depth`` buffers, this
-    thread submits each batch and, while the next one is submitted, collects the previous.
+    thread keeps up to IN_FLIGHT batches enqueued: it collects the oldest, submits the next
+    ready batch and only then turns the collected outputs into results (the engine is not
+    left waiting on that conversion, which under the GIL took 1.5-2 ms per batch of 16 on the
+    GPU machine, more than the engine's 1.5 ms).
     With a gpu_decode.GpuImageBatcher the batches hold encoded photos, and the producer hands
     each to its stage, which decodes and resizes it on the GPU on a thread of its own (ctypes
-    driver calls, any thread; ``depth`` is raised to the batcher's ``min_pipeline_depth``).
+    driver calls, any thread; ``depth`` is raised by :func:`pipeline_depth`).
     Runner calls all happen on the calling thread (pycuda needs that)."""
     class_offset = class_offset_of(runner, class_offset)
     frame = box_frame(runner)
     depth = pipeline_depth(batcher, depth)
-    pipeline = make_pipeline(runner, batcher.shape, depth)
     open_stage = getattr(batcher, "open_stage", None)  # gpu_decode: decode on the GPU
+    pipeline = make_pipeline(runner, batcher.shape, depth, host_input=open_stage is None)
     try:
         stage = open_stage(pipeline) if open_stage is not None else None
     except BaseException:
@@ -268,7 +284,7 @@ def detect_folder_pipelined(
     ready: queue.Queue = queue.Queue()
     stop = threading.Event()
 
-    def allocate() -> np.ndarray:
+    def allocate() -> np.ndarray | None:
         while True:
             try:
                 slot = free.get(timeout=0.05)
@@ -277,7 +293,7 @@ def detect_folder_pipelined(
                     raise _Stopped from None
                 continue
             taken.append(slot)
-            return pipeline.input_buffer(slot)
+            return pipeline.input_buffer(slot) if stage is None else None
 
     def produce() -> None:
         try:
@@ -298,34 +314,49 @@ def detect_folder_pipelined(
     producer = threading.Thread(target=produce, name="infer-producer", daemon=True)
     producer.start()
     in_flight: deque[tuple[int, Batch]] = deque()
+    waiting: deque = deque()  # taken from `ready`, not submitted: its decoding is not done
     finished = False
+
+    def submit_ready(block: bool) -> None:
+        """Submits the next batches until IN_FLIGHT (at most ``depth``) are in flight or the
+        folder is done; waits for them only when ``block``."""
+        nonlocal finished
+        while not finished and len(in_flight) < min(depth, IN_FLIGHT):
+            if not waiting:
+                try:
+                    waiting.append(ready.get(block=block))
+                except queue.Empty:
+                    return
+            item = waiting[0]
+            if isinstance(item, BaseException):
+                raise item
+            if item is not _END:
+                slot, batch = item
+                if isinstance(batch, Future):  # decoded and resized on the GPU
+                    if not (block or batch.done()):
+                        return
+                    batch = batch.result()
+                if batch.count:
+                    feed = true_image_shape_feed(runner, batch)
+                    if stage is None:
+                        pipeline.submit(slot, feed)
+                    else:  # the stage writes the image input on the device
+                        stage.order_engine(slot)
+                        pipeline.submit(slot, feed, input_on_device=True)
+                    in_flight.append((slot, batch))
+                else:  # every image of it unreadable
+                    free.put(slot)
+            finished = item is _END
+            waiting.popleft()
+
     try:
         while in_flight or not finished:
-            if not finished and len(in_flight) < depth:
-                item = ready.get()
-                if item is _END:
-                    finished = True
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    slot, batch = item
-                    if isinstance(batch, Future):
-                        batch = batch.result()
-                    if batch.count:
-                        feed = true_image_shape_feed(runner, batch)
-                        if stage is None:
-                            pipeline.submit(slot, feed)
-                        else:  # the stage wrote the image input on the device
-                            pipeline.submit(slot, feed, input_on_device=True)
-                        in_flight.append((slot, batch))
-                    else:  # every image of it unreadable
-                        free.put(slot)
-                if len(in_flight) < min(depth, 2) and not finished:
-                    continue  # keep one batch running while the next is submitted
+            submit_ready(block=True)
             if in_flight:
                 slot, batch = in_flight.popleft()
                 outputs = pipeline.wait(slot)
                 free.put(slot)
+                submit_ready(block=False)  # the engine gets the next batch before these
                 yield from batch_results(outputs, batch, class_offset, score_threshold, frame)
     finally:
         stop.set()

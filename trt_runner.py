@@ -13,6 +13,7 @@ import json
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -621,10 +622,10 @@ class TrtRunner:
         self._drop_graph()
         self.use_cuda_graph = False
 
-    def pipeline(self, shape: tuple[int, ...], depth: int = 2, cuda_graphs: bool = True
-                 ) -> TrtPipeline:
+    def pipeline(self, shape: tuple[int, ...], depth: int = 2, cuda_graphs: bool = True,
+                 host_input: bool = True) -> TrtPipeline:
         """A :class:`TrtPipeline` with ``depth`` buffer sets for input ``shape``."""
-        return TrtPipeline(self, shape, depth, cuda_graphs)
+        return TrtPipeline(self, shape, depth, cuda_graphs, host_input)
 
     def _check_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         low, _, high = self.profile_shapes
@@ -684,19 +685,22 @@ class TrtRunner:
         if self._graph is None:
             self.use_cuda_graph = False
 
-    def _try_capture(self, fallback: str) -> Any:
-        """execute_async_v3 with the current addresses as a CUDA graph, or None with a
-        warning that ends with ``fallback`` (what happens instead)."""
+    def _try_capture(self, fallback: str, then: Callable[[], None] | None = None) -> Any:
+        """execute_async_v3 with the current addresses (then what ``then`` enqueues on the
+        stream) as a CUDA graph, or None with a warning that ends with ``fallback`` (what
+        happens instead)."""
         try:
-            return self._captured_execute()
+            return self._captured_execute(then)
         except (CudaError, EngineError) as err:
             log.warning("CUDA graph capture failed, %s: %s", fallback, err)
             return None
 
-    def _captured_execute(self) -> Any:
+    def _captured_execute(self, then: Callable[[], None] | None = None) -> Any:
         self.backend.begin_capture()
         try:
             enqueued = self.context.execute_async_v3(self.backend.stream)
+            if enqueued and then is not None:
+                then()
         finally:
             graph = self.backend.end_capture()
         if not enqueued:
@@ -767,15 +771,18 @@ class TrtPipeline:
     outputs' device -> host copies. So batch N+1's input copy overlaps batch N's inference,
     and the host fills another slot meanwhile. ``wait(slot)`` returns the outputs. All calls
     must come from the thread that created the runner (pycuda's context is per thread);
-    other threads may write into ``input_buffer(slot)`` of a slot not in flight.
+    other threads may write into ``input_buffer(slot)`` of a slot not in flight. Without
+    ``host_input`` the image input has no host buffer: it is written on the device
+    (``device_input``, ``submit(input_on_device=True)``), as gpu_decode does.
 
-    With ``cuda_graphs`` each slot's inference is captured into a CUDA graph on its second
-    run (its addresses never change) and replayed from then on: one launch instead of
-    TensorRT's per-layer enqueue on the host. Where capture fails: one warning, no graphs.
+    With ``cuda_graphs`` each slot's inference and copies out are captured into a CUDA graph
+    on its second run (its addresses never change) and replayed from then on: one launch
+    instead of TensorRT's per-layer enqueue and a copy per output on the host. Where capture
+    fails: one warning, no graphs.
     """
 
     def __init__(self, runner: TrtRunner, shape: tuple[int, ...], depth: int = 2,
-                 cuda_graphs: bool = True) -> None:
+                 cuda_graphs: bool = True, host_input: bool = True) -> None:
         if depth < 1:
             raise ValueError(f"a pipeline needs at least 1 buffer set, got {depth}")
         runner.set_input_shape(shape)
@@ -788,6 +795,7 @@ class TrtPipeline:
         self._dtypes = {t.name: t.dtype for t in runner._tensors}
         self._input_name = runner.input_name
         self._input_names = [t.name for t in runner._tensors if t.is_input]
+        self.host_input = host_input
         self._copy_stream = backend.create_stream()
         self._slots: list[_Slot] = []
         try:
@@ -803,9 +811,10 @@ class TrtPipeline:
         self._slots.append(slot)  # freed by close() even when a later allocation fails
         for name, shape in self._shapes.items():
             count = math.prod(shape)
-            flat = backend.pinned_empty(count, self._dtypes[name])
-            slot.allocations.append(flat)
-            slot.host[name] = flat.reshape(shape)
+            if self.host_input or name != self._input_name:
+                flat = backend.pinned_empty(count, self._dtypes[name])
+                slot.allocations.append(flat)
+                slot.host[name] = flat.reshape(shape)
             slot.device[name] = backend.malloc(count * self._dtypes[name].itemsize)
         return slot
 
@@ -819,22 +828,34 @@ class TrtPipeline:
         """The image input's dtype."""
         return np.dtype(self._dtypes[self._input_name])
 
+    @property
+    def stream(self) -> int:
+        """The stream the inferences are enqueued on."""
+        return self._backend.stream
+
     def device_input(self, slot: int) -> int:
         """The device address of the slot's image input (for ``submit(input_on_device=True)``)."""
         return self._slots[slot].device[self._input_name]
 
     def input_buffer(self, slot: int, name: str | None = None) -> np.ndarray:
         """The slot's pinned array of an input (default: the image; the pipeline's shape and
-        the engine's dtype)."""
-        return self._slots[slot].host[name or self._input_name]
+        the engine's dtype; none for the image without ``host_input``)."""
+        name = name or self._input_name
+        if name == self._input_name and not self.host_input:
+            raise ValueError("this pipeline takes its image input on the device (host_input "
+                             "off): write device_input(slot)")
+        return self._slots[slot].host[name]
 
     def submit(self, slot: int, true_image_shape: np.ndarray | None = None,
                input_on_device: bool = False) -> None:
         """Enqueues copy in, inference and copies out for the slot's input buffers
         (``true_image_shape``: for engines with that input, copied into the slot first;
-        ``input_on_device``: the image is already in ``device_input(slot)``, written and
-        waited for while the slot was idle)."""
+        ``input_on_device``: the image is in ``device_input(slot)``, or will be, written by
+        work :attr:`stream` was made to wait for, e.g. gpu_decode.GpuStage.order_engine)."""
         backend, s = self._backend, self._slots[slot]
+        if not (input_on_device or self.host_input):
+            raise ValueError("this pipeline takes its image input on the device (host_input "
+                             "off): submit with input_on_device=True")
         if (TRUE_IMAGE_SHAPE in s.host) != (true_image_shape is not None):
             needs = "needs" if TRUE_IMAGE_SHAPE in s.host else "has no"
             raise ValueError(f"{self.runner.path}: this engine {needs} {TRUE_IMAGE_SHAPE} input")
@@ -852,17 +873,21 @@ class TrtPipeline:
             for name, pointer in s.device.items():
                 self.runner._set_address(name, pointer)
             if self.cuda_graphs and s.runs:  # TensorRT's lazy set-up is done: capture
-                s.graph = self.runner._try_capture("the pipeline runs without")
+                s.graph = self.runner._try_capture("the pipeline runs without",
+                                                   then=lambda: self._copy_outputs(s))
                 self.cuda_graphs = s.graph is not None
-        if s.graph is not None:
+        if s.graph is not None:  # the inference and the copies out, in one launch
             backend.launch_graph(s.graph)
         else:
             self.runner._execute()
+            self._copy_outputs(s)
         s.runs += 1
+        backend.record_event(s.done)
+
+    def _copy_outputs(self, s: _Slot) -> None:
         for name, host in s.host.items():
             if name not in self._input_names:
-                backend.copy_dtoh_async(host, s.device[name])
-        backend.record_event(s.done)
+                self._backend.copy_dtoh_async(host, s.device[name])
 
     def wait(self, slot: int) -> dict[str, np.ndarray]:
         """Waits for the slot's last submission; returns copies of its outputs."""

@@ -237,10 +237,15 @@ class DeviceInput:
         self.backend, self.input_shape = backend, shape
         self._device = backend.malloc(4 * math.prod(shape))
 
+    @property
+    def stream(self) -> int:
+        return self.backend.stream
+
     def device_input(self, slot: int) -> int:
         return self._device
 
     def read(self) -> np.ndarray:
+        """The buffer, copied on ``stream`` (after what the stage ordered before it)."""
         host = np.full(self.input_shape, np.nan, np.float32)
         self.backend.copy_dtoh_async(host, self._device)
         self.backend.synchronize()
@@ -267,6 +272,7 @@ def staged(paths: list[Path], pre: Preprocessor, layout: str, batch_size: int,
     stage = gpu_decode.GpuStage(target, batcher.nvjpeg, pre, layout, skip=lambda *_: None)
     try:
         assert stage.run(0, batch).count == len(paths)
+        stage.order_engine(0)  # the read waits on the GPU for the stage, as an inference would
         return target.read()
     finally:
         stage.close()

@@ -21,7 +21,7 @@ from PIL import Image
 
 import infer
 import visualize
-from image_batcher import ImageError, load_image
+from image_batcher import ImageError, ImageScale, load_image
 from labels import LabelError, label_for, load_labels
 from parity import Detections, match_detections
 from reference_runner import ReferenceRunner
@@ -277,6 +277,30 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "infer.py: error: " in result.err and expected in result.err, result.err
     assert "Traceback" not in result.err and result.out == ""
     assert not (tmp_path / "out").exists()
+
+
+def test_batch_results_best_first_whether_or_not_the_outputs_are_sorted() -> None:
+    """Image 0 comes sorted (as from NMS), image 1 not, with a tie, a zero-area box and a score
+    under the threshold; boxes map to pixels of a 100 x 200 photo (input = resized size)."""
+    scale = ImageScale(100, 200, 50, 50, 50, 50)
+    boxes = np.array([[[0.0, 0.0, 0.5, 0.5], [0.1, 0.1, 0.2, 0.2], [0.2, 0.2, 0.4, 0.4],
+                       [0.0, 0.0, 1.0, 1.0]],
+                      [[0.5, 0.5, 0.5, 0.9], [0.0, 0.0, 0.1, 0.3], [0.3, 0.0, 0.7, 1.2],
+                       [-0.2, 0.1, 0.4, 0.2]]], np.float32)
+    scores = np.array([[0.9, 0.6, 0.3, 0.0], [0.4, 0.7, 0.1, 0.7]], np.float32)
+    classes = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    first, second = infer.to_image_results(
+        [Path("a.jpg"), Path("b.jpg")], [scale, scale], boxes, scores, classes,
+        np.array([3, 4]), score_threshold=0.2)
+    assert first.scores.tolist() == pytest.approx([0.9, 0.6, 0.3])
+    assert first.classes.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(first.boxes, [[0, 0, 100, 50], [20, 10, 40, 20],
+                                             [40, 20, 80, 40]], atol=1e-4)
+    # image 1: box 0 has no height (dropped), box 2 is under the threshold; the tie of 0.7
+    # keeps the output order (box 1, then box 3, clipped to the photo)
+    assert second.scores.tolist() == pytest.approx([0.7, 0.7])
+    assert second.classes.tolist() == [6, 8]
+    np.testing.assert_allclose(second.boxes, [[0, 0, 60, 10], [20, 0, 40, 40]], atol=1e-4)
 
 
 def test_batch_size_and_layout_rules() -> None:

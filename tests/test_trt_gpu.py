@@ -167,6 +167,28 @@ def test_cuda_graph_replays_or_falls_back(fp32_engine: Path, reference: Referenc
     assert first["num_detections"].tolist() == second["num_detections"].tolist()
 
 
+def test_pipeline_with_the_image_on_the_device(fp32_engine: Path, reference: Reference) -> None:
+    """host_input off (gpu_decode's pipeline): no pinned image buffer, the wrong calls say
+    what to do; the image written on the device gives runner.infer's outputs, also when the
+    slot's CUDA graph (inference and copies out) replays it."""
+    data = reference[0][0].data
+    with trt_runner.TrtRunner(fp32_engine) as runner:
+        expected = runner.infer(data)
+        with runner.pipeline(tuple(runner.input_shape), 1, host_input=False) as pipeline:
+            with pytest.raises(ValueError, match="device_input"):
+                pipeline.input_buffer(0)
+            with pytest.raises(ValueError, match="input_on_device=True"):
+                pipeline.submit(0)
+            for _ in range(3):  # plain, captured, replayed
+                runner.backend.copy_htod_async(pipeline.device_input(0), data, pipeline.stream)
+                pipeline.submit(0, input_on_device=True)
+                found = pipeline.wait(0)
+                for name, value in expected.items():
+                    np.testing.assert_allclose(found[name], value, rtol=0, atol=1e-5,
+                                               err_msg=name)
+            assert pipeline.cuda_graphs
+
+
 def test_runner_describes_the_engine(fp32_engine: Path, onnx_path: Path) -> None:
     model = onnx.load(str(onnx_path), load_external_data=False)
     dims = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
