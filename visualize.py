@@ -49,7 +49,7 @@ def _to_pil(image: np.ndarray) -> Image.Image:
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected an HxWx3 uint8 RGB image, got {array.shape} {array.dtype}")
-    return Image.fromarray(array, "RGB")
+    return Image.fromarray(array)  # HxWx3 uint8: RGB (the mode argument is deprecated)
 
 
 def annotate(
