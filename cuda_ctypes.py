@@ -92,6 +92,11 @@ CU_STREAM_NON_BLOCKING = 1
 CU_EVENT_DISABLE_TIMING = 2
 
 
+# Driver calls that return as soon as the work is enqueued (see CudaDriver._enqueue)
+ENQUEUE_CALLS = ("cuCtxSetCurrent", "cuLaunchKernel", "cuMemcpyHtoDAsync_v2", "cuEventRecord",
+                 "cuStreamWaitEvent")
+
+
 class CudaDriver:
     """The few CUDA driver calls the GPU stage makes itself (ctypes on libcuda), so that it
     works with either back-end of trt_runner and from any thread: both back-ends run on the
@@ -126,6 +131,12 @@ class CudaDriver:
         }
         for name, argtypes in signatures.items():
             getattr(lib, name).argtypes = argtypes
+        # The calls that only enqueue work (microseconds) keep the GIL: a ctypes call through
+        # CDLL releases it and must win it back, which behind the pipeline's other threads
+        # took far longer than the call (docs/benchmarks.md, session 8)
+        self._enqueue = ctypes.PyDLL(lib._name)
+        for name in ENQUEUE_CALLS:
+            getattr(self._enqueue, name).argtypes = signatures[name]
         self.context = void_p()
         self.check(lib.cuCtxGetCurrent(ctypes.byref(self.context)), "cuCtxGetCurrent")
         if not self.context:
@@ -141,7 +152,7 @@ class CudaDriver:
 
     def bind(self) -> None:
         """Makes the runner's context current in this thread."""
-        self.check(self._lib.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+        self.check(self._enqueue.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
 
     def load_function(self, ptx: bytes, name: str) -> tuple[ctypes.c_void_p, ctypes.c_void_p]:
         """(module, function) of a PTX module."""
@@ -155,13 +166,19 @@ class CudaDriver:
     def unload(self, module: ctypes.c_void_p) -> None:
         self._lib.cuModuleUnload(module)
 
-    def launch(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
-               block: tuple[int, int, int], stream: int, *args: ctypes._SimpleCData) -> None:
-        """Enqueues ``function`` on ``stream`` with ``args`` (ctypes values, in order)."""
-        params = (ctypes.c_void_p * len(args))(
+    @staticmethod
+    def kernel_params(*args: ctypes._SimpleCData) -> ctypes.Array:
+        """The parameter array :meth:`launch` takes: pointers to ``args`` (ctypes values, in
+        the kernel's order), which may be changed between launches and must outlive them."""
+        return (ctypes.c_void_p * len(args))(
             *(ctypes.cast(ctypes.byref(arg), ctypes.c_void_p) for arg in args))
-        self.check(self._lib.cuLaunchKernel(function, *grid, *block, 0, ctypes.c_void_p(stream),
-                                            params, None), "cuLaunchKernel")
+
+    def launch(self, function: ctypes.c_void_p, grid: tuple[int, int, int],
+               block: tuple[int, int, int], stream: int, params: ctypes.Array) -> None:
+        """Enqueues ``function`` on ``stream`` with ``params`` (:meth:`kernel_params`)."""
+        self.check(self._enqueue.cuLaunchKernel(function, *grid, *block, 0,
+                                                ctypes.c_void_p(stream), params, None),
+                   "cuLaunchKernel")
 
     def malloc(self, nbytes: int) -> int:
         pointer = ctypes.c_uint64()
@@ -181,6 +198,14 @@ class CudaDriver:
         self._lib.cuMemFreeHost(ctypes.c_void_p(array.ctypes.data))
 
     def copy_htod_async(self, device: int, host: np.ndarray, stream: int) -> None:
+        """Enqueues a copy from page-locked ``host`` memory (:meth:`pinned`)."""
+        self.check(self._enqueue.cuMemcpyHtoDAsync_v2(
+            device, ctypes.c_void_p(host.ctypes.data), host.nbytes, ctypes.c_void_p(stream)),
+            "cuMemcpyHtoDAsync")
+
+    def upload(self, device: int, host: np.ndarray, stream: int) -> None:
+        """Copies ordinary (pageable) ``host`` memory on ``stream``; returns once the driver
+        has taken the bytes (``host`` may then be freed)."""
         self.check(self._lib.cuMemcpyHtoDAsync_v2(device, ctypes.c_void_p(host.ctypes.data),
                                                   host.nbytes, ctypes.c_void_p(stream)),
                    "cuMemcpyHtoDAsync")
@@ -207,12 +232,12 @@ class CudaDriver:
 
     def record_event(self, event: int, stream: int) -> None:
         """Records ``event`` after the work enqueued on ``stream`` so far."""
-        self.check(self._lib.cuEventRecord(ctypes.c_void_p(event), ctypes.c_void_p(stream)),
+        self.check(self._enqueue.cuEventRecord(ctypes.c_void_p(event), ctypes.c_void_p(stream)),
                    "cuEventRecord")
 
     def stream_wait_event(self, stream: int, event: int) -> None:
         """Work enqueued on ``stream`` from now on waits, on the GPU, for ``event``."""
-        self.check(self._lib.cuStreamWaitEvent(ctypes.c_void_p(stream), ctypes.c_void_p(event),
+        self.check(self._enqueue.cuStreamWaitEvent(ctypes.c_void_p(stream), ctypes.c_void_p(event),
                                                0), "cuStreamWaitEvent")
 
     def destroy_event(self, event: int) -> None:

@@ -222,7 +222,8 @@ class GpuImageBatcher(ImageBatcher):
     :meth:`open_stage`. Batches are formed before reading: an unreadable file leaves its
     batch one image short (it is reported and skipped)."""
 
-    decoding_ahead = DECODERS  # batches decoding: one per decoder thread
+    # batches decoding: one per decoder thread (two more ready ahead: no faster, session 8)
+    decoding_ahead = DECODERS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -317,6 +318,17 @@ class GpuStage:
         self._jobs_device = [driver.malloc(table) for _ in range(depth)]
         self._written = [driver.create_event() for _ in range(depth)]
         self._held: list[EncodedBatch | None] = [None] * depth  # bytes nvJPEG may still read
+        # the resize kernel's arguments per slot, made once: only the image count changes
+        self._grid = (-(-pre.width // BLOCK[0]), -(-pre.height // BLOCK[1]),
+                      pipeline.input_shape[0])
+        self._counts = [ctypes.c_int(0) for _ in range(depth)]
+        self._arguments = [
+            (ctypes.c_void_p(self._jobs_device[slot]), self._counts[slot],
+             ctypes.c_void_p(pipeline.device_input(slot)), ctypes.c_int(pre.height),
+             ctypes.c_int(pre.width), ctypes.c_int(layout == "NCHW"),
+             *(ctypes.c_float(v) for v in pre.pad_value))
+            for slot in range(depth)]
+        self._parameters = [driver.kernel_params(*args) for args in self._arguments]
         self._decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="nvjpeg")
 
     def start(self, slot: int, batch: EncodedBatch) -> Future[Batch]:
@@ -372,8 +384,7 @@ class GpuStage:
                 log.warning("nvJPEG refused a batch (%s); decoding it with Pillow", err)
                 return self._write(slot, decoded_on_cpu(batch, self.skip))
         for row, pixels in batch.pixels.items():
-            self.driver.copy_htod_async(int(addresses[row]), np.ascontiguousarray(pixels),
-                                        stream)
+            self.driver.upload(int(addresses[row]), np.ascontiguousarray(pixels), stream)
         self._resize(slot, batch, addresses)
         return batch
 
@@ -387,14 +398,9 @@ class GpuStage:
         jobs["scale_x"] = sizes[:, 1].astype(np.float32) / sizes[:, 3].astype(np.float32)
         stream = self._streams[slot]
         self.driver.copy_htod_async(self._jobs_device[slot], self._jobs_host[slot], stream)
-        size, height, width = self.pipeline.input_shape[0], self.pre.height, self.pre.width
-        grid = (-(-width // BLOCK[0]), -(-height // BLOCK[1]), size)
-        pad = [ctypes.c_float(v) for v in self.pre.pad_value]
-        self.driver.launch(
-            self._resize_function, grid, BLOCK, stream,
-            ctypes.c_void_p(self._jobs_device[slot]), ctypes.c_int(batch.count),
-            ctypes.c_void_p(self.pipeline.device_input(slot)), ctypes.c_int(height),
-            ctypes.c_int(width), ctypes.c_int(self.layout == "NCHW"), *pad)
+        self._counts[slot].value = batch.count
+        self.driver.launch(self._resize_function, self._grid, BLOCK, stream,
+                           self._parameters[slot])
 
     def close(self) -> None:
         """Waits for the decoder threads and the streams; releases the batches' bytes, frees

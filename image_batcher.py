@@ -168,7 +168,7 @@ class ImageScale:
             raise ValueError(f"boxes must have shape [..., 4], got {boxes.shape}")
         if frame not in BOX_FRAMES:
             raise ValueError(f"box frame must be one of {BOX_FRAMES}, got {frame!r}")
-        return boxes_to_pixels(boxes, *self.pixel_factors(frame))
+        return boxes_to_pixels(boxes, self.pixel_factors(frame)).reshape(boxes.shape)
 
     def pixel_factors(self, frame: str = "input") -> tuple[float, float, int, int]:
         """(y factor, x factor, height, width) taking normalised boxes of ``frame`` to
@@ -180,18 +180,16 @@ class ImageScale:
         return scale_y, scale_x, self.orig_height, self.orig_width
 
 
-def boxes_to_pixels(boxes_yxyx: np.ndarray, scale_y: float | np.ndarray,
-                    scale_x: float | np.ndarray, height: float | np.ndarray,
-                    width: float | np.ndarray) -> np.ndarray:
-    """Normalised (ymin, xmin, ymax, xmax) ``[..., 4]`` -> (xmin, ymin, xmax, ymax) pixels
-    clipped to ``height`` x ``width``; the factors are scalars or arrays broadcasting against
-    ``boxes[..., 0]`` (a batch: one per image, shape [B, 1])."""
-    # per box column (xmin, ymin, xmax, ymax): its factor and its upper bound; few NumPy
+def boxes_to_pixels(boxes_yxyx: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Normalised (ymin, xmin, ymax, xmax) ``[..., K, 4]`` -> (xmin, ymin, xmax, ymax) float64
+    pixels clipped to the image; ``factors`` ``[..., 4]`` are :meth:`ImageScale.pixel_factors`
+    (one row per image of a batch: ``[B, 4]`` for boxes ``[B, K, 4]``)."""
+    # per box column (xmin, ymin, xmax, ymax): its factor, then its upper bound; few NumPy
     # calls, as the pipeline's consumer runs this once per batch
-    factors = np.stack(np.broadcast_arrays(scale_x, scale_y, scale_x, scale_y,
-                                           width, height, width, height), -1).astype(np.float64)
-    xyxy = np.asarray(boxes_yxyx)[..., [1, 0, 3, 2]] * factors[..., :4]
-    return np.minimum(np.maximum(xyxy, 0), factors[..., 4:])
+    per_column = np.asarray(factors, np.float64)[..., None, [1, 0, 1, 0, 3, 2, 3, 2]]
+    xyxy = np.asarray(boxes_yxyx)[..., [1, 0, 3, 2]] * per_column[..., :4]
+    np.maximum(xyxy, 0, out=xyxy)
+    return np.minimum(xyxy, per_column[..., 4:], out=xyxy)
 
 
 class ImageError(ValueError):

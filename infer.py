@@ -100,7 +100,7 @@ def to_image_results(
     """:func:`to_image_result` for a batch at once: ``boxes`` [B, K, 4] normalised,
     ``scores`` / ``classes`` (0-based) [B, K], of which the first ``counts`` [B] are valid."""
     factors = np.array([scale.pixel_factors(box_frame) for scale in scales]).reshape(-1, 4)
-    pixels = boxes_to_pixels(boxes, *factors.T[..., None])
+    pixels = boxes_to_pixels(boxes, factors)
     keep = (
         (np.arange(scores.shape[1]) < np.asarray(counts)[:, None])
         & (scores >= score_threshold)

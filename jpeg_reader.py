@@ -35,7 +35,14 @@ SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 ALIGNMENT = 256  # each file's bytes start on this boundary of its region
 SHARED_FOLDERS = ("/dev/shm", tempfile.gettempdir())
 MAX_BUFFER_BYTES = 2 << 30
-READ_AHEAD = 4  # batches being read at once
+# Files whose sizes set a region's: a stat of every file cost 4.5 us each, 37 ms for 8192
+# photos before the first batch could be read (docs/benchmarks.md, session 8)
+SIZE_SAMPLE = 256
+# A reader's job is several batches: each job's messages cost the main process 0.3-0.4 ms of
+# the GIL that the threads feeding the GPU need (docs/benchmarks.md, session 8)
+BATCHES_PER_JOB = 4
+JOBS_AHEAD = 3  # jobs being read at once
+READ_AHEAD = JOBS_AHEAD * BATCHES_PER_JOB  # batches being read at once
 REGION_WAIT_S = 120  # a region comes back when its batch is decoded: far sooner than this
 
 
@@ -143,17 +150,17 @@ class SharedBuffer:
 
 
 def region_size_for(paths: list[Path], batch_size: int, regions: int) -> int:
-    """Bytes a region needs so that any batch of ``paths`` fits (the ``batch_size`` largest
-    files, aligned), within MAX_BUFFER_BYTES for all ``regions``; files that do not fit are
-    decoded by Pillow in the reader."""
-    sizes = []
-    for path in paths:
+    """Bytes a region needs for a batch of ``paths``: ``batch_size`` times the largest of up
+    to 2 x SIZE_SAMPLE files spread over them, within MAX_BUFFER_BYTES for all ``regions``.
+    A batch's files that do not fit all the same are decoded by Pillow in the reader."""
+    step = max(1, len(paths) // SIZE_SAMPLE)
+    largest = 0
+    for path in paths[::step]:
         try:
-            sizes.append(path.stat().st_size)
+            largest = max(largest, path.stat().st_size)
         except OSError:
-            sizes.append(0)  # reported by its reader
-    largest = sorted(sizes)[-batch_size:]
-    needed = sum(size + ALIGNMENT for size in largest)
+            pass  # reported by its reader
+    needed = batch_size * (largest + ALIGNMENT)
     return max(1 << 20, min(needed, MAX_BUFFER_BYTES // regions)) // ALIGNMENT * ALIGNMENT
 
 
@@ -208,6 +215,13 @@ def read_batch(buffer_path: str, region_start: int, region_size: int, paths: lis
     return result
 
 
+def read_batches(buffer_path: str, region_starts: list[int], region_size: int,
+                 batches: list[list[str]], pre: Preprocessor) -> list[ReadResult]:
+    """:func:`read_batch` for consecutive batches, each into its own region: a job."""
+    return [read_batch(buffer_path, start, region_size, paths, pre)
+            for start, paths in zip(region_starts, batches, strict=True)]
+
+
 def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor,
               result: ReadResult, row: int) -> int:
     """Reads ``path`` into ``result``'s row; returns the region's bytes used after it."""
@@ -248,11 +262,12 @@ class ReadBatch:
 
 class PhotoReader:
     """Reads batches of files ahead and in order into the regions of a :class:`SharedBuffer`:
-    READ_AHEAD batches at a time on ``workers`` (at most READ_AHEAD) reader processes of
-    image_batcher.decode_processes (a thread where processes are off or cannot start)."""
+    JOBS_AHEAD jobs of BATCHES_PER_JOB batches at a time on ``workers`` (at most JOBS_AHEAD)
+    reader processes of image_batcher.decode_processes (a thread where processes are off or
+    cannot start)."""
 
     def __init__(self, workers: int, processes: bool = True) -> None:
-        self.workers, self.processes = min(workers, READ_AHEAD), processes
+        self.workers, self.processes = min(workers, JOBS_AHEAD), processes
         self._buffer: SharedBuffer | None = None
 
     def read(self, chunks: list[list[Path]], pre: Preprocessor, held: int) -> Iterator[ReadBatch]:
@@ -268,23 +283,25 @@ class PhotoReader:
             free.put(region)
         processes = decode_processes(self.workers) if self.processes else None
         readers: Executor = processes or ThreadPoolExecutor(1, thread_name_prefix="jpeg-reader")
-        todo = iter(chunks)
-        pending: deque[tuple[list[Path], int, Future]] = deque()
+        jobs = (chunks[i:i + BATCHES_PER_JOB] for i in range(0, len(chunks), BATCHES_PER_JOB))
+        pending: deque[tuple[list[list[Path]], list[int], Future]] = deque()
         try:
             while True:
-                while len(pending) < READ_AHEAD:
-                    chunk = next(todo, None)
-                    if chunk is None:
+                while len(pending) < JOBS_AHEAD:
+                    job = next(jobs, None)
+                    if job is None:
                         break
-                    region = self._take(free)
-                    pending.append((chunk, region, readers.submit(
-                        read_batch, buffer.path, region * buffer.region_size,
-                        buffer.region_size, [os.fspath(path) for path in chunk], pre)))
+                    taken = [self._take(free) for _ in job]
+                    pending.append((job, taken, readers.submit(
+                        read_batches, buffer.path, [r * buffer.region_size for r in taken],
+                        buffer.region_size, [[os.fspath(p) for p in chunk] for chunk in job],
+                        pre)))
                 if not pending:
                     return
-                chunk, region, future = pending.popleft()
-                yield ReadBatch(chunk, future.result(), buffer.region_address(region),
-                                functools.partial(free.put, region))
+                job, taken, future = pending.popleft()
+                for chunk, region, result in zip(job, taken, future.result(), strict=True):
+                    yield ReadBatch(chunk, result, buffer.region_address(region),
+                                    functools.partial(free.put, region))
         finally:
             for *_, future in pending:  # they write into the buffer: let them finish
                 future.cancel()

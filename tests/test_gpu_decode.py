@@ -133,15 +133,27 @@ def test_reader_decodes_what_does_not_fit_its_region_with_pillow(tmp_path: Path)
         buffer.close()
 
 
+def test_regions_fit_a_batch_of_the_largest_files_seen(tmp_path: Path) -> None:
+    paths = [tmp_path / f"{i}.jpg" for i in range(10)]
+    for i, path in enumerate(paths):
+        path.write_bytes(bytes(100_000 + 30_000 * i))
+    batch = 4 * (100_000 + 30_000 * 9 + jpeg_reader.ALIGNMENT)  # the largest file's, aligned
+    size = jpeg_reader.region_size_for([*paths, tmp_path / "gone.jpg"], 4, regions=3)
+    assert size % jpeg_reader.ALIGNMENT == 0 and batch - jpeg_reader.ALIGNMENT < size <= batch
+    assert jpeg_reader.region_size_for(paths[:1], 4, regions=3) == 1 << 20  # the least
+    capped = jpeg_reader.region_size_for(paths, 4, regions=1500)  # all within the maximum
+    assert 1 << 20 < capped < size and capped * 1500 <= jpeg_reader.MAX_BUFFER_BYTES
+
+
 @pytest.mark.parametrize("processes", [True, False], ids=["processes", "thread"])
 def test_photo_reader_reads_ahead_in_order_and_reuses_its_regions(
         tmp_path: Path, processes: bool) -> None:
     paths = []
-    for i in range(17):
+    for i in range(33):
         paths.append(tmp_path / f"{i:02d}.jpg")
         Image.new("RGB", (40 + i, 30), (10 * i, 80, 20)).save(paths[-1], quality=90)
     paths[5].write_bytes(b"not an image")
-    chunks = [paths[i:i + 2] for i in range(0, len(paths), 2)]  # 9 batches, the last of 1
+    chunks = [paths[i:i + 2] for i in range(0, len(paths), 2)]  # 17 batches, the last of 1
     reader = jpeg_reader.PhotoReader(workers=2, processes=processes)
     try:
         seen = []
@@ -155,7 +167,8 @@ def test_photo_reader_reads_ahead_in_order_and_reuses_its_regions(
                     assert batch.result.table[row, jpeg_reader.WIDTH] == 40 + paths.index(path)
             batch.release()
         assert seen == chunks
-        assert reader._buffer.regions < len(chunks)  # regions came back and were used again
+        # regions came back and were used again
+        assert jpeg_reader.READ_AHEAD + 2 == reader._buffer.regions < len(chunks)
         path = Path(reader._buffer.path)
     finally:
         reader.close()
