@@ -237,8 +237,9 @@ class CudaDriver:
 
     def stream_wait_event(self, stream: int, event: int) -> None:
         """Work enqueued on ``stream`` from now on waits, on the GPU, for ``event``."""
-        self.check(self._enqueue.cuStreamWaitEvent(ctypes.c_void_p(stream), ctypes.c_void_p(event),
-                                               0), "cuStreamWaitEvent")
+        self.check(self._enqueue.cuStreamWaitEvent(ctypes.c_void_p(stream),
+                                                   ctypes.c_void_p(event), 0),
+                   "cuStreamWaitEvent")
 
     def destroy_event(self, event: int) -> None:
         self._lib.cuEventDestroy_v2(ctypes.c_void_p(event))
