@@ -92,9 +92,60 @@ CU_STREAM_NON_BLOCKING = 1
 CU_EVENT_DISABLE_TIMING = 2
 
 
-# Driver calls that return as soon as the work is enqueued (see CudaDriver._enqueue)
+# Driver calls that return as soon as the work is enqueued (see driver_library)
 ENQUEUE_CALLS = ("cuCtxSetCurrent", "cuLaunchKernel", "cuMemcpyHtoDAsync_v2", "cuEventRecord",
-                 "cuStreamWaitEvent")
+                 "cuStreamWaitEvent", "cuGraphLaunch")
+
+
+def _driver_signatures() -> dict[str, list]:
+    void_p, size_t, pointer = ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER
+    return {
+        "cuGetErrorString": [ctypes.c_int, pointer(ctypes.c_char_p)],
+        "cuCtxGetCurrent": [pointer(void_p)],
+        "cuCtxSetCurrent": [void_p],
+        "cuModuleLoadData": [pointer(void_p), ctypes.c_char_p],
+        "cuModuleGetFunction": [pointer(void_p), void_p, ctypes.c_char_p],
+        "cuModuleUnload": [void_p],
+        "cuLaunchKernel": [void_p, *[ctypes.c_uint] * 7, void_p, pointer(void_p), void_p],
+        "cuMemAlloc_v2": [pointer(ctypes.c_uint64), size_t],
+        "cuMemFree_v2": [ctypes.c_uint64],
+        "cuMemAllocHost_v2": [pointer(void_p), size_t],
+        "cuMemFreeHost": [void_p],
+        "cuMemcpyHtoDAsync_v2": [ctypes.c_uint64, void_p, size_t, void_p],
+        "cuStreamSynchronize": [void_p],
+        "cuStreamCreate": [pointer(void_p), ctypes.c_uint],
+        "cuStreamDestroy_v2": [void_p],
+        "cuStreamWaitEvent": [void_p, void_p, ctypes.c_uint],
+        "cuEventCreate": [pointer(void_p), ctypes.c_uint],
+        "cuEventRecord": [void_p, void_p],
+        "cuEventDestroy_v2": [void_p],
+        "cuGraphLaunch": [void_p, void_p],
+    }
+
+
+@functools.cache
+def driver_library() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
+    """libcuda twice: a CDLL handle (its calls release the GIL) and a ``ctypes.PyDLL`` one for
+    ENQUEUE_CALLS, which keep it. An enqueue takes microseconds, but a call that releases the
+    GIL must win it back, which behind the pipeline's other threads took far longer than the
+    call (docs/benchmarks.md, session 8). Raises CudaUnavailable without a driver."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError as err:
+        raise CudaUnavailable(f"no CUDA driver (libcuda.so.1): {err}") from err
+    enqueue = ctypes.PyDLL(lib._name)
+    for name, argtypes in _driver_signatures().items():
+        getattr(lib, name).argtypes = argtypes
+        if name in ENQUEUE_CALLS:
+            getattr(enqueue, name).argtypes = argtypes
+    return lib, enqueue
+
+
+def driver_error(status: int) -> str:
+    """The driver's text for a CUresult."""
+    text = ctypes.c_char_p()
+    driver_library()[0].cuGetErrorString(status, ctypes.byref(text))
+    return text.value.decode() if text.value else f"error {status}"
 
 
 class CudaDriver:
@@ -103,52 +154,16 @@ class CudaDriver:
     device's primary context, which :meth:`bind` makes current in the calling thread."""
 
     def __init__(self) -> None:
-        try:
-            lib = self._lib = ctypes.CDLL("libcuda.so.1")
-        except OSError as err:
-            raise CudaUnavailable(f"no CUDA driver (libcuda.so.1): {err}") from err
-        void_p, size_t, pointer = ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER
-        signatures = {
-            "cuGetErrorString": [ctypes.c_int, pointer(ctypes.c_char_p)],
-            "cuCtxGetCurrent": [pointer(void_p)],
-            "cuCtxSetCurrent": [void_p],
-            "cuModuleLoadData": [pointer(void_p), ctypes.c_char_p],
-            "cuModuleGetFunction": [pointer(void_p), void_p, ctypes.c_char_p],
-            "cuModuleUnload": [void_p],
-            "cuLaunchKernel": [void_p, *[ctypes.c_uint] * 7, void_p, pointer(void_p), void_p],
-            "cuMemAlloc_v2": [pointer(ctypes.c_uint64), size_t],
-            "cuMemFree_v2": [ctypes.c_uint64],
-            "cuMemAllocHost_v2": [pointer(void_p), size_t],
-            "cuMemFreeHost": [void_p],
-            "cuMemcpyHtoDAsync_v2": [ctypes.c_uint64, void_p, size_t, void_p],
-            "cuStreamSynchronize": [void_p],
-            "cuStreamCreate": [pointer(void_p), ctypes.c_uint],
-            "cuStreamDestroy_v2": [void_p],
-            "cuStreamWaitEvent": [void_p, void_p, ctypes.c_uint],
-            "cuEventCreate": [pointer(void_p), ctypes.c_uint],
-            "cuEventRecord": [void_p, void_p],
-            "cuEventDestroy_v2": [void_p],
-        }
-        for name, argtypes in signatures.items():
-            getattr(lib, name).argtypes = argtypes
-        # The calls that only enqueue work (microseconds) keep the GIL: a ctypes call through
-        # CDLL releases it and must win it back, which behind the pipeline's other threads
-        # took far longer than the call (docs/benchmarks.md, session 8)
-        self._enqueue = ctypes.PyDLL(lib._name)
-        for name in ENQUEUE_CALLS:
-            getattr(self._enqueue, name).argtypes = signatures[name]
-        self.context = void_p()
-        self.check(lib.cuCtxGetCurrent(ctypes.byref(self.context)), "cuCtxGetCurrent")
+        self._lib, self._enqueue = driver_library()
+        self.context = ctypes.c_void_p()
+        self.check(self._lib.cuCtxGetCurrent(ctypes.byref(self.context)), "cuCtxGetCurrent")
         if not self.context:
             raise CudaUnavailable("no current CUDA context (create the runner first)")
 
     def check(self, status: int, call: str) -> None:
         """Raises CudaUnavailable for a failed driver call."""
         if status != 0:
-            text = ctypes.c_char_p()
-            self._lib.cuGetErrorString(status, ctypes.byref(text))
-            reason = text.value.decode() if text.value else f"error {status}"
-            raise CudaUnavailable(f"CUDA driver {call}: {reason}")
+            raise CudaUnavailable(f"CUDA driver {call}: {driver_error(status)}")
 
     def bind(self) -> None:
         """Makes the runner's context current in this thread."""

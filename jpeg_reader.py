@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import mmap
 import os
 import queue
@@ -42,6 +43,9 @@ SIZE_SAMPLE = 256
 # the GIL that the threads feeding the GPU need (docs/benchmarks.md, session 8)
 BATCHES_PER_JOB = 4
 JOBS_AHEAD = 3  # jobs being read at once
+# ... but the first jobs are smaller: a job's batches come back together, and the GPU waits
+# for the first
+FIRST_JOBS = (1, 2)
 READ_AHEAD = JOBS_AHEAD * BATCHES_PER_JOB  # batches being read at once
 REGION_WAIT_S = 120  # a region comes back when its batch is decoded: far sooner than this
 
@@ -248,6 +252,17 @@ def _read_one(path: str, region: memoryview, used: int, pre: Preprocessor,
 # Batches read ahead, in order
 
 
+def job_bounds(batches: int) -> Iterator[tuple[int, int]]:
+    """(start, end) of each reader job over ``batches`` batches: FIRST_JOBS' sizes, then
+    BATCHES_PER_JOB each."""
+    start = 0
+    for size in itertools.chain(FIRST_JOBS, itertools.repeat(BATCHES_PER_JOB)):
+        if start >= batches:
+            return
+        yield start, min(start + size, batches)
+        start += size
+
+
 @dataclass
 class ReadBatch:
     """One batch as read: its paths, what the reader learnt (``result``), the address of its
@@ -283,7 +298,7 @@ class PhotoReader:
             free.put(region)
         processes = decode_processes(self.workers) if self.processes else None
         readers: Executor = processes or ThreadPoolExecutor(1, thread_name_prefix="jpeg-reader")
-        jobs = (chunks[i:i + BATCHES_PER_JOB] for i in range(0, len(chunks), BATCHES_PER_JOB))
+        jobs = (chunks[start:end] for start, end in job_bounds(len(chunks)))
         pending: deque[tuple[list[list[Path]], list[int], Future]] = deque()
         try:
             while True:

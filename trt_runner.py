@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 import trt_compat
+from cuda_ctypes import CudaUnavailable, driver_error, driver_library
 from onnx_utils import TRUE_IMAGE_SHAPE
 
 if TYPE_CHECKING:
@@ -167,8 +168,20 @@ def _import_cudart() -> Any:
     return cudart
 
 
+def _enqueue_driver() -> Any:
+    """libcuda's handle whose enqueue calls keep the GIL (cuda_ctypes.driver_library), or None
+    where ctypes cannot load libcuda (then cudart's calls, which release it)."""
+    try:
+        return driver_library()[1]
+    except CudaUnavailable:
+        return None
+
+
 class CudaPythonBackend(CudaBackend):
-    """NVIDIA's cuda-python runtime bindings: every call returns (error, values...)."""
+    """NVIDIA's cuda-python runtime bindings: every call returns (error, values...). The calls
+    the pipeline makes per batch that only enqueue (event record and wait, graph launch) go to
+    the driver without releasing the GIL, as gpu_decode's do (runtime and driver handles are
+    the same objects)."""
 
     name = "cuda-python"
 
@@ -182,6 +195,7 @@ class CudaPythonBackend(CudaBackend):
             raise NoGpuError("no usable NVIDIA GPU here: cudaGetDeviceCount found none")
         self._stream = self._call("cudaStreamCreate")
         self._streams: dict[int, Any] = {}  # extra streams: handle -> cudaStream_t
+        self._enqueue = _enqueue_driver()
 
     def _call(self, name: str, *args: Any) -> Any:
         err, *values = getattr(self._rt, name)(*args)
@@ -189,6 +203,11 @@ class CudaPythonBackend(CudaBackend):
             _, text = self._rt.cudaGetErrorString(err)
             raise CudaError(f"{name} failed: {getattr(err, 'name', err)} ({text.decode()})")
         return values[0] if len(values) == 1 else tuple(values)
+
+    def _enqueue_call(self, name: str, *handles: Any) -> None:
+        status = getattr(self._enqueue, name)(*(int(handle) for handle in handles))
+        if status != 0:
+            raise CudaError(f"{name} failed: {driver_error(status)}")
 
     @property
     def stream(self) -> int:
@@ -240,10 +259,16 @@ class CudaPythonBackend(CudaBackend):
         return self._call("cudaEventCreate")
 
     def record_event(self, event: Any, stream: int | None = None) -> None:
-        self._call("cudaEventRecord", event, self._stream_object(stream))
+        if self._enqueue is None:
+            self._call("cudaEventRecord", event, self._stream_object(stream))
+        else:
+            self._enqueue_call("cuEventRecord", event, self._stream_object(stream))
 
     def wait_event(self, event: Any, stream: int | None = None) -> None:
-        self._call("cudaStreamWaitEvent", self._stream_object(stream), event, 0)
+        if self._enqueue is None:
+            self._call("cudaStreamWaitEvent", self._stream_object(stream), event, 0)
+        else:
+            self._enqueue_call("cuStreamWaitEvent", self._stream_object(stream), event, 0)
 
     def synchronize_event(self, event: Any) -> None:
         self._call("cudaEventSynchronize", event)
@@ -272,7 +297,10 @@ class CudaPythonBackend(CudaBackend):
             self._call("cudaGraphDestroy", graph)
 
     def launch_graph(self, graph: Any) -> None:
-        self._call("cudaGraphLaunch", graph, self._stream)
+        if self._enqueue is None:
+            self._call("cudaGraphLaunch", graph, self._stream)
+        else:
+            self._enqueue_call("cuGraphLaunch", graph, self._stream)
 
     def destroy_graph(self, graph: Any) -> None:
         self._call("cudaGraphExecDestroy", graph)

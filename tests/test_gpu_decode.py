@@ -145,6 +145,18 @@ def test_regions_fit_a_batch_of_the_largest_files_seen(tmp_path: Path) -> None:
     assert 1 << 20 < capped < size and capped * 1500 <= jpeg_reader.MAX_BUFFER_BYTES
 
 
+def test_reader_jobs_start_small_then_take_several_batches() -> None:
+    """Every batch is in one job, in order; jobs have FIRST_JOBS' sizes, then BATCHES_PER_JOB
+    (the last may be shorter)."""
+    for batches in (0, 1, 2, 3, 13, 30):
+        bounds = list(jpeg_reader.job_bounds(batches))
+        assert [b for start, end in bounds for b in range(start, end)] == list(range(batches))
+        planned = [*jpeg_reader.FIRST_JOBS, *[jpeg_reader.BATCHES_PER_JOB] * batches]
+        *whole, last = [end - start for start, end in bounds] or [None]
+        assert whole == planned[:len(whole)]
+        assert last is None if batches == 0 else 0 < last <= planned[len(whole)]
+
+
 @pytest.mark.parametrize("processes", [True, False], ids=["processes", "thread"])
 def test_photo_reader_reads_ahead_in_order_and_reuses_its_regions(
         tmp_path: Path, processes: bool) -> None:

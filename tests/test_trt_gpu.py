@@ -9,6 +9,7 @@ keyed by the ONNX, the build code, the TensorRT version and the build options.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import io
 import os
@@ -165,6 +166,23 @@ def test_cuda_graph_replays_or_falls_back(fp32_engine: Path, reference: Referenc
         first, second = runner.infer(data), runner.infer(data)
         assert runner.use_cuda_graph == (backend == "cuda-python")
     assert first["num_detections"].tolist() == second["num_detections"].tolist()
+
+
+def test_enqueue_calls_keep_the_gil_and_report_errors(gpu: None) -> None:
+    """cuda-python's event record / wait and graph launch go to libcuda's ctypes.PyDLL
+    handle (the GIL kept); one that fails is a CudaError naming the call and the reason."""
+    backend = trt_runner.make_backend("cuda-python")
+    try:
+        assert isinstance(backend._enqueue, ctypes.PyDLL)
+        event = backend.create_event()
+        backend.record_event(event)
+        backend.wait_event(event)
+        backend.synchronize_event(event)
+        with pytest.raises(trt_runner.CudaError, match=r"cuEventRecord failed: \w"):
+            backend.record_event(0)
+        backend.destroy_event(event)
+    finally:
+        backend.close()
 
 
 def test_pipeline_with_the_image_on_the_device(fp32_engine: Path, reference: Reference) -> None:
