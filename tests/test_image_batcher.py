@@ -19,6 +19,7 @@ from image_batcher import (
     ImageError,
     ImageScale,
     Preprocessor,
+    decode_processes,
     load_image,
     preprocess,
 )
@@ -262,6 +263,17 @@ def test_processes_that_cannot_start_fall_back_to_threads(photos, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[2, 1] [2, 1]"
     assert done.stderr.count("decoding on threads instead") == 1
+
+
+def test_decode_processes_are_all_up_when_returned():
+    """decode_processes returns once every process has done its imports: else a folder's
+    first batches are all read by the first process while the others still import."""
+    pool = decode_processes(5)  # a count no other test asks for: a pool of its own
+    assert pool is not None
+    processes = list(pool._processes.values())
+    assert len(processes) == 5
+    for process in processes:  # PIL's C module: mapped once image_batcher is imported
+        assert "_imaging" in Path(f"/proc/{process.pid}/maps").read_text(), process.pid
 
 
 def test_extensions_in_any_case(photos, tmp_path):
