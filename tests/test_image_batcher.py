@@ -265,6 +265,7 @@ def test_processes_that_cannot_start_fall_back_to_threads(photos, tmp_path):
     assert done.stderr.count("decoding on threads instead") == 1
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc (Linux)")
 def test_decode_processes_are_all_up_when_returned():
     """decode_processes returns once every process has done its imports: else a folder's
     first batches are all read by the first process while the others still import."""
