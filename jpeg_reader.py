@@ -277,9 +277,9 @@ class ReadBatch:
 
 class PhotoReader:
     """Reads batches of files ahead and in order into the regions of a :class:`SharedBuffer`:
-    JOBS_AHEAD jobs of BATCHES_PER_JOB batches at a time on ``workers`` (at most JOBS_AHEAD)
-    reader processes of image_batcher.decode_processes (a thread where processes are off or
-    cannot start)."""
+    JOBS_AHEAD jobs (:func:`job_bounds`: FIRST_JOBS' sizes, then BATCHES_PER_JOB batches) at a
+    time on ``workers`` (at most JOBS_AHEAD) reader processes of image_batcher.decode_processes
+    (a thread where processes are off or cannot start)."""
 
     def __init__(self, workers: int, processes: bool = True) -> None:
         self.workers, self.processes = min(workers, JOBS_AHEAD), processes
