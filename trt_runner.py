@@ -204,7 +204,13 @@ class CudaPythonBackend(CudaBackend):
             raise CudaError(f"{name} failed: {getattr(err, 'name', err)} ({text.decode()})")
         return values[0] if len(values) == 1 else tuple(values)
 
-    def _enqueue_call(self, name: str, *handles: Any) -> None:
+    def _enqueue_call(self, runtime_name: str, *handles: Any) -> None:
+        """An enqueue-only runtime call (cudaX) made as its driver twin (cuX, same arguments)
+        through the GIL-keeping handle, or as itself where there is none."""
+        if self._enqueue is None:
+            self._call(runtime_name, *handles)
+            return
+        name = "cu" + runtime_name.removeprefix("cuda")
         status = getattr(self._enqueue, name)(*(int(handle) for handle in handles))
         if status != 0:
             raise CudaError(f"{name} failed: {driver_error(status)}")
@@ -259,16 +265,10 @@ class CudaPythonBackend(CudaBackend):
         return self._call("cudaEventCreate")
 
     def record_event(self, event: Any, stream: int | None = None) -> None:
-        if self._enqueue is None:
-            self._call("cudaEventRecord", event, self._stream_object(stream))
-        else:
-            self._enqueue_call("cuEventRecord", event, self._stream_object(stream))
+        self._enqueue_call("cudaEventRecord", event, self._stream_object(stream))
 
     def wait_event(self, event: Any, stream: int | None = None) -> None:
-        if self._enqueue is None:
-            self._call("cudaStreamWaitEvent", self._stream_object(stream), event, 0)
-        else:
-            self._enqueue_call("cuStreamWaitEvent", self._stream_object(stream), event, 0)
+        self._enqueue_call("cudaStreamWaitEvent", self._stream_object(stream), event, 0)
 
     def synchronize_event(self, event: Any) -> None:
         self._call("cudaEventSynchronize", event)
@@ -297,10 +297,7 @@ class CudaPythonBackend(CudaBackend):
             self._call("cudaGraphDestroy", graph)
 
     def launch_graph(self, graph: Any) -> None:
-        if self._enqueue is None:
-            self._call("cudaGraphLaunch", graph, self._stream)
-        else:
-            self._enqueue_call("cuGraphLaunch", graph, self._stream)
+        self._enqueue_call("cudaGraphLaunch", graph, self._stream)
 
     def destroy_graph(self, graph: Any) -> None:
         self._call("cudaGraphExecDestroy", graph)

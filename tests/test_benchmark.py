@@ -52,6 +52,17 @@ def test_timed_loop_honours_warmup_iterations_and_duration() -> None:
     assert len(calls) > len(values) >= 2  # warm-up runs are not recorded
 
 
+def test_steady_state_is_the_median_later_pass_with_the_first_apart() -> None:
+    passes = [{"images": 64, "seconds": 1.0 / rate, "images_per_s": 64.0 * rate}
+              for rate in (0.5, 1.25, 1.0, 2.0)]
+    summary = benchmark.steady_state(passes)
+    assert summary["images_per_s"] == 80.0  # 80, 64, 128 after the first: the median
+    assert summary["first_pass"]["images_per_s"] == 32.0
+    assert summary["passes_images_per_s"] == [32.0, 80.0, 64.0, 128.0]
+    assert benchmark.steady_state(passes[:3])["images_per_s"] == 64.0  # of two, the slower
+    assert benchmark.steady_state(passes[:1])["images_per_s"] == 32.0  # one pass: itself
+
+
 @pytest.mark.parametrize("name,kind", [
     ("Reformatting CopyNode for Input Tensor 0 to Conv__12", "reformat"),
     ("StatefulPartitionedCall/Transpose__1234", "transpose"),

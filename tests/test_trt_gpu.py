@@ -180,6 +180,12 @@ def test_enqueue_calls_keep_the_gil_and_report_errors(gpu: None) -> None:
         backend.synchronize_event(event)
         with pytest.raises(trt_runner.CudaError, match=r"cuEventRecord failed: \w"):
             backend.record_event(0)
+        backend._enqueue = None  # no libcuda for ctypes: cudart's own calls
+        backend.record_event(event)
+        backend.wait_event(event)
+        backend.synchronize_event(event)
+        with pytest.raises(trt_runner.CudaError, match=r"cudaEventRecord failed: \w"):
+            backend.record_event(0)
         backend.destroy_event(event)
     finally:
         backend.close()
@@ -324,6 +330,10 @@ def test_benchmark_pipeline_mode(fp32_engine: Path, test_images: Path, tmp_path:
     assert "nvjpeg_unavailable" not in entry  # nvJPEG is on the GPU machine
     for name in names:
         assert entry[name]["images"] == 48 and entry[name]["images_per_s"] > 0
+    for name in names[:3]:  # three passes each (the default), the first reported apart
+        assert len(entry[name]["passes_images_per_s"]) == 3
+        assert entry[name]["first_pass"]["images"] == 48
+        assert entry[f"{name}_first_pass_over_engine_only"] > 0
     assert ordered(entry["engine_only"]["no_cuda_graph"]["latency_ms"])
     assert entry["fastest_path"] in names[:3]
     assert entry["pipelined_over_serial"] > 0 and entry["pipelined_nvjpeg_over_engine_only"] > 0

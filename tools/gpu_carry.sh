@@ -46,6 +46,7 @@ done
 FIXTURE=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.exported_model('ssd_mobilenet_v2'))")
 for batch in ${BENCH_BATCHES:-8 16 32}; do
   onnx=.cache/bench_onnx/b$batch/ssd_mobilenet_v2_b${batch}_nhwc.onnx
+  mkdir -p "$(dirname "$onnx")"
   [ -f "$onnx" ] || "$PY" create_onnx.py -p "$FIXTURE/pipeline.config" -m "$FIXTURE/saved_model" \
     -o "$onnx" -b "$batch"
   "$PY" tools/onnx_half_weights.py pack "$onnx" "$BIG/ssd_mobilenet_v2_b${batch}_nhwc.half.onnx"
