@@ -462,8 +462,8 @@ def timed_pass(work: Callable[[ImageBatcher], int], source: ImageBatcher) -> dic
 def steady_state(passes: list[dict]) -> dict:
     """The passes of one path summed up: its steady state is the median pass after the first
     (the slower of two), with the first pass beside it. A folder's first pass after the short
-    warm-up ran 5-15% slower than the next ones on the H100 machines (docs/benchmarks.md,
-    session 9), a one-off cost that a 1 s pass magnifies and a long folder run spreads thin."""
+    warm-up ran up to 8% slower than the next ones on the H100 machines (docs/benchmarks.md,
+    sessions 9 and 10), a one-off cost that a 1 s pass magnifies and a long run spreads thin."""
     later = sorted(passes[1:] or passes, key=lambda one: one["images_per_s"])
     return {**later[(len(later) - 1) // 2], "first_pass": passes[0],
             "passes_images_per_s": [one["images_per_s"] for one in passes]}

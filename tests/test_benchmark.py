@@ -100,6 +100,8 @@ def test_onnx_cpu_baseline_writes_sane_json(coco_dir: Path, tmp_path: Path) -> N
     (["-e", "nowhere.engine"], "nowhere.engine: engine file or folder not found"),
     (["--onnx", "none.onnx"], "none.onnx: ONNX file not found"),
     (["--onnx", "x.onnx", "--pipeline", "imgs"], "--pipeline and --profile need --engine"),
+    (["-e", "x.engine", "--pipeline", "imgs", "--pipeline_passes", "0"],
+     "--pipeline_passes must be at least 1"),
     (["-e", "x.engine", "--iterations", "0"], "--iterations must be at least 1"),
 ])
 def test_bad_command_lines(args: list[str], message: str, tmp_path: Path,
