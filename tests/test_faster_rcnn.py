@@ -133,8 +133,11 @@ def test_reference_is_the_saved_model_signature(coco_dir: Path) -> None:
     signature = parity.SavedModelRunner(model_dir / "saved_model").infer(batch.data)
     bypassed = parity._two_stage_reference(model_dir / "saved_model", meta)(
         batch.data, np.float32([[pre.height, pre.width]]))
-    for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
+    for key in ("detection_classes", "num_detections"):
         np.testing.assert_array_equal(bypassed[key], signature[key], err_msg=key)
+    # Two graphs: TensorFlow's CPU kernels may sum in another order (seen once in CI: 2e-6).
+    for key in ("detection_boxes", "detection_scores"):
+        np.testing.assert_allclose(bypassed[key], signature[key], rtol=0, atol=1e-5, err_msg=key)
 
     scores = signature["raw_detection_scores"][0, :, 1:]  # [proposals, classes]
     assert len(np.unique(scores.argmax(1))) >= 2 and scores.max() > 0.5
