@@ -1,4 +1,5 @@
-"""Shared pytest options and fixtures: where ../shared is, and the marker switches."""
+"""Shared pytest options and fixtures: the reference data folder (TF2 zoo configs, COCO photos),
+and the marker switches."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ sys.path.insert(0, str(ROOT))
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--shared",
+        "--data", "--shared", dest="data",
         default=os.environ.get("TFOD_TRT_SHARED", str(ROOT.parent / "shared")),
-        help="the shared folder with tfod_configs/ and data/coco_val2017_64/",
+        help="the reference data folder: tfod_configs/ (TF2 zoo configs) and "
+             "data/coco_val2017_64/ (COCO photos); tests needing it skip without it",
     )
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
 
@@ -32,9 +34,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def shared_dir(pytestconfig: pytest.Config) -> Path:
-    path = Path(pytestconfig.getoption("--shared"))
+    path = Path(pytestconfig.getoption("data"))
     if not path.is_dir():
-        pytest.skip(f"shared folder {path} is absent")
+        pytest.skip(f"reference data folder {path} is absent")
     return path
 
 
@@ -60,16 +62,17 @@ def coco_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def gpu() -> None:
     """Skips unless TensorRT imports and a CUDA back-end finds a GPU."""
-    import trt_compat
-    import trt_runner
+    from tfod_trt.trt import compat as trt_compat
+    from tfod_trt.trt.backends import make_backend
+    from tfod_trt.trt.cuda_backend import CudaError, NoGpuError
 
     try:
         trt_compat.require_tensorrt()
     except trt_compat.TensorRTUnavailable as err:
         pytest.skip(str(err))
     try:
-        backend = trt_runner.make_backend("auto")
-    except (ImportError, trt_runner.NoGpuError, trt_runner.CudaError) as err:
+        backend = make_backend("auto")
+    except (ImportError, NoGpuError, CudaError) as err:
         pytest.skip(f"no GPU to run TensorRT on: {err}")
     backend.close()
 

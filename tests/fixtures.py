@@ -1,8 +1,9 @@
-"""Real TFOD fixture models, built from the zoo configs in ../shared/tfod_configs, exported and
-converted once, and cached under .cache/fixtures (or $TFOD_TRT_CACHE) across test sessions.
+"""Real TFOD fixture models, built from the TF2 zoo configs of the reference data folder
+(conftest.py: --data), exported and converted once, and cached under .cache/fixtures (or
+$TFOD_TRT_CACHE) across test runs.
 
-Where TensorFlow is absent (the GPU machine), only converted ONNX files already in the cache are
-used; carry `.cache/fixtures/onnx` there.
+Where TensorFlow is absent (a TensorRT machine), only converted ONNX files already in the cache
+are used; copy `.cache/fixtures/onnx` there.
 """
 
 from __future__ import annotations
@@ -100,7 +101,8 @@ def build_model(config: Path, output: Path, extra: list[str]) -> Path:
 
 
 def zoo_config(name: str) -> Path:
-    """A config of ../shared/tfod_configs, or one of DERIVED_CONFIGS (written to the cache)."""
+    """A zoo config of the reference data folder, or one of DERIVED_CONFIGS (written to the
+    cache)."""
     if name not in DERIVED_CONFIGS:
         return SHARED / "tfod_configs" / name
     source, edits = DERIVED_CONFIGS[name]
@@ -154,7 +156,7 @@ SHAPES_DATA = Path(os.environ.get("TFOD_TRT_SHAPES", ROOT / ".cache" / "shapes")
 
 def shapes_dataset(split: str, count: int | None = None, output: Path | None = None) -> Path:
     """A split of the synthetic shapes data (tools/make_shapes_dataset.py: NumPy and Pillow
-    only, so the GPU machine makes it too); `count` takes a prefix of the split."""
+    only, so a machine without TensorFlow makes it too); `count` takes a prefix of the split."""
     output = output or SHAPES_DATA / split
     if (output / "annotations.json").is_file():
         return output
@@ -171,7 +173,7 @@ def trained_onnx() -> Path:
     import hashlib
 
     saved_model = SHAPES_MODEL / "saved_model"
-    if not (saved_model / "saved_model.pb").is_file():  # the GPU machine: the carried graph
+    if not (saved_model / "saved_model.pb").is_file():  # no TensorFlow here: the copied graph
         carried = sorted((CACHE / "trained").glob("shapes_ssd_*_b1_nhwc.onnx"))
         if len(carried) != 1:
             pytest.skip(f"{saved_model} is absent and {CACHE / 'trained'} has no single graph")
@@ -195,11 +197,12 @@ def check_true_image_shape_defaults(keep, fixed) -> None:
     """create_onnx's true_image_shape choice: on for a keep_aspect_ratio config, off for a
     fixed_shape one, off with --no_true_image_shape."""
     import create_onnx
+    from tfod_trt.convert.options import ConversionOptions, wants_true_image_shape
 
-    default = create_onnx.ConversionOptions()
-    assert create_onnx.wants_true_image_shape(keep, default)
-    assert not create_onnx.wants_true_image_shape(fixed, default)
+    default = ConversionOptions()
+    assert wants_true_image_shape(keep, default)
+    assert not wants_true_image_shape(fixed, default)
     off = create_onnx.parse_args(["-p", "x", "-m", "y", "-o", "z", "--no_true_image_shape"])
     assert off.no_true_image_shape
-    assert not create_onnx.wants_true_image_shape(
-        keep, create_onnx.ConversionOptions(true_image_shape=False))
+    assert not wants_true_image_shape(
+        keep, ConversionOptions(true_image_shape=False))

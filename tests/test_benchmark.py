@@ -18,6 +18,9 @@ from PIL import Image
 from test_trt_api_surface import EXISTS, Surface, is_legacy, surface, touched_api  # noqa: F401
 
 import benchmark
+from tfod_trt.bench.pipeline import steady_state
+from tfod_trt.bench.profile import layer_kind
+from tfod_trt.bench.timing import latency_stats, timed_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -26,13 +29,13 @@ import plot_benchmarks  # noqa: E402
 
 def test_latency_stats() -> None:
     values = list(range(1, 101))  # 1..100 ms
-    stats = benchmark.latency_stats(values)
+    stats = latency_stats(values)
     assert stats["count"] == 100 and stats["mean"] == 50.5 and stats["median"] == 50.5
     assert stats["p90"] == pytest.approx(90.1) and stats["p99"] == pytest.approx(99.01)
     assert stats["min"] == 1 and stats["max"] == 100
     assert stats["median"] <= stats["p90"] <= stats["p95"] <= stats["p99"] <= stats["max"]
     with pytest.raises(ValueError, match="no measurements"):
-        benchmark.latency_stats([])
+        latency_stats([])
 
 
 def test_timed_loop_honours_warmup_iterations_and_duration() -> None:
@@ -42,11 +45,11 @@ def test_timed_loop_honours_warmup_iterations_and_duration() -> None:
         calls.append(time.perf_counter())
         return 1.0
 
-    values = benchmark.timed_loop(step, warmup_s=0.0, duration_s=0.0, min_iterations=7)
+    values = timed_loop(step, warmup_s=0.0, duration_s=0.0, min_iterations=7)
     assert len(values) == 7 and len(calls) == 7
     calls.clear()
     start = time.perf_counter()
-    values = benchmark.timed_loop(lambda: (time.sleep(0.01), step())[1], warmup_s=0.05,
+    values = timed_loop(lambda: (time.sleep(0.01), step())[1], warmup_s=0.05,
                                   duration_s=0.1, min_iterations=2)
     assert time.perf_counter() - start >= 0.15
     assert len(calls) > len(values) >= 2  # warm-up runs are not recorded
@@ -55,12 +58,12 @@ def test_timed_loop_honours_warmup_iterations_and_duration() -> None:
 def test_steady_state_is_the_median_later_pass_with_the_first_apart() -> None:
     passes = [{"images": 64, "seconds": 1.0 / rate, "images_per_s": 64.0 * rate}
               for rate in (0.5, 1.25, 1.0, 2.0)]
-    summary = benchmark.steady_state(passes)
+    summary = steady_state(passes)
     assert summary["images_per_s"] == 80.0  # 80, 64, 128 after the first: the median
     assert summary["first_pass"]["images_per_s"] == 32.0
     assert summary["passes_images_per_s"] == [32.0, 80.0, 64.0, 128.0]
-    assert benchmark.steady_state(passes[:3])["images_per_s"] == 64.0  # of two, the slower
-    assert benchmark.steady_state(passes[:1])["images_per_s"] == 32.0  # one pass: itself
+    assert steady_state(passes[:3])["images_per_s"] == 64.0  # of two, the slower
+    assert steady_state(passes[:1])["images_per_s"] == 32.0  # one pass: itself
 
 
 @pytest.mark.parametrize("name,kind", [
@@ -74,7 +77,7 @@ def test_steady_state_is_the_median_later_pass_with_the_first_apart() -> None:
     ("Conv__45 + Relu6__47", "other"),
 ])
 def test_layer_kinds(name: str, kind: str) -> None:
-    assert benchmark.layer_kind(name) == kind
+    assert layer_kind(name) == kind
 
 
 def test_onnx_cpu_baseline_writes_sane_json(coco_dir: Path, tmp_path: Path) -> None:
@@ -147,10 +150,10 @@ def test_plot_latency_against_batch(tmp_path: Path) -> None:
 PROBE = r"""
 import json, sys
 import tensorrt as trt
-import benchmark
+from tfod_trt.bench.profile import layer_profiler
 
 """ + EXISTS + r"""
-profiler = benchmark.layer_profiler(trt)
+profiler = layer_profiler(trt)
 profiler.report_layer_time("Conv_1 + Relu_2", 0.25)
 profiler.report_layer_time("Conv_1 + Relu_2", 0.5)
 print(json.dumps({"version": trt.__version__, "is_profiler": isinstance(profiler, trt.IProfiler),
@@ -160,7 +163,7 @@ print(json.dumps({"version": trt.__version__, "is_profiler": isinstance(profiler
 
 
 def test_benchmark_trt_api_exists_in_10_and_11(surface: Surface) -> None:  # noqa: F811
-    api = touched_api(ROOT / "benchmark.py")
+    api = set().union(*(touched_api(path) for path in (ROOT / "tfod_trt" / "bench").glob("*.py")))
     assert {"IProfiler", "IExecutionContext.profiler",
             "IExecutionContext.report_to_profiler"} <= api
     result = subprocess.run([sys.executable, "-c", PROBE, json.dumps(sorted(api))], cwd=ROOT,

@@ -15,9 +15,10 @@ from PIL import Image
 from test_eval_coco import MODEL, write_fixture_categories
 
 import compare_tf
-import eval_coco
-from image_batcher import load_image
-from visualize import PANEL_GAP
+from tfod_trt.commands import compare_tf as compare_command
+from tfod_trt.evaluate.coco import STATS
+from tfod_trt.io.images import load_image
+from tfod_trt.io.pictures import PANEL_GAP
 
 IMAGES = 4
 FIELDS = {"tensorflow_detections", "converted_detections", "matched", "unmatched_tensorflow",
@@ -77,7 +78,7 @@ def test_report_matches_tensorflow_and_onnx(compared: tuple[Path, str]) -> None:
     assert overall["unmatched_tensorflow"] + overall["unmatched_converted"] <= 0.01 * (
         overall["tensorflow_detections"])
     maps = report["map"]
-    assert list(maps["tensorflow"]) == list(maps["converted"]) == list(eval_coco.STATS)
+    assert list(maps["tensorflow"]) == list(maps["converted"]) == list(STATS)
     for name, value in maps["tensorflow"].items():
         assert abs(value - maps["converted"][name]) <= 0.005, name
     assert f"overall ({IMAGES} images): TensorFlow" in out and "AR100" in out
@@ -85,7 +86,7 @@ def test_report_matches_tensorflow_and_onnx(compared: tuple[Path, str]) -> None:
 
 def test_without_tensorflow_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                     coco_dir: Path) -> None:
-    monkeypatch.setattr(eval_coco, "have_tensorflow", lambda: False)
+    monkeypatch.setattr(compare_command, "have_tensorflow", lambda: False)
     code, _, err = run_cli("--saved_model", tmp_path, "--onnx", tmp_path / "model.onnx",
                            "-i", coco_dir / "images", "-o", tmp_path / "out")
     assert code == 2

@@ -21,10 +21,16 @@ from fixtures import (
 )
 
 import create_onnx
-import parity
-from onnx_utils import read_metadata
-from pipeline_config import load_pipeline_config
-from reference_runner import ReferenceRunner
+from tfod_trt.config.pipeline_config import load_pipeline_config
+from tfod_trt.convert.options import ssd_change_coordinate_frame
+from tfod_trt.evaluate.parity import (
+    TOLERANCES,
+    decode_like_plugin,
+    match_on_original_photos,
+    validate,
+)
+from tfod_trt.metadata import read_metadata
+from tfod_trt.reference.runner import ReferenceRunner
 
 pytestmark = pytest.mark.usefixtures("tfod_configs")
 
@@ -94,7 +100,7 @@ def test_graph_contract(name: str, batch: int, layout: str) -> None:
 
 @pytest.mark.parametrize("name,batch,layout", CASES)
 def test_parity_with_saved_model(name: str, batch: int, layout: str, coco_dir: Path) -> None:
-    report = parity.validate(
+    report = validate(
         exported_model(name) / "saved_model", converted_onnx(name, batch, layout),
         coco_dir / "images", max_images=16,
     )
@@ -124,7 +130,8 @@ def test_overrides_and_debug_outputs(tmp_path: Path, coco_dir: Path) -> None:
     assert raw.is_file() and not any(
         n.op_type == "EfficientNMS_TRT" for n in onnx.load(str(raw)).graph.node)
     runner = ReferenceRunner(out)
-    from image_batcher import ImageBatcher, Preprocessor
+    from tfod_trt.config.preprocessor import Preprocessor
+    from tfod_trt.io.batcher import ImageBatcher
 
     batch = next(iter(ImageBatcher(coco_dir / "images", Preprocessor.fixed_shape(300, 300))))
     result = runner.infer(batch.data)
@@ -227,7 +234,7 @@ def test_validate_cli_reports_and_passes(tmp_path: Path, coco_dir: Path, capsys)
 @pytest.mark.parametrize("config_name", SLOW_SSD_CONFIGS)
 def test_every_ssd_zoo_config(config_name: str, tmp_path: Path, coco_dir: Path) -> None:
     # Random 101/152-layer ResNets compound float rounding ~1.2x per block unless their residual
-    # branches are scaled down as in trained ResNets (docs/benchmarks.md, the bisection).
+    # branches are scaled down as in trained ResNets (docs/design.md, TFOD exported graphs).
     deep = "resnet101" in config_name or "resnet152" in config_name
     model_dir = build_model(SHARED / "tfod_configs" / config_name,
                             MODELS / ("zoo_" + config_name.split(".")[0]),
@@ -235,7 +242,7 @@ def test_every_ssd_zoo_config(config_name: str, tmp_path: Path, coco_dir: Path) 
     out = tmp_path / "m.onnx"
     assert create_onnx.main(["-p", str(model_dir / "pipeline.config"),
                              "-m", str(model_dir / "saved_model"), "-o", str(out)]) == 0
-    report = parity.validate(model_dir / "saved_model", out, coco_dir / "images", max_images=16)
+    report = validate(model_dir / "saved_model", out, coco_dir / "images", max_images=16)
     print(config_name, report.summary())
     assert report.detections.rate >= 0.99 and report.detections.reference >= 16 * 50
 
@@ -244,7 +251,7 @@ def test_numpy_is_deterministic_reference() -> None:
     # the NMS input decoding used by the parity report, checked against a hand-made case
     deltas = np.array([[[0.5, -0.5, np.log(2.0), 0.0]]], np.float32)
     anchors = np.array([[[0.5, 0.5, 0.2, 0.4]]], np.float32)
-    np.testing.assert_allclose(parity.decode_like_plugin(deltas, anchors),
+    np.testing.assert_allclose(decode_like_plugin(deltas, anchors),
                                [[[0.4, 0.1, 0.8, 0.5]]], atol=1e-6)
 
 
@@ -290,7 +297,7 @@ def test_keep_aspect_ssd_against_original_photos(coco_dir: Path) -> None:
     """The keep_aspect SSD graph, fed each photo's true image shape, matches TF run on the
     original photo: TFOD clips its detections to the true image (not the padded input), drops
     the boxes that clip empties and normalises to the true image."""
-    from image_batcher import find_images, load_image
+    from tfod_trt.io.images import find_images, load_image
 
     path = converted_onnx(KEEP_ASPECT_SSD, 1, "NCHW")
     meta = read_metadata(path)
@@ -298,8 +305,8 @@ def test_keep_aspect_ssd_against_original_photos(coco_dir: Path) -> None:
     photos = [p for p in find_images(coco_dir / "images")[:12]
               if len(set(load_image(p).shape[:2])) == 2][:10]  # non-square: padding occurs
     assert len(photos) >= 8
-    min_iou, max_score_diff, _ = parity.TOLERANCES["ssd"]
-    result = parity.match_on_original_photos(
+    min_iou, max_score_diff, _ = TOLERANCES["ssd"]
+    result = match_on_original_photos(
         path, exported_model(KEEP_ASPECT_SSD) / "saved_model", photos, min_iou, max_score_diff)
     print(f"{KEEP_ASPECT_SSD} on {len(photos)} original photos: {result.matched}/"
           f"{result.reference} TF detections matched ({100 * result.rate:.2f}%), min IoU "
@@ -317,19 +324,20 @@ def test_ssd_true_image_shape_default(tmp_path: Path) -> None:
     fixed = load_pipeline_config(exported_model("ssd_mobilenet_v2") / "pipeline.config")
     assert keep.preprocessor.kind == "keep_aspect_ratio"
     check_true_image_shape_defaults(keep, fixed)
-    assert create_onnx.ssd_change_coordinate_frame(keep)
+    assert ssd_change_coordinate_frame(keep)
     text = keep.path.read_text()
     assert "change_coordinate_frame" not in text and "iou_threshold:" in text
     edited = tmp_path / "pipeline.config"
     edited.write_text(text.replace("iou_threshold:", "change_coordinate_frame: false\n"
                                    "        iou_threshold:"))
-    assert not create_onnx.ssd_change_coordinate_frame(load_pipeline_config(edited))
+    assert not ssd_change_coordinate_frame(load_pipeline_config(edited))
 
 
 def test_ssd_change_coordinate_frame_false(tmp_path: Path, coco_dir: Path) -> None:
     """An SSD config with change_coordinate_frame: false gets the same clip window, but its
     boxes stay normalised to the padded input (box_frame "input"), as TFOD leaves them."""
-    from image_batcher import ImageBatcher, Preprocessor
+    from tfod_trt.config.preprocessor import Preprocessor
+    from tfod_trt.io.batcher import ImageBatcher
 
     model_dir = exported_model(KEEP_ASPECT_SSD)
     config = tmp_path / "pipeline.config"

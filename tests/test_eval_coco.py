@@ -20,6 +20,7 @@ import pytest
 from fixtures import converted_onnx, exported_model, have_tensorflow
 
 import eval_coco
+from tfod_trt.evaluate.coco import STATS
 
 MODEL = "ssd_mobilenet_v2"
 NUM_CLASSES = 6  # of the fixture model: COCO category ids 1..6 through the test's label map
@@ -40,7 +41,7 @@ class Run:
     def stats(self) -> dict[str, float]:
         """The 12 printed numbers by name."""
         found = {name: float(value) for name, value in STAT.findall(self.out)}
-        assert list(found) == list(eval_coco.STATS), self.out
+        assert list(found) == list(STATS), self.out
         return found
 
     @property
@@ -344,7 +345,7 @@ def test_detections_of_unknown_images(tmp_path: Path, coco_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# TensorRT (GPU machine: no TensorFlow there, so the engine is compared with the ONNX reference)
+# TensorRT (where TensorFlow is absent the engine is compared with the ONNX reference)
 
 
 @pytest.mark.gpu
@@ -354,11 +355,12 @@ def test_tensorrt_map_matches_the_onnx_reference(onnx_eval: tuple[Run, Path], co
     pytest.importorskip("tensorrt")
     from test_trt_gpu import build  # the TensorRT tests' engine builds (and cache)
 
-    import trt_runner
+    from tfod_trt.trt.backends import make_backend
+    from tfod_trt.trt.cuda_backend import CudaError, NoGpuError
 
     try:
-        trt_runner.make_backend("auto").close()
-    except (ImportError, trt_runner.NoGpuError, trt_runner.CudaError) as err:
+        make_backend("auto").close()
+    except (ImportError, NoGpuError, CudaError) as err:
         pytest.skip(f"no GPU to run TensorRT on: {err}")
     work = Path(os.environ.get("TFOD_TRT_ENGINE_CACHE", tmp_path))
     work.mkdir(parents=True, exist_ok=True)

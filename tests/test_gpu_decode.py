@@ -16,20 +16,19 @@ import pytest
 from PIL import Image
 from test_trt_gpu import TEST_IMAGES, describe, fp32_engine, image_folder, onnx_path  # noqa: F401
 
-import cuda_ctypes
-import gpu_decode
 import infer
-import jpeg_reader
-from gpu_decode import RESIZE_JOB_DTYPE, RESIZE_KERNEL
-from image_batcher import (
-    ImageBatcher,
-    ImageScale,
-    Preprocessor,
-    find_images,
-    load_image,
-    resized_size,
-)
-from parity import SCORE_FLOOR, Detections, MatchResult, match_detections
+from tfod_trt import cuda_ctypes
+from tfod_trt.config.preprocessor import Preprocessor
+from tfod_trt.detect.inputs import make_batcher
+from tfod_trt.detect.pipeline import detect_folder_pipelined
+from tfod_trt.detections import Detections
+from tfod_trt.evaluate.matching import SCORE_FLOOR, MatchResult, match_detections
+from tfod_trt.io import jpeg_reader
+from tfod_trt.io import nvjpeg as gpu_decode
+from tfod_trt.io.batcher import ImageBatcher
+from tfod_trt.io.images import find_images, load_image
+from tfod_trt.io.nvjpeg import RESIZE_JOB_DTYPE, RESIZE_KERNEL
+from tfod_trt.io.resize import ImageScale, resized_size
 
 # ---------------------------------------------------------------------------------------------
 # CPU
@@ -281,9 +280,9 @@ def staged(paths: list[Path], pre: Preprocessor, layout: str, batch_size: int,
            on_gpu: bool) -> np.ndarray:
     """The input GpuStage writes for ``paths`` (decoded by nvJPEG where ``on_gpu`` and it
     takes the file, else by Pillow)."""
-    import trt_runner
+    from tfod_trt.trt.backends import make_backend
 
-    backend = trt_runner.make_backend("cuda-python")
+    backend = make_backend("cuda-python")
     shape = ImageBatcher(paths[0], pre, batch_size, layout).shape
     target = DeviceInput(backend, shape)
     batcher = gpu_decode.GpuImageBatcher(paths[0], pre, batch_size, layout, processes=False)
@@ -366,7 +365,7 @@ def test_infer_with_nvjpeg_matches_the_cpu_decode(
     """infer.py --decode nvjpeg on a folder with photos of every kind: the corrupt one is
     reported and skipped, the others get their files; the files Pillow decodes give the CPU
     path's detections exactly, nvJPEG's photos nearly."""
-    import trt_runner
+    from tfod_trt.trt.runner import TrtRunner
 
     images = photo_kinds(coco_dir, tmp_path / "images")
     err = io.StringIO()
@@ -378,12 +377,12 @@ def test_infer_with_nvjpeg_matches_the_cpu_decode(
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert len(written) == 2 * (TEST_IMAGES + 4) + 1 and "corrupt.txt" not in written
 
-    with trt_runner.TrtRunner(fp32_engine) as runner:
+    with TrtRunner(fp32_engine) as runner:
         results = {}
         for gpu_decode_ in (False, True):
-            batcher = infer.make_batcher(runner, images, workers=4, gpu_decode=gpu_decode_)
+            batcher = make_batcher(runner, images, workers=4, gpu_decode=gpu_decode_)
             results[gpu_decode_] = {r.path.name: r for r in
-                                    infer.detect_folder_pipelined(runner, batcher)}
+                                    detect_folder_pipelined(runner, batcher)}
             assert [p.name for p, _ in batcher.skipped] == ["corrupt.jpg"]
     cpu, gpu = results[False], results[True]
     assert cpu.keys() == gpu.keys()
@@ -404,7 +403,7 @@ def test_infer_with_nvjpeg_matches_the_cpu_decode(
 def test_resized_size_is_what_preprocess_makes(coco_dir: Path) -> None:
     pre = Preprocessor.keep_aspect_ratio(400, 512)
     image = load_image(find_images(coco_dir / "images")[0])
-    from image_batcher import preprocess
+    from tfod_trt.io.resize import preprocess
 
     _, scale = preprocess(image, pre)
     assert resized_size(*image.shape[:2], pre) == (scale.resized_height, scale.resized_width)

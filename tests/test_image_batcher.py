@@ -14,15 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from image_batcher import (
-    ImageBatcher,
-    ImageError,
-    ImageScale,
-    Preprocessor,
-    decode_processes,
-    load_image,
-    preprocess,
-)
+from tfod_trt.config.preprocessor import Preprocessor
+from tfod_trt.io.batcher import ImageBatcher
+from tfod_trt.io.images import ImageError, load_image
+from tfod_trt.io.processes import decode_processes
+from tfod_trt.io.resize import ImageScale, preprocess
 
 TOLERANCE = 1e-3
 PHOTOS = 4  # real photos compared against TF

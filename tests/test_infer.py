@@ -20,11 +20,18 @@ from fixtures import converted_onnx
 from PIL import Image
 
 import infer
-import visualize
-from image_batcher import ImageError, ImageScale, load_image
-from labels import LabelError, label_for, load_labels
-from parity import Detections, match_detections
-from reference_runner import ReferenceRunner
+from tfod_trt.config.labels import LabelError, label_for, load_labels
+from tfod_trt.detect.batch import detect_folder
+from tfod_trt.detect.inputs import choose_batch_size, input_layout, make_batcher
+from tfod_trt.detect.pipeline import detect_folder_pipelined
+from tfod_trt.detect.results import ImageResult, output_stems, to_image_results
+from tfod_trt.detect.writer import ResultWriter
+from tfod_trt.detections import Detections
+from tfod_trt.evaluate.matching import match_detections
+from tfod_trt.io import pictures as visualize
+from tfod_trt.io.images import ImageError, load_image
+from tfod_trt.io.resize import ImageScale
+from tfod_trt.reference.runner import ReferenceRunner
 
 PHOTOS = 6
 NUM_CLASSES = 6  # of the ssd_mobilenet_v2 fixture model
@@ -88,14 +95,14 @@ def onnx_b4() -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(onnx_b1: Path, image_dir: Path) -> list[infer.ImageResult]:
+def reference(onnx_b1: Path, image_dir: Path) -> list[ImageResult]:
     """Every detection the model keeps, through the reusable loop (no threshold)."""
     runner = ReferenceRunner(onnx_b1)
-    return list(infer.detect_folder(runner, infer.make_batcher(runner, image_dir)))
+    return list(detect_folder(runner, make_batcher(runner, image_dir)))
 
 
 @pytest.fixture(scope="module")
-def threshold(reference: list[infer.ImageResult]) -> float:
+def threshold(reference: list[ImageResult]) -> float:
     """An actual score (the median), so that about half the detections pass."""
     scores = np.sort(np.concatenate([r.scores for r in reference]))
     return float(scores[len(scores) // 2])
@@ -145,7 +152,7 @@ def test_per_image_outputs(run_b1: Run, photos: list[Path], threshold: float) ->
 
 
 def test_threshold_keeps_exactly_the_higher_scores(
-    run_b1: Run, reference: list[infer.ImageResult], threshold: float
+    run_b1: Run, reference: list[ImageResult], threshold: float
 ) -> None:
     assert len(reference) == PHOTOS
     for result in reference:
@@ -289,7 +296,7 @@ def test_batch_results_best_first_whether_or_not_the_outputs_are_sorted() -> Non
                        [-0.2, 0.1, 0.4, 0.2]]], np.float32)
     scores = np.array([[0.9, 0.6, 0.3, 0.0], [0.4, 0.7, 0.1, 0.7]], np.float32)
     classes = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
-    first, second = infer.to_image_results(
+    first, second = to_image_results(
         [Path("a.jpg"), Path("b.jpg")], [scale, scale], boxes, scores, classes,
         np.array([3, 4]), score_threshold=0.2)
     assert first.scores.tolist() == pytest.approx([0.9, 0.6, 0.3])
@@ -304,21 +311,21 @@ def test_batch_results_best_first_whether_or_not_the_outputs_are_sorted() -> Non
 
 
 def test_batch_size_and_layout_rules() -> None:
-    assert infer.choose_batch_size(None, 4) == 4
-    assert infer.choose_batch_size(4, 4) == 4
-    assert infer.choose_batch_size(None, -1, (1, 8)) == 8
-    assert infer.choose_batch_size(3, -1, (2, 8)) == 3
-    assert infer.choose_batch_size(None, "batch") == 1
+    assert choose_batch_size(None, 4) == 4
+    assert choose_batch_size(4, 4) == 4
+    assert choose_batch_size(None, -1, (1, 8)) == 8
+    assert choose_batch_size(3, -1, (2, 8)) == 3
+    assert choose_batch_size(None, "batch") == 1
     with pytest.raises(ValueError, match="takes 2 to 8"):
-        infer.choose_batch_size(1, -1, (2, 8))
+        choose_batch_size(1, -1, (2, 8))
     with pytest.raises(ValueError, match="fixed at 4"):
-        infer.choose_batch_size(8, 4)
-    assert infer.input_layout([1, 300, 320, 3]) == ("NHWC", 300, 320)
-    assert infer.input_layout([-1, 3, 300, 320]) == ("NCHW", 300, 320)
-    assert infer.input_layout([1, 3, 300, 320], "NCHW") == ("NCHW", 300, 320)
+        choose_batch_size(8, 4)
+    assert input_layout([1, 300, 320, 3]) == ("NHWC", 300, 320)
+    assert input_layout([-1, 3, 300, 320]) == ("NCHW", 300, 320)
+    assert input_layout([1, 3, 300, 320], "NCHW") == ("NCHW", 300, 320)
     with pytest.raises(ValueError, match="layout"):
-        infer.input_layout([1, 300, 320, 4])
-    assert infer.output_stems([Path("d/a.jpg"), Path("d/a.png"), Path("d/b.jpg")]) == {
+        input_layout([1, 300, 320, 4])
+    assert output_stems([Path("d/a.jpg"), Path("d/a.png"), Path("d/b.jpg")]) == {
         Path("d/a.jpg"): "a.jpg", Path("d/a.png"): "a.png", Path("d/b.jpg"): "b"}
 
 
@@ -414,10 +421,10 @@ def test_pipelined_results_in_order_with_bad_images_skipped(
     onnx_b4: Path, image_dir: Path, depth: int, processes: bool
 ) -> None:
     runner = ReferenceRunner(onnx_b4)
-    serial_batcher = infer.make_batcher(runner, image_dir)
-    expected = list(infer.detect_folder(runner, serial_batcher))
-    batcher = infer.make_batcher(runner, image_dir, workers=3, processes=processes)
-    found = list(infer.detect_folder_pipelined(runner, batcher, depth=depth))
+    serial_batcher = make_batcher(runner, image_dir)
+    expected = list(detect_folder(runner, serial_batcher))
+    batcher = make_batcher(runner, image_dir, workers=3, processes=processes)
+    found = list(detect_folder_pipelined(runner, batcher, depth=depth))
     assert [r.path for r in found] == [r.path for r in expected] and len(found) == PHOTOS
     for mine, theirs in zip(found, expected, strict=True):
         np.testing.assert_array_equal(mine.boxes, theirs.boxes)
@@ -444,11 +451,11 @@ class FailingRunner(ReferenceRunner):
 def test_pipeline_stops_cleanly_on_errors_and_early_exit(onnx_b4: Path, image_dir: Path
                                                          ) -> None:
     failing = FailingRunner(onnx_b4, fail_at=2)
-    results = infer.detect_folder_pipelined(failing, infer.make_batcher(failing, image_dir))
+    results = detect_folder_pipelined(failing, make_batcher(failing, image_dir))
     with pytest.raises(RuntimeError, match="on purpose"):
         list(results)
     runner = ReferenceRunner(onnx_b4)
-    early = infer.detect_folder_pipelined(runner, infer.make_batcher(runner, image_dir))
+    early = detect_folder_pipelined(runner, make_batcher(runner, image_dir))
     first = next(early)
     early.close()  # the consumer leaves after one image
     assert first.path.name == sorted(p.name for p in image_dir.glob("*.jpg"))[0]
@@ -457,10 +464,10 @@ def test_pipeline_stops_cleanly_on_errors_and_early_exit(onnx_b4: Path, image_di
 
 
 def test_result_writer_keeps_order_and_reports_errors(
-    reference: list[infer.ImageResult], tmp_path: Path
+    reference: list[ImageResult], tmp_path: Path
 ) -> None:
     stems = {r.path: r.path.stem for r in reference}
-    writer = infer.ResultWriter(tmp_path, stems, {}, pictures=False, threads=3)
+    writer = ResultWriter(tmp_path, stems, {}, pictures=False, threads=3)
     for result in reference:
         writer.put(result)
     records = writer.close()
@@ -468,7 +475,7 @@ def test_result_writer_keeps_order_and_reports_errors(
         r.path.name for r in reference for _ in range(len(r))]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{r.path.stem}.txt" for r in reference)
-    broken = infer.ResultWriter(tmp_path / "missing_folder", stems, {}, False, threads=2)
+    broken = ResultWriter(tmp_path / "missing_folder", stems, {}, False, threads=2)
     with pytest.raises(OSError):
         for result in reference:
             broken.put(result)

@@ -1,4 +1,5 @@
-"""tools/onnx_half_weights.py: the transport format for large graphs sent to the GPU machine."""
+"""dev/gpu/onnx_half_weights.py: float16-stored weights, the smaller form in which large test
+graphs are copied to a TensorRT machine."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dev" / "gpu"))
 import onnx_half_weights  # noqa: E402
 
 

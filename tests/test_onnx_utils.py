@@ -8,7 +8,8 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 import pytest
 
-from onnx_utils import prefix_sum, variable
+from tfod_trt.convert.graph_edits import variable
+from tfod_trt.convert.postprocess import prefix_sum
 
 
 def run_prefix_sum(values: np.ndarray) -> tuple[np.ndarray, onnx.ModelProto]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline_config import ConfigError, load_pipeline_config, parse_text_proto
+from tfod_trt.config.pipeline_config import load_pipeline_config
+from tfod_trt.config.text_proto import ConfigError, parse_text_proto
 
 SSD_ZOO = {
     # file: (feature extractor, input size); values read off the zoo configs by hand

@@ -15,10 +15,16 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-import build_engine
 import quantize
-from image_batcher import ImageBatcher, Preprocessor, find_images
-from parity import MatchResult, match_detections, split_batch
+from tfod_trt.config.preprocessor import Preprocessor
+from tfod_trt.convert.graph_edits import check_model
+from tfod_trt.detections import split_batch
+from tfod_trt.evaluate.matching import MatchResult, match_detections
+from tfod_trt.io.batcher import ImageBatcher
+from tfod_trt.io.images import find_images
+from tfod_trt.quant.int8 import quantize_int8, write_cache
+from tfod_trt.quant.sensitive import QuantizeError, has_qdq, is_fp16, sensitive_nodes
+from tfod_trt.trt.builder import BuildError, BuildOptions, EngineBuilder, check_options
 
 MODEL = "ssd_mobilenet_v2"
 TEST_IMAGES = 16
@@ -75,7 +81,7 @@ def fp16_path(onnx_path: Path, folders: dict[str, Path]) -> Path:
 def compare_on_photos(fp32: Path, typed: Path, photos: Path) -> tuple[MatchResult, dict]:
     """Reference detections with score >= 0.3 matched at IoU >= 0.5 (same class), and the
     worst relative L2 error of each head output over the photos."""
-    from reference_runner import ReferenceRunner
+    from tfod_trt.reference.runner import ReferenceRunner
 
     reference, test = ReferenceRunner(fp32, HEADS), ReferenceRunner(typed, HEADS)
     meta = reference.metadata
@@ -110,11 +116,11 @@ def producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
 def test_qdq_quantizes_the_convolutions_and_not_the_sensitive_part(
         qdq: dict, fp32_model: onnx.ModelProto) -> None:
     model = onnx.load(str(qdq["path"]))
-    quantize.check_model(model)
+    check_model(model)
     assert quantize.read_metadata(model) == quantize.read_metadata(fp32_model)
     made_by = producers(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    sensitive = quantize.sensitive_nodes(fp32_model)
+    sensitive = sensitive_nodes(fp32_model)
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     quantized = [n for n in convs if n.input[0] in made_by
                  and made_by[n.input[0]].op_type == "DequantizeLinear"]
@@ -164,11 +170,11 @@ def test_calibration_cache_is_reused(qdq: dict, fp32_model: onnx.ModelProto,
     empty = tmp_path / "no_images"
     empty.mkdir()
     before = qdq["cache"].read_bytes()
-    again = quantize.quantize_int8(fp32_model, empty, qdq["cache"])
+    again = quantize_int8(fp32_model, empty, qdq["cache"])
     assert again.SerializeToString() == onnx.load(str(qdq["path"])).SerializeToString()
     assert qdq["cache"].read_bytes() == before
-    with pytest.raises(quantize.QuantizeError, match="no images"):
-        quantize.quantize_int8(fp32_model, empty, tmp_path / "new.json")
+    with pytest.raises(QuantizeError, match="no images"):
+        quantize_int8(fp32_model, empty, tmp_path / "new.json")
     assert not (tmp_path / "new.json").exists()
     assert [p.name for p in qdq["cache"].parent.iterdir() if p.name.startswith(".")] == []
 
@@ -186,12 +192,12 @@ def test_int8_needs_images_or_a_cache(onnx_path: Path, tmp_path: Path,
 def test_a_foreign_cache_is_refused(fp32_model: onnx.ModelProto, tmp_path: Path) -> None:
     trt_cache = tmp_path / "model.calib"
     trt_cache.write_bytes(b"TRT-8601-EntropyCalibration2\ninput_tensor: 3c010a14\n")
-    with pytest.raises(quantize.QuantizeError, match=rf"{trt_cache}.*--int8_mode calibrator"):
-        quantize.quantize_int8(fp32_model, None, trt_cache)
+    with pytest.raises(QuantizeError, match=rf"{trt_cache}.*--int8_mode calibrator"):
+        quantize_int8(fp32_model, None, trt_cache)
     other = tmp_path / "other.json"
-    quantize.write_cache(other, {"some_tensor": (-1.0, 1.0)}, "minmax")
-    with pytest.raises(quantize.QuantizeError, match=rf"{other}.*another model"):
-        quantize.quantize_int8(fp32_model, None, other)
+    write_cache(other, {"some_tensor": (-1.0, 1.0)}, "minmax")
+    with pytest.raises(QuantizeError, match=rf"{other}.*another model"):
+        quantize_int8(fp32_model, None, other)
 
 
 def test_calibration_needs_the_metadata(fp32_model: onnx.ModelProto,
@@ -199,13 +205,13 @@ def test_calibration_needs_the_metadata(fp32_model: onnx.ModelProto,
     bare = onnx.ModelProto()
     bare.CopyFrom(fp32_model)
     del bare.metadata_props[:]
-    with pytest.raises(quantize.QuantizeError, match="bare.onnx.*preprocessor"):
-        quantize.quantize_int8(bare, folders["calib"], None, 2, path="bare.onnx")
+    with pytest.raises(QuantizeError, match="bare.onnx.*preprocessor"):
+        quantize_int8(bare, folders["calib"], None, 2, path="bare.onnx")
 
 
 def test_a_quantized_graph_is_not_quantized_again(qdq: dict) -> None:
-    with pytest.raises(quantize.QuantizeError, match="already quantized"):
-        quantize.quantize_int8(onnx.load(str(qdq["path"])), None, qdq["cache"])
+    with pytest.raises(QuantizeError, match="already quantized"):
+        quantize_int8(onnx.load(str(qdq["path"])), None, qdq["cache"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +220,7 @@ def test_a_quantized_graph_is_not_quantized_again(qdq: dict) -> None:
 
 def test_fp16_graph_structure(fp16_path: Path, fp32_model: onnx.ModelProto) -> None:
     model = onnx.load(str(fp16_path))
-    quantize.check_model(model)
+    check_model(model)
     half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
     assert ([v.name for v in model.graph.output]
             == [v.name for v in fp32_model.graph.output])
@@ -222,13 +228,13 @@ def test_fp16_graph_structure(fp16_path: Path, fp32_model: onnx.ModelProto) -> N
         assert value.type.tensor_type.elem_type != half, f"{value.name} must keep its type"
     inits = {t.name: t.data_type for t in model.graph.initializer}
     convs = {n.name: n for n in model.graph.node if n.op_type == "Conv"}
-    sensitive = quantize.sensitive_nodes(fp32_model)
+    sensitive = sensitive_nodes(fp32_model)
     for name, conv in convs.items():
         wanted = single if name in sensitive else half
         assert inits[conv.input[1]] == wanted, name
     assert sum(inits[c.input[1]] == half for c in convs.values()) == 66
     assert inits["anchors"] == single
-    assert quantize.is_fp16(model) and not quantize.is_fp16(fp32_model)
+    assert is_fp16(model) and not is_fp16(fp32_model)
 
 
 def test_fp16_runs_on_the_cpu_and_matches_fp32(fp16_path: Path, onnx_path: Path,
@@ -251,18 +257,18 @@ class FakeTrt:
 
 def test_build_engine_picks_the_int8_mode(tmp_path: Path) -> None:
     v10, v11 = FakeTrt("10.13.3.9"), FakeTrt("11.4.0.106")
-    options = build_engine.BuildOptions(precision="int8", calib_input=tmp_path)
+    options = BuildOptions(precision="int8", calib_input=tmp_path)
     assert options.resolved_int8_mode(v10) == "calibrator" and not options.typed_onnx(v10)
     assert options.resolved_int8_mode(v11) == "qdq" and options.typed_onnx(v11)
-    build_engine.check_options(options, v11)
+    check_options(options, v11)
     options.int8_mode = "calibrator"
-    with pytest.raises(build_engine.BuildError, match="--int8_mode qdq"):
-        build_engine.check_options(options, v11)
+    with pytest.raises(BuildError, match="--int8_mode qdq"):
+        check_options(options, v11)
     options.int8_mode, options.calib_input = "qdq", None
-    with pytest.raises(build_engine.BuildError, match="--calib_input"):
-        build_engine.check_options(options, v10)
-    build_engine.check_options(options, v10, prequantized=True)
-    fp16 = build_engine.BuildOptions(precision="fp16")
+    with pytest.raises(BuildError, match="--calib_input"):
+        check_options(options, v10)
+    check_options(options, v10, prequantized=True)
+    fp16 = BuildOptions(precision="fp16")
     assert fp16.typed_onnx(v11) and not fp16.typed_onnx(v10)
     fp16.fp16_onnx = True
     assert fp16.typed_onnx(v10)
@@ -273,17 +279,17 @@ def test_build_engine_writes_the_precision_into_the_onnx_for_11(
     """What EngineBuilder parses on TensorRT 11 (only its version is needed to decide): the
     FP16 graph for fp16, the Q/DQ graph (from the range cache) for int8; a typed ONNX is kept
     as it is, and refused for another precision."""
-    builder = object.__new__(build_engine.EngineBuilder)  # no TensorRT: skip __init__
+    builder = object.__new__(EngineBuilder)  # no TensorRT: skip __init__
     builder.trt = FakeTrt("11.4.0.106")
-    for precision, check in (("fp16", quantize.is_fp16), ("int8", quantize.has_qdq)):
+    for precision, check in (("fp16", is_fp16), ("int8", has_qdq)):
         builder.typed_precision = None
-        options = build_engine.BuildOptions(precision=precision, calib_cache=qdq["cache"])
+        options = BuildOptions(precision=precision, calib_cache=qdq["cache"])
         typed = builder._typed_model(fp32_model, onnx_path, options)
         assert check(typed) and builder.typed_precision == precision
     builder.typed_precision = None
-    options = build_engine.BuildOptions(precision="fp16")
-    with pytest.raises(build_engine.BuildError, match=r"model\.qdq\.onnx is an? int8 ONNX"):
+    options = BuildOptions(precision="fp16")
+    with pytest.raises(BuildError, match=r"model\.qdq\.onnx is an? int8 ONNX"):
         builder._typed_model(onnx.load(str(qdq["path"])), qdq["path"], options)
     builder.typed_precision = None
-    kept = builder._typed_model(fp32_model, onnx_path, build_engine.BuildOptions())
+    kept = builder._typed_model(fp32_model, onnx_path, BuildOptions())
     assert kept is fp32_model and builder.typed_precision is None

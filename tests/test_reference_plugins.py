@@ -1,4 +1,5 @@
-"""Hand-made cases for reference_plugins: one or more per rule of shared/design/plugins.md.
+"""Hand-made cases for reference_plugins: one or more per rule of the EfficientNMS_TRT and
+CropAndResize notes in docs/design.md.
 
 Expected values are worked out by hand in the comments (or, for crop_and_resize, taken from
 tf.image.crop_and_resize); none is produced by the code under test.
@@ -11,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from reference_plugins import crop_and_resize, efficient_nms
+from tfod_trt.reference.plugins import crop_and_resize, efficient_nms
 
 F32 = np.float32
 

@@ -17,7 +17,7 @@ import pytest
 from fixtures import have_tensorflow
 from pycocotools.coco import COCO
 
-from labels import load_labels
+from tfod_trt.config.labels import load_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))

@@ -1,6 +1,6 @@
-"""The TensorRT API that trt_compat.py, trt_runner.py and build_engine.py touch exists in
+"""The TensorRT API that the modules of tfod_trt/trt touch exists in
 TensorRT 10 and 11 (and the legacy part of it does not exist in 11), checked on the CPU against
-the real Python bindings (../shared/trt-api/make-surface.sh: no library behind them), plus the
+the real Python bindings (their API surface without a library behind them), plus the
 version logic of trt_compat against fake modules of 8.6, 10.x and 11.
 """
 
@@ -22,12 +22,18 @@ import pytest
 from onnx import helper
 
 import build_engine
-import trt_compat
-import trt_runner
-from image_batcher import Batch, ImageScale
+from tfod_trt.io.batcher import Batch
+from tfod_trt.io.resize import ImageScale
+from tfod_trt.trt import compat as trt_compat
+from tfod_trt.trt.builder import BuildError, BuildOptions, check_options
+from tfod_trt.trt.calibrator import CALIBRATORS, calibrator_class
+from tfod_trt.trt.engine_file import metadata_path, read_engine_metadata
+from tfod_trt.trt.runner import TrtRunner
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("trt_compat.py", "trt_runner.py", "build_engine.py")
+# Every module that calls TensorRT: the version layer, builder, calibrator, runner, pipeline.
+SOURCES = tuple(sorted(path.relative_to(ROOT).as_posix()
+                       for path in (ROOT / "tfod_trt" / "trt").glob("*.py")))
 SURFACE_VERSIONS = ("10.13.3.9", "11.4.0.106")
 
 
@@ -97,7 +103,7 @@ def api() -> set[str]:
 
 def test_calibrator_bases_are_checked_as_legacy_api() -> None:
     # build_engine picks them by name (CALIBRATORS): the AST walk cannot see them
-    assert set(build_engine.CALIBRATORS.values()) <= trt_compat.LEGACY_API
+    assert set(CALIBRATORS.values()) <= trt_compat.LEGACY_API
 
 
 def test_the_ast_walk_finds_the_api(api: set[str]) -> None:
@@ -157,7 +163,9 @@ PROBE = r"""
 import contextlib, io, json, sys, tempfile
 from pathlib import Path
 import tensorrt as trt
-import build_engine, trt_compat, trt_runner
+import build_engine
+from tfod_trt.trt import compat as trt_compat
+from tfod_trt.trt.calibrator import CALIBRATORS, calibrator_class
 
 """ + EXISTS + r"""
 def cli(precision, *extra):
@@ -187,8 +195,8 @@ report = {
     "typed_flags": {p: trt_compat.typed_onnx_flags(p, trt) for p in ("fp16", "int8")},
 }
 if report["calibrator"]:
-    for method in build_engine.CALIBRATORS:
-        calibrator = build_engine.calibrator_class(trt, method)(iter(()), 2, None)
+    for method in CALIBRATORS:
+        calibrator = calibrator_class(trt, method)(iter(()), 2, None)
         report[f"calibrator_{method}"] = [calibrator.get_batch_size(),
                                           isinstance(calibrator, trt.IInt8Calibrator),
                                           calibrator.get_batch(["input_tensor"])]
@@ -237,7 +245,7 @@ def test_version_logic_matches_the_real_module(probe: dict) -> None:
 def test_calibrator_subclasses_the_real_base(probe: dict) -> None:
     if not probe["calibrator"]:
         pytest.skip(f"TensorRT {probe['version']} has no implicit INT8 calibrator")
-    for method in build_engine.CALIBRATORS:  # batch size, a real IInt8Calibrator, no batches
+    for method in CALIBRATORS:  # batch size, a real IInt8Calibrator, no batches
         assert probe[f"calibrator_{method}"] == [2, True, None], method
 
 
@@ -298,7 +306,7 @@ def fake_trt(version: str, creators: set[tuple[str, str]] = frozenset()) -> Simp
 
 NMS, CROP, CROP_DYNAMIC, CROP_V2 = (("EfficientNMS_TRT", "1"), ("CropAndResize", "1"),
                                    ("CropAndResizeDynamic", "1"), ("CropAndResizeDynamic", "2"))
-REGISTERED = {  # ../shared/design/tensorrt-versions.md, "Plugins"
+REGISTERED = {  # docs/design.md, the plugins each TensorRT version registers
     "8.6.0": {NMS, CROP, CROP_DYNAMIC},
     "10.11.0.33": {NMS, CROP, CROP_DYNAMIC},
     "10.12.0.36": {NMS, CROP, CROP_DYNAMIC, CROP_V2},
@@ -378,15 +386,15 @@ def test_adapt_onnx_plugins_names_the_missing_plugin() -> None:
 
 def test_runner_reports_a_missing_engine(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="build_engine.py"):
-        trt_runner.TrtRunner(tmp_path / "missing.engine")
+        TrtRunner(tmp_path / "missing.engine")
 
 
 def test_metadata_lives_beside_the_engine(tmp_path: Path) -> None:
     engine = tmp_path / "model.engine"
-    assert trt_runner.metadata_path(engine) == tmp_path / "model.engine.json"
-    assert trt_runner.read_engine_metadata(engine) == {}
-    trt_runner.metadata_path(engine).write_text(json.dumps({"num_classes": 3}))
-    assert trt_runner.read_engine_metadata(engine) == {"num_classes": 3}
+    assert metadata_path(engine) == tmp_path / "model.engine.json"
+    assert read_engine_metadata(engine) == {}
+    metadata_path(engine).write_text(json.dumps({"num_classes": 3}))
+    assert read_engine_metadata(engine) == {"num_classes": 3}
 
 
 def test_build_engine_missing_onnx(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -403,21 +411,21 @@ def test_without_tensorrt_says_where_it_runs(tmp_path: Path,
     onnx_path = tmp_path / "model.onnx"
     onnx.save(plugin_model(), onnx_path)
     assert build_engine.main(["-o", str(onnx_path), "-e", str(tmp_path / "e")]) == 2
-    assert "GPU machine" in capsys.readouterr().err
-    with pytest.raises(trt_compat.TensorRTUnavailable, match="GPU machine"):
-        trt_runner.TrtRunner(onnx_path)
+    assert "NVIDIA GPU is: install it there" in capsys.readouterr().err
+    with pytest.raises(trt_compat.TensorRTUnavailable, match="NVIDIA GPU is: install it there"):
+        TrtRunner(onnx_path)
 
 
 def test_int8_needs_images_or_a_cache(tmp_path: Path) -> None:
     trt = fake_trt("10.13.3.9")
-    options = build_engine.BuildOptions(precision="int8", calib_cache=tmp_path / "none.cache")
-    with pytest.raises(build_engine.BuildError, match="--calib_input.*--calib_cache"):
-        build_engine.check_options(options, trt)
+    options = BuildOptions(precision="int8", calib_cache=tmp_path / "none.cache")
+    with pytest.raises(BuildError, match="--calib_input.*--calib_cache"):
+        check_options(options, trt)
     (tmp_path / "none.cache").write_bytes(b"cache")
-    build_engine.check_options(options, trt)
+    check_options(options, trt)
     options.calib_input = tmp_path / "no-images"
-    with pytest.raises(build_engine.BuildError, match="no such image"):
-        build_engine.check_options(options, trt)
+    with pytest.raises(BuildError, match="no such image"):
+        check_options(options, trt)
 
 
 class FakeBackend:
@@ -451,7 +459,7 @@ def test_calibrator_feeds_batches_and_writes_its_cache_atomically(tmp_path: Path
                for i in range(2)]
     backend = FakeBackend()
     cache = tmp_path / "calib.cache"
-    calibrator = build_engine.calibrator_class(SimpleNamespace(IInt8MinMaxCalibrator=Base))(
+    calibrator = calibrator_class(SimpleNamespace(IInt8MinMaxCalibrator=Base))(
         iter(batches), 2, cache, backend)
     assert calibrator.read_calibration_cache() is None
     names = ["input_tensor", "true_image_shape"]

@@ -1,8 +1,9 @@
-"""Engines built by build_engine.py and run by trt_runner.TrtRunner on an NVIDIA GPU, compared
-with the CPU reference runner on real photos. Needs TensorRT and a GPU: skipped elsewhere.
+"""Engines built by build_engine.py and run by TrtRunner (tfod_trt.trt.runner) on an NVIDIA
+GPU, compared with the CPU reference runner on real photos. Needs TensorRT and a GPU: skipped
+elsewhere.
 
-Engine builds are slow (minutes each on TensorRT 8.6): each is built once per session. Set
-TFOD_TRT_ENGINE_CACHE to a folder to keep engines between sessions on one machine; they are
+Engine builds are slow (minutes each on TensorRT 8.6): each is built once per test run. Set
+TFOD_TRT_ENGINE_CACHE to a folder to keep engines between runs on one machine; they are
 keyed by the ONNX, the build code, the TensorRT version and the build options.
 """
 
@@ -24,11 +25,18 @@ import pytest
 from onnx import TensorProto, helper
 
 import build_engine
-import trt_compat
-import trt_runner
-from image_batcher import Batch, ImageBatcher, Preprocessor, find_images
-from infer import run_batch
-from parity import SCORE_FLOOR, Detections, MatchResult, match_detections, split_batch
+from tfod_trt.config.preprocessor import Preprocessor
+from tfod_trt.detect.batch import run_batch
+from tfod_trt.detections import Detections, split_batch
+from tfod_trt.evaluate.matching import SCORE_FLOOR, MatchResult, match_detections
+from tfod_trt.io.batcher import Batch, ImageBatcher
+from tfod_trt.io.images import find_images
+from tfod_trt.trt import compat as trt_compat
+from tfod_trt.trt.backends import make_backend
+from tfod_trt.trt.builder import BuildOptions, EngineBuilder
+from tfod_trt.trt.cuda_backend import CudaError
+from tfod_trt.trt.engine_file import metadata_path
+from tfod_trt.trt.runner import TrtRunner
 
 pytestmark = pytest.mark.gpu
 
@@ -63,8 +71,9 @@ def test_images(coco_dir: Path, work_dir: Path) -> Path:
 
 def cache_key(onnx_path: Path, args: list[str]) -> str:
     digest = hashlib.sha256(onnx_path.read_bytes())
-    for source in ("build_engine.py", "trt_compat.py", "quantize.py"):
-        digest.update((ROOT / source).read_bytes())
+    for source in sorted([*(ROOT / "tfod_trt" / "trt").glob("*.py"),
+                          *(ROOT / "tfod_trt" / "quant").glob("*.py")]):
+        digest.update(source.read_bytes())
     digest.update(" ".join([trt_compat.version_string(), *args]).encode())
     return digest.hexdigest()[:16]
 
@@ -79,7 +88,7 @@ def build(onnx_path: Path, work_dir: Path, precision: str, *extra: str) -> Path:
         code = build_engine.main(["-o", str(onnx_path), "-e", str(engine), *args,
                                   "--timing_cache", str(work_dir / "timing.cache")])
         assert code == 0, f"build_engine.py failed for {precision}"
-    assert trt_runner.metadata_path(engine).is_file()
+    assert metadata_path(engine).is_file()
     return engine
 
 
@@ -94,7 +103,7 @@ Reference = list[tuple[Batch, list[Detections]]]
 def reference_detections(onnx_path: Path, test_images: Path, count: int = TEST_IMAGES
                          ) -> Reference:
     """(batch, the CPU reference runner's detections per image) for the test images."""
-    from reference_runner import ReferenceRunner
+    from tfod_trt.reference.runner import ReferenceRunner
 
     runner = ReferenceRunner(onnx_path)
     meta = runner.metadata
@@ -115,7 +124,7 @@ def compare(engine: Path, backend: str, reference: Reference, floor: float, min_
     """Reference detections with score >= floor matched by the engine's (a score tolerance
     below the floor on the engine's side, so that no pair is lost at the floor)."""
     result = MatchResult()
-    with trt_runner.TrtRunner(engine, backend, use_cuda_graph=use_cuda_graph) as runner:
+    with TrtRunner(engine, backend, use_cuda_graph=use_cuda_graph) as runner:
         for batch, expected in reference:
             found = split_batch(run_batch(runner, batch))
             for ref, test in zip(expected, found, strict=False):
@@ -146,7 +155,7 @@ def test_keep_aspect_engine_takes_the_true_image_shape(gpu: None, work_dir: Path
 
     onnx_path = converted_onnx("ssd_mobilenet_v2_keep_aspect")
     engine = build(onnx_path, work_dir, "fp32")
-    with trt_runner.TrtRunner(engine) as runner:
+    with TrtRunner(engine) as runner:
         assert runner.needs_true_image_shape
         assert runner.metadata["box_frame"] == "true_image"
     reference = reference_detections(onnx_path, test_images)
@@ -162,7 +171,7 @@ def test_cuda_graph_replays_or_falls_back(fp32_engine: Path, reference: Referenc
                      use_cuda_graph=True)
     assert result.rate >= 0.99, describe(result)
     data = reference[0][0].data
-    with trt_runner.TrtRunner(fp32_engine, backend, use_cuda_graph=True) as runner:
+    with TrtRunner(fp32_engine, backend, use_cuda_graph=True) as runner:
         first, second = runner.infer(data), runner.infer(data)
         assert runner.use_cuda_graph == (backend == "cuda-python")
     assert first["num_detections"].tolist() == second["num_detections"].tolist()
@@ -171,20 +180,20 @@ def test_cuda_graph_replays_or_falls_back(fp32_engine: Path, reference: Referenc
 def test_enqueue_calls_keep_the_gil_and_report_errors(gpu: None) -> None:
     """cuda-python's event record / wait and graph launch go to libcuda's ctypes.PyDLL
     handle (the GIL kept); one that fails is a CudaError naming the call and the reason."""
-    backend = trt_runner.make_backend("cuda-python")
+    backend = make_backend("cuda-python")
     try:
         assert isinstance(backend._enqueue, ctypes.PyDLL)
         event = backend.create_event()
         backend.record_event(event)
         backend.wait_event(event)
         backend.synchronize_event(event)
-        with pytest.raises(trt_runner.CudaError, match=r"cuEventRecord failed: \w"):
+        with pytest.raises(CudaError, match=r"cuEventRecord failed: \w"):
             backend.record_event(0)
         backend._enqueue = None  # no libcuda for ctypes: cudart's own calls
         backend.record_event(event)
         backend.wait_event(event)
         backend.synchronize_event(event)
-        with pytest.raises(trt_runner.CudaError, match=r"cudaEventRecord failed: \w"):
+        with pytest.raises(CudaError, match=r"cudaEventRecord failed: \w"):
             backend.record_event(0)
         backend.destroy_event(event)
     finally:
@@ -196,7 +205,7 @@ def test_pipeline_with_the_image_on_the_device(fp32_engine: Path, reference: Ref
     what to do; the image written on the device gives runner.infer's outputs, also when the
     slot's CUDA graph (inference and copies out) replays it."""
     data = reference[0][0].data
-    with trt_runner.TrtRunner(fp32_engine) as runner:
+    with TrtRunner(fp32_engine) as runner:
         expected = runner.infer(data)
         with runner.pipeline(tuple(runner.input_shape), 1, host_input=False) as pipeline:
             with pytest.raises(ValueError, match="device_input"):
@@ -216,7 +225,7 @@ def test_pipeline_with_the_image_on_the_device(fp32_engine: Path, reference: Ref
 def test_runner_describes_the_engine(fp32_engine: Path, onnx_path: Path) -> None:
     model = onnx.load(str(onnx_path), load_external_data=False)
     dims = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
-    with trt_runner.TrtRunner(fp32_engine) as runner:
+    with TrtRunner(fp32_engine) as runner:
         assert runner.input_shape == dims and not runner.is_dynamic
         assert runner.input_dtype == np.float32 and runner.batch_size == dims[0]
         assert runner.metadata["engine"]["precision"] == "fp32"
@@ -240,7 +249,7 @@ def test_damaged_engine_gives_a_clear_error(fp32_engine: Path, tmp_path: Path,
     else:
         data[:64] = bytes(64)
     broken.write_bytes(bytes(data))
-    shutil.copy(trt_runner.metadata_path(fp32_engine), trt_runner.metadata_path(broken))
+    shutil.copy(metadata_path(fp32_engine), metadata_path(broken))
     # In a process of its own: after TensorRT 8.6 has refused a damaged engine, a later
     # in-process build and deserialisation crashed (seen 2026-11-25 on the H100); a user's
     # process ends at this error anyway.
@@ -263,12 +272,12 @@ def test_dynamic_batch_engine(gpu: None, tmp_path: Path) -> None:
                               "dynamic", [x], [y], [two])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, tmp_path / "dynamic.onnx")
-    builder = build_engine.EngineBuilder()
+    builder = EngineBuilder()
     builder.create_network(tmp_path / "dynamic.onnx")
     builder.add_profile({"x": ((1, 8), (2, 8), (4, 8))})
     engine = tmp_path / "dynamic.engine"
-    engine.write_bytes(builder.build(build_engine.BuildOptions(workspace_gib=1)))
-    with trt_runner.TrtRunner(engine) as runner:
+    engine.write_bytes(builder.build(BuildOptions(workspace_gib=1)))
+    with TrtRunner(engine) as runner:
         assert runner.is_dynamic and runner.input_shape == (-1, 8) and runner.batch_size == 4
         for batch in (3, 1, 4):
             data = np.arange(batch * 8, dtype=np.float32).reshape(batch, 8)
@@ -290,6 +299,7 @@ def test_benchmark_json_is_sane(fp32_engine: Path, test_images: Path, tmp_path: 
     import json
 
     import benchmark
+    from tfod_trt.bench.profile import LAYER_KINDS
 
     out = tmp_path / "bench.json"
     code = benchmark.main(["-e", str(fp32_engine), "--cuda_graphs", "both", "--warmup", "0.2",
@@ -311,7 +321,7 @@ def test_benchmark_json_is_sane(fp32_engine: Path, test_images: Path, tmp_path: 
     (profile,) = [e for e in report["results"] if e["kind"] == "profile"]
     assert profile["layers"] and profile["total_ms"] > 0
     assert sum(row["percent"] for row in profile["layers"]) == pytest.approx(100.0)
-    assert set(profile["percent_by_kind"]) <= {*benchmark.LAYER_KINDS, "other"}
+    assert set(profile["percent_by_kind"]) <= {*LAYER_KINDS, "other"}
 
 
 def test_benchmark_pipeline_mode(fp32_engine: Path, test_images: Path, tmp_path: Path) -> None:
@@ -327,7 +337,7 @@ def test_benchmark_pipeline_mode(fp32_engine: Path, test_images: Path, tmp_path:
     (entry,) = json.loads(out.read_text())["results"]
     assert entry["kind"] == "pipeline" and entry["images"] == 48
     names = ("pipelined", "pipelined_threads", "pipelined_nvjpeg", "serial")
-    assert "nvjpeg_unavailable" not in entry  # nvJPEG is on the GPU machine
+    assert "nvjpeg_unavailable" not in entry  # nvJPEG comes with every CUDA toolkit
     for name in names:
         assert entry[name]["images"] == 48 and entry[name]["images_per_s"] > 0
     for name in names[:3]:  # three passes each (the default), the first reported apart
@@ -367,13 +377,15 @@ def test_pipelined_infer_writes_what_the_serial_loop_writes(
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_trt_pipeline_matches_runner_infer(fp32_engine: Path, test_images: Path,
                                            backend: str) -> None:
-    import infer
+    from tfod_trt.detect.batch import detect_folder
+    from tfod_trt.detect.inputs import make_batcher
+    from tfod_trt.detect.pipeline import detect_folder_pipelined
 
-    with trt_runner.TrtRunner(fp32_engine, backend) as runner:
-        expected = list(infer.detect_folder(runner, infer.make_batcher(runner, test_images)))
+    with TrtRunner(fp32_engine, backend) as runner:
+        expected = list(detect_folder(runner, make_batcher(runner, test_images)))
         for depth in (1, 2, 3):
-            batcher = infer.make_batcher(runner, test_images, workers=4)
-            found = list(infer.detect_folder_pipelined(runner, batcher, depth=depth))
+            batcher = make_batcher(runner, test_images, workers=4)
+            found = list(detect_folder_pipelined(runner, batcher, depth=depth))
             assert [r.path for r in found] == [r.path for r in expected]
             for mine, theirs in zip(found, expected, strict=True):
                 np.testing.assert_allclose(mine.boxes, theirs.boxes, atol=1e-4)
@@ -470,7 +482,7 @@ def test_trained_fp16_matches_the_reference(shapes_engine, shapes_reference: Ref
     """FP16 by the builder flag (8.6-10) and by an FP16 ONNX (11's only way): >= 97% of the
     reference's detections matched at IoU >= 0.9."""
     engine = shapes_engine(name)
-    with trt_runner.TrtRunner(engine) as runner:
+    with TrtRunner(engine) as runner:
         assert runner.input_dtype == np.float32
         expected = "onnx" if name == "fp16_onnx" else "flags"
         assert runner.metadata["engine"]["precision_from"] == expected
@@ -484,7 +496,7 @@ def test_trained_int8_matches_confident_detections(shapes_engine, shapes_referen
     """INT8 by the entropy calibrator and by Q/DQ, calibrated on other images: >= 90% of the
     reference's detections with score >= 0.3 matched at IoU >= 0.5."""
     engine = shapes_engine(name)
-    with trt_runner.TrtRunner(engine) as runner:
+    with TrtRunner(engine) as runner:
         mode = runner.metadata["engine"]["int8_mode"]
     assert mode == {"int8": "calibrator", "int8_qdq": "qdq"}[name]
     result = compare(engine, "cuda-python", shapes_reference, 0.3, 0.5, 1.0)
@@ -510,7 +522,7 @@ def test_trained_qdq_engine_matches_its_graph_on_the_cpu(shapes_engine, shapes_o
 def test_trained_map_per_precision(shapes_engine, shapes_onnx: Path, shapes_val: Path) -> None:
     """COCO mAP on the whole synthetic val set: the ONNX reference (equal to TensorFlow's, CPU
     test) and every engine. FP32 / FP16 within 0.5 AP point, both INT8 within 2 points. The
-    table is printed and, on the GPU machine, written to $TFOD_TRT_RESULTS/trained_map.json."""
+    table is printed and, where $TFOD_TRT_RESULTS is set, written to trained_map.json there."""
     import json
 
     from test_eval_coco import run_cli

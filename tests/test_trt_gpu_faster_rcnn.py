@@ -1,8 +1,8 @@
 """Faster R-CNN on TensorRT (two EfficientNMS_TRT, CropAndResize, the true_image_shape input)
 against the CPU reference runner on the same graph, real photos. Needs TensorRT and a GPU.
 
-On the GPU machine the graph arrives with float16-stored weights (tools/onnx_half_weights.py,
-for transport) and is compared with ONNX Runtime on that same graph there.
+The graph may come with float16-stored weights (a smaller file to copy to a TensorRT machine: see
+dev/gpu/onnx_half_weights.py); it is then compared with ONNX Runtime on that same graph.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from test_trt_gpu import (
     reference_detections,
 )
 
-from parity import SCORE_FLOOR
+from tfod_trt.evaluate.matching import SCORE_FLOOR
 
 pytestmark = pytest.mark.gpu
 

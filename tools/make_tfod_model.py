@@ -73,7 +73,9 @@ def calibration_images(folder: Path | None, size: tuple[int, int], seed: int, co
     import tensorflow as tf
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from image_batcher import Preprocessor, find_images, load_preprocessed
+    from tfod_trt.config.preprocessor import Preprocessor
+    from tfod_trt.io.images import find_images
+    from tfod_trt.io.resize import load_preprocessed
 
     if folder is not None:
         pre = Preprocessor.fixed_shape(*size)

@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnx_utils import atomic_write_bytes  # noqa: E402
+from tfod_trt.files import atomic_write_bytes  # noqa: E402
 
 PROG = "plot_benchmarks.py"
 

@@ -98,26 +98,14 @@ def train(args: argparse.Namespace) -> None:
     import tensorflow as tf
     from object_detection.builders import model_builder, optimizer_builder
     from object_detection.utils import config_util
-    from tqdm import tqdm
 
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.keras.utils.set_random_seed(args.seed)
-    # As model_lib_v2 does: without it TFOD's BatchNorm layers run in inference mode while
-    # training (no batch statistics, no moving-average updates) and the network dies.
-    tf.keras.backend.set_learning_phase(True)
+    _configure_tensorflow(tf, args.threads, args.seed)
     configs = config_util.get_configs_from_pipeline_file(str(args.pipeline_config))
     train_config = configs["train_config"]
     steps = args.num_steps or train_config.num_steps
     batch_size = train_config.batch_size
-    augment = {opt.WhichOneof("preprocessing_step") for opt in
-               train_config.data_augmentation_options}
-    flips = ("random_horizontal_flip" in augment, "random_vertical_flip" in augment)
-    data = load_dataset(args.data)
-    num_classes = data[4]
-    if num_classes != configs["model"].ssd.num_classes:
-        raise SystemExit(f"{args.data} has {num_classes} classes, the config "
-                         f"{configs['model'].ssd.num_classes}")
+    flips = _flips(train_config)
+    data = _load_training_data(args.data, configs["model"].ssd.num_classes)
 
     model = model_builder.build(model_config=configs["model"], is_training=True)
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -125,6 +113,54 @@ def train(args: argparse.Namespace) -> None:
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=global_step)
     manager = tf.train.CheckpointManager(ckpt, str(args.work / "train"), max_to_keep=2)
     size = data[0].shape[1:3]
+    step_fn = _train_step(tf, model, optimizer, global_step, batch_size, size, data[4])
+    _restore_or_initialise(tf, model, size, ckpt, manager, global_step,
+                           configs["model"].ssd.box_predictor)
+    start = int(global_step)
+    log = open(args.work / "train_log.txt", "a")  # noqa: SIM115 (closed below)
+    stream = batches(data, batch_size, args.seed, flips, start)
+    t0 = time.time()
+    _run_steps(step_fn, stream, start, steps, log, t0, manager, args.checkpoint_every)
+    manager.save(checkpoint_number=int(global_step))
+    log.close()
+    tf.train.Checkpoint(model=model).save(str(args.work / "final" / "ckpt"))
+    pipeline = config_util.create_pipeline_proto_from_configs(configs)
+    config_util.save_pipeline_config(pipeline, str(args.work / "final"))
+    print(f"trained {steps} steps in {time.time() - t0:.0f} s")
+
+
+def _configure_tensorflow(tf, threads: int, seed: int) -> None:
+    """Thread counts, seeds, and the training phase."""
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.keras.utils.set_random_seed(seed)
+    # As model_lib_v2 does: without it TFOD's BatchNorm layers run in inference mode while
+    # training (no batch statistics, no moving-average updates) and the network dies.
+    tf.keras.backend.set_learning_phase(True)
+
+
+def _flips(train_config) -> tuple[bool, bool]:
+    """(horizontal, vertical): the random flips the config's data augmentation names."""
+    augment = {opt.WhichOneof("preprocessing_step") for opt in
+               train_config.data_augmentation_options}
+    return ("random_horizontal_flip" in augment, "random_vertical_flip" in augment)
+
+
+def _load_training_data(
+    folder: Path, config_classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """:func:`load_dataset`, its class count checked against the config's."""
+    data = load_dataset(folder)
+    num_classes = data[4]
+    if num_classes != config_classes:
+        raise SystemExit(f"{folder} has {num_classes} classes, the config {config_classes}")
+    return data
+
+
+def _train_step(tf, model, optimizer, global_step, batch_size: int, size, num_classes: int):
+    """One training step as a tf.function (model_lib_v2.eager_train_step): ground truth,
+    preprocess, predict, loss plus regularisation, clipped gradients; returns the total
+    loss and the losses."""
 
     @tf.function(input_signature=[
         tf.TensorSpec([batch_size, *size, 3], tf.float32),
@@ -149,6 +185,12 @@ def train(args: argparse.Namespace) -> None:
         global_step.assign_add(1)
         return total, losses
 
+    return step_fn
+
+
+def _restore_or_initialise(tf, model, size, ckpt, manager, global_step, box_predictor) -> None:
+    """Builds the model's variables, then restores the last checkpoint, or else sets the
+    class prior of a fresh model."""
     # Variables exist only after a first call: build them, then restore.
     prep, shapes = model.preprocess(tf.zeros([1, *size, 3]))
     model.predict(prep, shapes)
@@ -156,11 +198,15 @@ def train(args: argparse.Namespace) -> None:
         ckpt.restore(manager.latest_checkpoint)
         print(f"resumed from {manager.latest_checkpoint} at step {int(global_step)}")
     else:
-        set_class_prior(model, configs["model"].ssd.box_predictor)
-    start = int(global_step)
-    log = open(args.work / "train_log.txt", "a")  # noqa: SIM115 (closed below)
-    stream = batches(data, batch_size, args.seed, flips, start)
-    t0 = time.time()
+        set_class_prior(model, box_predictor)
+
+
+def _run_steps(step_fn, stream, start: int, steps: int, log, t0: float, manager,
+               checkpoint_every: int) -> None:
+    """Steps ``start`` to ``steps``, each 10th (and the last) logged to ``log``, a checkpoint
+    every ``checkpoint_every``."""
+    from tqdm import tqdm
+
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="training", unit="step")
     for step in bar:
         images, boxes, classes, counts = next(stream)
@@ -173,14 +219,8 @@ def train(args: argparse.Namespace) -> None:
                                   "s_per_step": round(rate, 3), "time": round(time.time() - t0)})
                       + "\n")
             log.flush()
-        if (step + 1) % args.checkpoint_every == 0:
+        if (step + 1) % checkpoint_every == 0:
             manager.save(checkpoint_number=step + 1)
-    manager.save(checkpoint_number=int(global_step))
-    log.close()
-    tf.train.Checkpoint(model=model).save(str(args.work / "final" / "ckpt"))
-    pipeline = config_util.create_pipeline_proto_from_configs(configs)
-    config_util.save_pipeline_config(pipeline, str(args.work / "final"))
-    print(f"trained {steps} steps in {time.time() - t0:.0f} s")
 
 
 def recalibrate_batchnorm(model, images) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: latency, per-layer profiles, the folder pipeline's throughput, ONNX Runtime."""

@@ -1,0 +1,118 @@
+"""benchmark.py's work: engines, ONNX graphs and the folder pipeline timed, one JSON report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from tfod_trt.bench.latency import bench_engine, find_engines
+from tfod_trt.bench.onnx_cpu import bench_onnx
+from tfod_trt.bench.pipeline import bench_pipeline
+from tfod_trt.bench.profile import print_profile, profile_engine
+from tfod_trt.bench.timing import PERCENTILES
+from tfod_trt.errors import UsageError
+from tfod_trt.files import atomic_write_bytes
+from tfod_trt.trt import compat as trt_compat
+
+PROG = "benchmark.py"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def device_info() -> dict:
+    """GPU name and driver (nvidia-smi), TensorRT version, host."""
+    info: dict[str, Any] = {"host": platform.node(), "python": platform.python_version()}
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout.strip().splitlines()
+        info["gpu"], info["driver"] = (part.strip() for part in out[0].split(",", 1))
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        info["gpu"] = None
+    try:
+
+        info["tensorrt"] = trt_compat.version_string()
+    except (ImportError, RuntimeError):
+        info["tensorrt"] = None
+    return info
+
+
+def jobs(args: argparse.Namespace, engines: list[Path]) -> Iterator[tuple[str, Path]]:
+    if not args.skip_latency:
+        yield from (("latency", e) for e in engines)
+    if args.profile:
+        yield from (("profile", e) for e in engines)
+    if args.pipeline:
+        yield from (("pipeline", e) for e in engines)
+    yield from (("onnx", m) for m in args.onnx)
+
+
+def summary_line(entry: dict) -> str | None:
+    if entry["kind"] in ("tensorrt", "onnxruntime_cpu"):
+        stats = entry["latency_ms"]
+        graph = " graph" if entry.get("cuda_graph") else ""
+        return (f"{Path(entry['source']).name:40s} b{entry['batch']:<3d} "
+                f"{entry.get('precision', 'cpu'):5s} {entry['measure']:10s}{graph:6s} "
+                f"mean {stats['mean']:8.3f}  median {stats['median']:8.3f}  "
+                f"p99 {stats['p99']:8.3f} ms  {entry['images_per_s']:9.1f} img/s")
+    if entry["kind"] == "pipeline":
+        paths = ", ".join(f"{name} {entry[name]['images_per_s']:.1f}" for name in
+                          ("pipelined", "pipelined_nvjpeg", "pipelined_threads", "serial")
+                          if name in entry)
+        fastest = entry["fastest_path"]
+        return (f"{Path(entry['source']).name}: img/s {paths}, engine-only "
+                f"{entry['engine_only_images_per_s']:.1f} -> "
+                f"{fastest} "
+                f"{entry[f'{fastest}_over_engine_only']:.2f} x engine-only (first pass "
+                f"{entry[f'{fastest}_first_pass_over_engine_only']:.2f}), "
+                f"{entry[f'{fastest}_over_serial']:.2f} x serial")
+    if entry["kind"] == "skipped":
+        return f"{Path(entry['source']).name}: skipped batch {entry['batch']}: {entry['reason']}"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    engines = find_engines(args.engine)
+    for model in args.onnx:
+        if not model.is_file():
+            raise UsageError(f"{model}: ONNX file not found")
+    if args.pipeline and not args.pipeline.exists():
+        raise UsageError(f"{args.pipeline}: image folder not found")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "tool": PROG, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": sys.argv, "device": device_info(),
+        "settings": {"warmup_s": args.warmup, "duration_s": args.duration,
+                     "min_iterations": args.iterations, "percentiles": list(PERCENTILES)},
+        "results": [],
+    }
+    todo = list(jobs(args, engines))
+    bench = {"latency": bench_engine, "profile": profile_engine, "pipeline": bench_pipeline,
+             "onnx": bench_onnx}
+    for kind, path in tqdm(todo, desc=PROG, unit="job"):
+        try:
+            produced = bench[kind](path, args)
+        except (ImportError, RuntimeError) as err:  # no TensorRT/GPU, engine cannot load
+            raise UsageError(f"{path}: {type(err).__name__}: {err}") from err
+        entries = produced if isinstance(produced, list) else [produced]
+        report["results"] += entries
+        for entry in entries:
+            if entry["kind"] == "profile":
+                print_profile(entry, args.top)
+            elif (line := summary_line(entry)) is not None:
+                tqdm.write(line)
+        if args.json:  # after every job: a long run that dies keeps what it measured
+            atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
+    return 0

@@ -1,0 +1,89 @@
+"""eval_coco.py's work: the model asked for, run over an annotated folder, scored by pycocotools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from tfod_trt.config.labels import load_labels
+from tfod_trt.detect.batch import Runner, detect_folder
+from tfod_trt.detect.inputs import make_batcher
+from tfod_trt.detect.results import ImageResult
+from tfod_trt.detect.runners import open_model
+from tfod_trt.errors import UsageError
+from tfod_trt.evaluate.coco import (
+    PROG,
+    annotated_images,
+    check_categories,
+    load_annotations,
+    load_detections,
+    score_detections,
+    to_records,
+)
+from tfod_trt.files import atomic_write_bytes
+from tfod_trt.io.images import find_images
+
+
+def detect_all(runner: Runner, images: dict[Path, int], args: argparse.Namespace,
+               desc: str = PROG) -> tuple[list[ImageResult], list[tuple[Path, str]]]:
+    """Runs ``runner`` over ``images`` with a progress bar: results, and unreadable images."""
+    preprocessor = None if args.saved_model else args.preprocessor  # already applied
+    try:
+        batcher = make_batcher(runner, args.input, preprocessor)
+    except ValueError as err:
+        raise UsageError(f"{args.engine or args.onnx or args.saved_model}: {err}") from err
+    batcher.images = list(images)
+    results = []
+    with logging_redirect_tqdm(), tqdm(total=len(batcher), unit="image", desc=desc) as bar:
+        for result in detect_folder(runner, batcher, args.score_threshold):
+            results.append(result)
+            bar.update(len(results) + len(batcher.skipped) - bar.n)
+        bar.update(len(batcher) - bar.n)
+    return results, batcher.skipped
+
+
+def write_results(path: Path, records: list[dict]) -> None:
+    """One detection per line, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = ",\n".join(json.dumps(record) for record in records)
+    atomic_write_bytes(path, f"[\n{body}\n]\n".encode())
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
+    gt = load_annotations(args.annotations)
+    images = annotated_images(find_images(args.input), gt, args.annotations) if args.input else {}
+    if args.detections:
+        records = load_detections(args.detections, gt, args.score_threshold)
+        evaluated = list(images.values()) or gt.getImgIds()
+        what = str(args.detections)
+    else:
+        labels = load_labels(args.labels) if args.labels else None
+        runner = open_model(args)
+        check_categories(gt, args.annotations, labels, args.labels,
+                         (runner.metadata or {}).get("num_classes"))
+        results, skipped = detect_all(runner, images, args)
+        for path, reason in skipped:
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+        if not results:
+            print(f"{PROG}: no image could be read", file=sys.stderr)
+            return 1
+        records, dropped = to_records(results, images, gt)
+        if dropped:
+            print(f"{PROG}: warning: {dropped} detections of classes that are no category of "
+                  f"{args.annotations} left out", file=sys.stderr)
+        if args.results:
+            write_results(args.results, records)
+        evaluated = [images[result.path] for result in results]
+        what = str(args.engine or args.onnx or args.saved_model)
+    scores = score_detections(gt, records, evaluated)
+    print(f"{what}: {len(evaluated)} images, {len(records)} detections")
+    print(scores.table())
+    if args.per_category:
+        print(scores.category_table())
+    return 0

@@ -1,0 +1,1 @@
+"""What a model says about itself: TFOD's pipeline.config, label maps, the image resizer."""

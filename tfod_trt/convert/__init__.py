@@ -1,0 +1,1 @@
+"""SavedModel -> ONNX: the TensorFlow graph cut, graph edits, SSD and Faster R-CNN."""

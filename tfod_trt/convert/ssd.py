@@ -1,0 +1,92 @@
+"""The SSD family (MobileNet, FPNLite, RetinaNet): network, box decoding and EfficientNMS_TRT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from tfod_trt.convert import tf_graph
+from tfod_trt.convert.graph_edits import (
+    const,
+    replace_input_with_normalization,
+    save_model,
+    slice_last_axis,
+)
+from tfod_trt.convert.options import (
+    ConversionOptions,
+    check_head_shapes,
+    finish,
+    metadata,
+    nms_settings,
+    ssd_change_coordinate_frame,
+    wants_true_image_shape,
+)
+from tfod_trt.convert.postprocess import (
+    NMS_CANDIDATE_POOL,
+    NMS_SAFE_SCORE_FLOOR,
+    add_efficient_nms,
+    anchors_center_size,
+    box_deltas,
+    clip_boxes,
+    clip_to_true_image,
+    guard_low_threshold,
+    true_image_shape_input,
+)
+
+
+def convert_ssd(config, saved_model: Path, options: ConversionOptions):
+    """SSD: network -> normalisation input, score slicing, EfficientNMS_TRT on the anchors;
+    with the `true_image_shape` input, TFOD's clip window as onnx_utils.clip_to_true_image."""
+
+
+    score, iou, top_k = nms_settings(config, options)
+    pre = config.preprocessor
+    net, _ = tf_graph.convert_network(
+        saved_model, f"{saved_model} with {config.path}", options.batch_size, pre.height,
+        pre.width, options.opset,
+    )
+    if options.tf2onnx_path:
+        save_model(net.onnx_model, options.tf2onnx_path)
+    graph = gs.import_onnx(onnx.shape_inference.infer_shapes(net.onnx_model))
+    tensors = graph.tensors()
+    logits, encodings = tensors[net.logits_name], tensors[net.boxes_name]
+    batch, num_anchors = options.batch_size, len(net.anchors)
+    check_head_shapes(config, logits.shape, encodings.shape, num_anchors)
+
+    replace_input_with_normalization(
+        graph, tensors[net.input_name], batch, pre.height, pre.width, options.input_format,
+        *config.normalization,
+    )
+    scores = logits
+    if logits.shape[-1] == config.num_classes + 1:  # drop TFOD's background column
+        scores = slice_last_axis(graph, logits, 1, config.num_classes + 1, "class_logits",
+                                    [batch, num_anchors, config.num_classes])
+    deltas = box_deltas(graph, encodings, [batch, num_anchors, 4], config.box_scales)
+    anchors = const("anchors", anchors_center_size(net.anchors))
+    true_shape = true_image_shape_input(batch) if wants_true_image_shape(
+        config, options) else None
+    # With a clip window, TFOD caps the total after dropping the boxes the clip emptied: the
+    # plugin then keeps every candidate it has (its pre-NMS pool) for the cap after the prune.
+    candidates = top_k if true_shape is None else max(
+        top_k, min(num_anchors * config.num_classes, NMS_CANDIDATE_POOL))
+    outputs = add_efficient_nms(
+        graph, deltas, scores, anchors, batch, score_threshold=score, iou_threshold=iou,
+        max_detections=candidates, score_activation=True,
+    )
+    if score < NMS_SAFE_SCORE_FLOOR:
+        outputs = guard_low_threshold(graph, outputs, score)
+    to_true_image = False
+    if true_shape is not None:
+        graph.inputs.append(true_shape)
+        to_true_image = ssd_change_coordinate_frame(config)
+        outputs = clip_to_true_image(
+            graph, outputs, true_shape, (pre.height, pre.width), config.num_classes,
+            min(config.max_detections_per_class, candidates), top_k, to_true_image)
+    outputs[1] = clip_boxes(graph, outputs[1])
+    meta = metadata(config, saved_model, options, score, iou, top_k, true_shape is not None)
+    if true_shape is not None:
+        meta["box_frame"] = "true_image" if to_true_image else "input"
+        meta["max_detections_per_class"] = config.max_detections_per_class
+    return finish(graph, outputs, options, meta)

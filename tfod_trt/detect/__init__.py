@@ -1,0 +1,1 @@
+"""Detection over images: a runner's batches -> detections in pixels, serially or pipelined."""

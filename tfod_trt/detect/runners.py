@@ -1,0 +1,81 @@
+"""Opening the runner a command line asks for: TensorRT for an engine, the CPU runtime for ONNX."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfod_trt.config.pipeline_config import load_pipeline_config
+from tfod_trt.config.preprocessor import KEEP_ASPECT_RATIO, Preprocessor
+from tfod_trt.detect.batch import Runner
+from tfod_trt.detect.inputs import resolve_preprocessor
+from tfod_trt.errors import UsageError
+from tfod_trt.reference.runner import ReferenceRunner
+from tfod_trt.reference.tensorflow import TensorFlowRunner, have_tensorflow
+from tfod_trt.trt.runner import TrtRunner
+
+
+def open_runner(args: argparse.Namespace) -> Runner:
+    """TrtRunner for --engine, ReferenceRunner for --onnx; a UsageError naming the file when
+    it cannot be loaded (no TensorRT, another TensorRT version, not a model)."""
+    path, kind = (args.engine, "engine") if args.engine else (args.onnx, "ONNX model")
+    if not path.is_file():
+        raise UsageError(f"{path}: {kind} file not found")
+    loader = TrtRunner if args.engine else ReferenceRunner
+    try:
+        return loader(path)
+    except Exception as err:  # whatever the runtime raises for a file it cannot load
+        raise UsageError(f"{path}: cannot load the {kind}: {type(err).__name__}: {err}") from err
+
+
+def saved_model_folder(path: Path) -> Path:
+    """``path`` itself, or the ``saved_model`` folder of a TFOD export folder."""
+    for folder in (path, path / "saved_model"):
+        if (folder / "saved_model.pb").is_file():
+            return folder
+    raise UsageError(f"{path}: no saved_model.pb here (pass a TFOD export's saved_model folder)")
+
+
+def saved_model_preprocessor(
+    folder: Path, pipeline_config: Path | None, preprocessor: str | None
+) -> tuple[Preprocessor, int | None]:
+    """(resizer, class count) from ``pipeline_config`` (default: the pipeline.config beside the
+    saved_model folder, when there is one), or the resizer of ``preprocessor`` (``-p``)."""
+    config = pipeline_config or folder.parent / "pipeline.config"
+    if pipeline_config or config.is_file():
+        model = load_pipeline_config(config)
+        stored = model.preprocessor
+        pre = resolve_preprocessor(preprocessor, stored.to_dict(),
+                                         (stored.height, stored.width))
+        return pre, model.num_classes
+    if preprocessor:
+        return Preprocessor.from_string(preprocessor), None
+    raise UsageError(f"{folder}: no pipeline.config beside the SavedModel; pass "
+                     "--pipeline_config or -p/--preprocessor")
+
+
+def open_saved_model(folder: Path, pre: Preprocessor, num_classes: int | None = None,
+                     batch_size: int = 1, layout: str = "NHWC") -> TensorFlowRunner:
+    """The SavedModel on TensorFlow; a UsageError when TensorFlow is absent or cannot load it."""
+    if not have_tensorflow():
+        raise UsageError("TensorFlow is not installed in this Python: the SavedModel needs it "
+                         "(the converted model runs without it: --onnx or --engine)")
+    if pre.kind == KEEP_ASPECT_RATIO and pre.min_dimension != pre.max_dimension:
+        raise UsageError(f"{folder}: TFOD's resizer {pre.to_string()} would shrink the padded "
+                         f"{pre.height}x{pre.width} input once more, so the SavedModel cannot "
+                         "take the images the converted model takes (only fixed_shape or "
+                         "keep_aspect_ratio with MIN == MAX can)")
+    try:
+        return TensorFlowRunner(folder, pre, batch_size, layout, num_classes)
+    except Exception as err:  # whatever TensorFlow raises for a folder it cannot load
+        raise UsageError(f"{folder}: cannot load the SavedModel: {type(err).__name__}: "
+                         f"{err}") from err
+
+
+def open_model(args: argparse.Namespace) -> Runner:
+    """The runner that ``--engine``, ``--onnx`` or ``--saved_model`` asks for."""
+    if not args.saved_model:
+        return open_runner(args)
+    folder = saved_model_folder(args.saved_model)
+    return open_saved_model(folder, *saved_model_preprocessor(folder, args.pipeline_config,
+                                                              args.preprocessor))

@@ -1,0 +1,35 @@
+"""What travels inside the ONNX file: the converter's metadata, the graph's fixed names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+
+METADATA_KEY = "tfod_trt"
+OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+NMS_PLUGIN = "EfficientNMS_TRT"
+
+TRUE_IMAGE_SHAPE = "true_image_shape"
+
+PLUGIN_OPS = {NMS_PLUGIN, "CropAndResize", "CropAndResizeDynamic"}
+
+
+def set_metadata(model: onnx.ModelProto, metadata: dict) -> None:
+    """Stores what inference needs later (preprocessing, classes, ...) in the ONNX file."""
+    entry = next((p for p in model.metadata_props if p.key == METADATA_KEY), None)
+    if entry is None:
+        entry = model.metadata_props.add()
+        entry.key = METADATA_KEY
+    entry.value = json.dumps(metadata, sort_keys=True)
+
+
+def read_metadata(model: onnx.ModelProto | str | Path) -> dict:
+    """The converter's metadata of an ONNX file, or {} when it has none."""
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return {}

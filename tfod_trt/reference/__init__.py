@@ -1,0 +1,1 @@
+"""The references: TensorFlow itself, and the ONNX graph on the CPU with NumPy plugins."""
