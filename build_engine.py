@@ -1,7 +1,7 @@
 """Builds a TensorRT engine (8.6, 10.x or 11.x) from an ONNX graph made by create_onnx.py.
 
-    python build_engine.py -o model.onnx -e model.engine [-p fp32|fp16|int8] \\
-        [--int8_mode calibrator|qdq] [--fp16_onnx] [--calib_input IMAGES] \\
+    python build_engine.py -o model.onnx -e model.engine [-p fp32|fp16|int8] \
+        [--int8_mode calibrator|qdq] [--fp16_onnx] [--calib_input IMAGES] \
         [--calib_cache model.cache] [--timing_cache timing.cache]
 
 The engine is written with its metadata beside it (``<engine>.json``: the ONNX's metadata plus
@@ -14,70 +14,9 @@ FP16 / mixed graph, or Q/DQ nodes calibrated with ONNX Runtime), which is the on
 TensorRT 11 (strongly typed). trt_compat says which the installed TensorRT needs.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-from tfod_trt.commands.build_engine import run
-from tfod_trt.trt import compat as trt_compat
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Build a TensorRT engine from an ONNX graph made by create_onnx.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("-o", "--onnx", required=True, type=Path, help="the ONNX model")
-    parser.add_argument("-e", "--engine", required=True, type=Path,
-                        help="the engine file to write (its metadata goes to ENGINE.json)")
-    parser.add_argument("-p", "--precision", choices=["fp32", "fp16", "int8"], default="fp32")
-    parser.add_argument("-w", "--workspace", type=float, default=8.0,
-                        help="the builder's workspace limit in GiB")
-    parser.add_argument("--int8_mode", choices=trt_compat.INT8_MODES,
-                        help="INT8: TensorRT's entropy calibrator (8.6-10.x), or Q/DQ nodes "
-                             "calibrated with ONNX Runtime (quantize.py; any version); default: "
-                             "calibrator where TensorRT has it, else qdq")
-    parser.add_argument("--fp16_onnx", action="store_true",
-                        help="FP16: convert the ONNX to FP16 (quantize.py) also where the FP16 "
-                             "builder flag exists (always done on TensorRT 11)")
-    parser.add_argument("--calib_input", type=Path,
-                        help="INT8: a folder of calibration images")
-    parser.add_argument("--calib_cache", type=Path,
-                        help="INT8: calibration cache to read (skips calibration) or write "
-                             "(calibrator: TensorRT's cache; qdq: JSON of tensor ranges)")
-    parser.add_argument("--calib_method", choices=["minmax", "entropy", "percentile"],
-                        default="minmax", help="INT8 range calibration: minmax (default) or "
-                        "entropy (TensorRT's EntropyCalibrator2 / ONNX Runtime's); percentile: "
-                        "qdq only")
-    parser.add_argument("--calib_num_images", type=int, default=5000,
-                        help="INT8: at most this many calibration images")
-    parser.add_argument("--calib_batch_size", type=int, default=8,
-                        help="INT8: calibration batch size (a static ONNX batch size wins)")
-    parser.add_argument("--timing_cache", type=Path,
-                        help="timing cache file to read and update (faster rebuilds)")
-    parser.add_argument("--tf32", action="store_true",
-                        help="fp32: allow TF32 math (faster on Ampere and later, less exact)")
-    parser.add_argument("--optimization_level", type=int, choices=range(6), metavar="0-5",
-                        help="TensorRT's builder optimization level (default 3): lower builds "
-                        "faster, possibly slower engines")
-    parser.add_argument("-v", "--verbose", action="store_true", help="TensorRT's verbose log")
-    args = parser.parse_args(argv)
-    for name in ("calib_num_images", "calib_batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.workspace <= 0:
-        parser.error("--workspace must be positive")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Exit code: 0 built, 2 bad command line, input, or no TensorRT here."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run(parse_args(argv))
-
+from tfod_trt.commands.build_engine import main, parse_args  # noqa: F401 (this script's interface)
 
 if __name__ == "__main__":
     sys.exit(main())

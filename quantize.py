@@ -3,7 +3,7 @@
 TensorRT 11 builds strongly typed networks only: precision is what the ONNX says. This module
 makes such graphs from an FP32 graph of create_onnx.py (they also build on 8.6 and 10.x):
 
-    python quantize.py -o model.onnx --output model.qdq.onnx --mode int8 \\
+    python quantize.py -o model.onnx --output model.qdq.onnx --mode int8 \
         --calib_input calibration_images/ --calib_cache model.qdq.json
     python quantize.py -o model.onnx --output model.fp16.onnx --mode fp16
 
@@ -26,44 +26,9 @@ only feeds box inputs of the plugins (box predictor, box decoding, anchors), the
 everything after them (for Faster R-CNN: the proposals, CropAndResize and the second stage).
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from tfod_trt.cli import run_main
-from tfod_trt.commands.quantize import run
-from tfod_trt.quant.int8 import CALIBRATION_METHODS
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Make a Q/DQ INT8 or an FP16 ONNX (for TensorRT) from an FP32 ONNX of "
-                    "create_onnx.py.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("-o", "--onnx", required=True, type=Path, help="the FP32 ONNX model")
-    parser.add_argument("--output", required=True, type=Path, help="the ONNX file to write")
-    parser.add_argument("-m", "--mode", choices=["int8", "fp16"], default="int8")
-    parser.add_argument("--calib_input", type=Path, help="int8: a folder of calibration images")
-    parser.add_argument("--calib_cache", type=Path,
-                        help="int8: JSON range cache to read (skips calibration) or write")
-    parser.add_argument("--calib_num_images", type=int, default=5000,
-                        help="int8: at most this many calibration images")
-    parser.add_argument("--calib_method", choices=CALIBRATION_METHODS, default="minmax",
-                        help="int8: ONNX Runtime's range calibration method")
-    args = parser.parse_args(argv)
-    if args.calib_num_images < 1:
-        parser.error("--calib_num_images must be at least 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_main("quantize.py", parse_args, run, argv)
-
+from tfod_trt.commands.quantize import main, parse_args  # noqa: F401 (this script's interface)
 
 if __name__ == "__main__":
     sys.exit(main())

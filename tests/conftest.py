@@ -1,5 +1,9 @@
 """Shared pytest options and fixtures: the reference data folder (TF2 zoo configs, COCO photos),
-and the marker switches."""
+and the marker switches.
+
+The data folder is an extra: without it the fixture models are built from the configs that
+tfod_trt.config.writer writes (tests/fixtures.py) and `coco_dir` is a synthetic stand-in
+(tools/make_stand_in_photos.py); the run's header and summary say which were used."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+COCO = Path("data") / "coco_val2017_64"  # in the reference data folder
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,26 +37,79 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    import fixtures
+
+    fixtures.use_data_folder(Path(config.getoption("data")))
+
+
+def data_sources(data: Path) -> str:
+    """Which configs and photos this run's tests use."""
+    configs = ("TF2 zoo configs" if (data / "tfod_configs").is_dir()
+               else "configs written by tfod_trt.config.writer")
+    photos = ("COCO photos" if (data / COCO / "images").is_dir()
+              else "synthetic stand-in photos (tools/make_stand_in_photos.py)")
+    return f"fixture models from {configs}; tests on {photos}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    data = Path(config.getoption("data"))
+    state = "present" if data.is_dir() else "absent"
+    return f"reference data folder {data} ({state}): {data_sources(data)}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    import fixtures
+
+    if fixtures.USED:
+        terminalreporter.write_sep("-", "fixture models used")
+        for name, source in sorted(fixtures.USED.items()):
+            terminalreporter.write_line(f"{name}: {source}")
+
+
+@pytest.fixture(autouse=True)
+def _record_sources(record_property, pytestconfig: pytest.Config):
+    """Each test's report (e.g. --junitxml) names the data it ran on and the fixture models it
+    asked for."""
+    import fixtures
+
+    fixtures.TOUCHED.clear()
+    yield
+    record_property("data_sources", data_sources(Path(pytestconfig.getoption("data"))))
+    for name in sorted(fixtures.TOUCHED):
+        record_property(f"fixture {name}", fixtures.USED[name])
+
+
+
 @pytest.fixture(scope="session")
-def shared_dir(pytestconfig: pytest.Config) -> Path:
-    path = Path(pytestconfig.getoption("data"))
+def tfod_configs(pytestconfig: pytest.Config) -> Path:
+    """The TF2 zoo configs, for the few tests that check the zoo files themselves (the fixture
+    models do without: tests/fixtures.py writes their configs)."""
+    path = Path(pytestconfig.getoption("data")) / "tfod_configs"
     if not path.is_dir():
-        pytest.skip(f"reference data folder {path} is absent")
+        pytest.skip(f"{path} is absent: this test checks the zoo's own files")
     return path
 
 
 @pytest.fixture(scope="session")
-def tfod_configs(shared_dir: Path) -> Path:
-    path = shared_dir / "tfod_configs"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent")
-    return path
+def coco_dir(pytestconfig: pytest.Config) -> Path:
+    """The 64 COCO photos (images/, instances_val2017_64.json), else a synthetic stand-in in
+    the same layout, with a label map of its own (label_map.pbtxt), made once in the cache."""
+    path = Path(pytestconfig.getoption("data")) / COCO
+    if (path / "images").is_dir():
+        return path
+    import fixtures
+
+    return fixtures.stand_in_photos()
 
 
 @pytest.fixture(scope="session")
-def coco_dir(shared_dir: Path) -> Path:
-    path = shared_dir / "data" / "coco_val2017_64"
-    if not (path / "images").is_dir():
+def photo_label_map(coco_dir: Path, pytestconfig: pytest.Config) -> Path:
+    """The label map of coco_dir's categories: the stand-in's own, or COCO's of the zoo."""
+    if (coco_dir / "label_map.pbtxt").is_file():
+        return coco_dir / "label_map.pbtxt"
+    path = Path(pytestconfig.getoption("data")) / "tfod_configs" / "mscoco_label_map.pbtxt"
+    if not path.is_file():
         pytest.skip(f"{path} is absent")
     return path
 

@@ -1,13 +1,21 @@
-"""Real TFOD fixture models, built from the TF2 zoo configs of the reference data folder
-(conftest.py: --data), exported and converted once, and cached under .cache/fixtures (or
+"""Real TFOD fixture models, exported and converted once, and cached under .cache/fixtures (or
 $TFOD_TRT_CACHE) across test runs.
 
+A fixture model is built from the TF2 zoo config of the reference data folder (conftest.py:
+--data) when it is there, else from the config that tfod_trt.config.writer writes for the same
+architecture (ZOO_PRESETS); its random weights are calibrated on the folder's COCO photos, else on
+synthetic shapes (tools/make_shapes_dataset.py). The cache key names both sources (`source_key`,
+`cached`): zoo-built models keep the plain folders (models-v3/NAME), the others have their own
+(models-v3/written-<digest>+mosaics/NAME), so the two never mix; `USED` records what each test
+used.
+
 Where TensorFlow is absent (a TensorRT machine), only converted ONNX files already in the cache
-are used; copy `.cache/fixtures/onnx` there.
+are used; copy `.cache/fixtures/onnx-*` there (dev/gpu/gpu_carry.sh).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -18,16 +26,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TFOD_TRT_SHARED", ROOT.parent / "shared"))
+SHARED = Path(os.environ.get("TFOD_TRT_SHARED", ROOT.parent / "shared"))  # use_data_folder
 CACHE = Path(os.environ.get("TFOD_TRT_CACHE", ROOT / ".cache" / "fixtures"))
-PHOTOS = SHARED / "data" / "coco_val2017_64" / "images"
 # Bump when the fixture recipe (tools/make_tfod_model.py) changes: old cached models go stale.
 RECIPE = "v3"
 MODELS = CACHE / f"models-{RECIPE}"
+# Synthetic calibration images where the COCO photos are absent (their own folder and seed):
+# 2x2 mosaics of shapes images (calibration_mosaics).
+CALIBRATION_SHAPES = CACHE / "calibration-shapes"
+CALIBRATION_COUNT, CALIBRATION_SEED = 32, 4242
+STAND_IN = "v2"  # bump when tools/make_stand_in_photos.py draws other photos
 # Faster R-CNN heads are calibrated on photos: on smooth noise their logits saturate on photos.
 # Two photos (600 crops in the second stage) keep a build under ~6 GB of memory.
-ON_PHOTOS = ["--num_classes", "4", "--calibration_images", str(PHOTOS),
-             "--calibration_count", "2"]
+ON_PHOTOS = ["--num_classes", "4", "--calibration_count", "2"]
 
 # name -> (zoo config, extra make_tfod_model.py arguments); few classes keep them small.
 FIXTURE_MODELS = {
@@ -50,6 +61,14 @@ FIXTURE_MODELS = {
     "faster_rcnn_r50_fpn_640": ("faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
                                 ON_PHOTOS),
 }
+# Zoo config -> the tfod_trt.config.writer preset written in its place when the data folder
+# lacks it: the CI fixtures (the slow ones need the zoo).
+ZOO_PRESETS = {
+    "ssd_mobilenet_v2_320x320_coco17_tpu-8.config": "ssd_mobilenet_v2_320",
+    "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config": "ssd_mobilenet_v2_fpnlite_320",
+    "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config": "ssd_resnet50_v1_fpn_640",
+    "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": "faster_rcnn_resnet50_v1_640",
+}
 # Configs that the zoo lacks, derived from a zoo config by text edits: name -> (zoo config,
 # [(old, new)]). Faster R-CNN Inception-ResNet v2 exists only as Mask R-CNN: drop the mask head.
 DERIVED_CONFIGS = {
@@ -71,10 +90,76 @@ SLOW_SSD_CONFIGS = [
     "ssd_resnet152_v1_fpn_640x640_coco17_tpu-8.config",
     "ssd_resnet152_v1_fpn_1024x1024_coco17_tpu-8.config",
 ]
+# fixture name -> what it was built from, for the tests that used it (conftest.py reports it).
+USED: dict[str, str] = {}
+TOUCHED: set[str] = set()  # fixture names used by the running test
+
+
+def use_data_folder(path: Path) -> None:
+    """Points the fixtures at this run's reference data folder (conftest.py: --data)."""
+    global SHARED
+    SHARED = Path(path)
+
+
+def coco_photos() -> Path:
+    """The COCO photos of the reference data folder (they may be absent)."""
+    return SHARED / "data" / "coco_val2017_64" / "images"
+
+
+def stand_in_photos() -> Path:
+    """The synthetic stand-in for the COCO photos (tools/make_stand_in_photos.py: images/,
+    instances_val2017_64.json, label_map.pbtxt), made once in the cache."""
+    output = CACHE / f"stand-in-photos-{STAND_IN}"
+    if not (output / "instances_val2017_64.json").is_file():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "make_stand_in_photos.py"),
+                        "--output", str(output)], check=True, capture_output=True, text=True)
+    return output
 
 
 def have_tensorflow() -> bool:
     return all(importlib.util.find_spec(m) for m in ("tensorflow", "tf2onnx", "object_detection"))
+
+
+def make_shapes(output: Path, count: int, seed: int) -> Path:
+    """A synthetic shapes set (tools/make_shapes_dataset.py), made once: annotations.json is
+    written last, so its presence means a whole set."""
+    if not (output / "annotations.json").is_file():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "make_shapes_dataset.py"),
+                        "--output", str(output), "--count", str(count), "--seed", str(seed)],
+                       check=True, capture_output=True, encoding="utf-8", errors="replace")
+    return output
+
+
+def calibration_photos() -> Path:
+    """The images that calibrate the random weights: COCO photos, else synthetic mosaics."""
+    if coco_photos().is_dir():
+        return coco_photos()
+    return calibration_mosaics(
+        make_shapes(CALIBRATION_SHAPES, CALIBRATION_COUNT, CALIBRATION_SEED) / "images")
+
+
+def calibration_mosaics(images: Path) -> Path:
+    """2x2 mosaics of the shapes images, each with a black band as keep_aspect_ratio's padding.
+    Calibrated on a few plain shapes images, the BatchNorm statistics are too narrow (flat
+    backgrounds, no black): Faster R-CNN's logits then saturate on other images (scores of 0
+    and 1); a mosaic shows each BatchNorm several images at once, as a COCO photo's clutter does."""
+    from PIL import Image
+
+    output = images.parent / "mosaics"
+    sources = sorted(images.glob("*.jpg"))
+    if len(list(output.glob("*.jpg"))) == len(sources) // 4:
+        return output
+    output.mkdir(exist_ok=True)
+    for i in range(len(sources) // 4):
+        side = 2 * Image.open(sources[0]).size[0]
+        canvas = Image.new("RGB", (side, side))
+        for k, source in enumerate(sources[4 * i:4 * i + 4]):
+            canvas.paste(Image.open(source).convert("RGB"), (side // 2 * (k % 2),
+                                                             side // 2 * (k // 2)))
+        band = (0, side * 3 // 4, side, side) if i % 2 else (side * 3 // 4, 0, side, side)
+        canvas.paste((0, 0, 0), band)
+        canvas.save(output / f"{i:06d}.jpg", quality=95)
+    return output
 
 
 def build_model(config: Path, output: Path, extra: list[str]) -> Path:
@@ -87,10 +172,11 @@ def build_model(config: Path, output: Path, extra: list[str]) -> Path:
         pytest.skip(f"{config} is absent")
     tmp = output.with_name(f"{output.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    calibration = ["--calibration_images", str(PHOTOS)] if PHOTOS.is_dir() else []
+    output.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [sys.executable, str(ROOT / "tools" / "make_tfod_model.py"), "--pipeline_config",
-         str(config), "--output", str(tmp), *calibration, *extra],
+         str(config), "--output", str(tmp), "--calibration_images", str(calibration_photos()),
+         *extra],
         check=True, capture_output=True, text=True,
     )
     if (output / "saved_model").is_dir():  # another process finished first
@@ -100,11 +186,28 @@ def build_model(config: Path, output: Path, extra: list[str]) -> Path:
     return output
 
 
+def written_config(preset: str) -> Path:
+    """The config tfod_trt.config.writer writes for `preset`, in the cache."""
+    from tfod_trt.config.writer import ARCHITECTURES, pipeline_config_text
+
+    text = pipeline_config_text(ARCHITECTURES[preset])
+    path = CACHE / "configs" / f"written_{preset}.config"
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
+
+
 def zoo_config(name: str) -> Path:
-    """A zoo config of the reference data folder, or one of DERIVED_CONFIGS (written to the
-    cache)."""
+    """The zoo config `name` of the reference data folder; else one of DERIVED_CONFIGS (written
+    to the cache), or the config written for its preset (ZOO_PRESETS) where the zoo is absent."""
+    zoo = SHARED / "tfod_configs" / name
+    if zoo.is_file():
+        return zoo
+    if name in ZOO_PRESETS:
+        return written_config(ZOO_PRESETS[name])
     if name not in DERIVED_CONFIGS:
-        return SHARED / "tfod_configs" / name
+        pytest.skip(f"{zoo} is absent (no preset of tfod_trt.config.writer stands in for it)")
     source, edits = DERIVED_CONFIGS[name]
     if not (SHARED / "tfod_configs" / source).is_file():
         pytest.skip(f"{source} is absent")
@@ -119,11 +222,70 @@ def zoo_config(name: str) -> Path:
     return path
 
 
+def mask_rcnn_config(folder: Path) -> Path:
+    """The zoo's Mask R-CNN config, else the written Faster R-CNN config with Mask R-CNN's
+    number_of_stages: 3 (in `folder`)."""
+    zoo = SHARED / "tfod_configs" / "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config"
+    if zoo.is_file():
+        return zoo
+    text = written_config("faster_rcnn_resnet50_v1_640").read_text()
+    path = folder / "mask_rcnn.config"
+    path.write_text(text.replace("    initial_crop_size:",
+                                 "    number_of_stages: 3\n    initial_crop_size:", 1))
+    return path
+
+
+def config_source(name: str) -> str:
+    """Where fixture `name`'s config comes from: 'zoo' (the data folder) or 'written'."""
+    config = FIXTURE_MODELS[name][0]
+    zoo = SHARED / "tfod_configs" / DERIVED_CONFIGS.get(config, (config,))[0]
+    return "zoo" if zoo.is_file() or config not in ZOO_PRESETS else "written"
+
+
+def source_key(name: str) -> str:
+    """The cache key of fixture `name`: 'zoo', or 'written-<digest of the written config>';
+    '+mosaics' where synthetic shapes mosaics, not COCO photos, calibrated it."""
+    key = "zoo"
+    if config_source(name) == "written":
+        text = zoo_config(FIXTURE_MODELS[name][0]).read_bytes()
+        key = f"written-{hashlib.sha256(text).hexdigest()[:10]}"
+    return key if coco_photos().is_dir() else f"{key}+mosaics"
+
+
+def cached(root: Path, name: str) -> Path:
+    """The cache folder of fixture `name` under `root`: `root` itself for the zoo-built ones (as
+    before there were others), else root/<source_key>."""
+    key = source_key(name)
+    return root if key == "zoo" else root / key
+
+
+def carried_onnx(path: Path) -> Path | None:
+    """Without TensorFlow: a converted graph of that name carried from elsewhere (its key may
+    differ: this machine's data folder may lack the zoo configs), the zoo one first."""
+    root = CACHE / f"onnx-{RECIPE}"
+    found = [root / path.name] if (root / path.name).is_file() else []
+    return (found or sorted(root.glob(f"*/{path.name}")) or [None])[0]
+
+
+def note_use(name: str) -> None:
+    """Records which config and photos fixture `name` came from (conftest.py reports it)."""
+    source = config_source(name)
+    config = FIXTURE_MODELS[name][0]
+    what = (f"zoo config {config}" if source == "zoo" else
+            f"written config (preset {ZOO_PRESETS[config]})")
+    photos = "COCO photos" if coco_photos().is_dir() else "synthetic shapes mosaics"
+    USED[name] = f"{what}, calibrated on {photos} [{source_key(name)}]"
+    if name not in TOUCHED:
+        print(f"fixture {name}: {USED[name]}")
+    TOUCHED.add(name)
+
+
 def exported_model(name: str, input_type: str = "float_image_tensor") -> Path:
     """The exported fixture model folder (pipeline.config, saved_model/)."""
     config, extra = FIXTURE_MODELS[name]
+    note_use(name)
     suffix = "" if input_type == "float_image_tensor" else f"_{input_type}"
-    output = MODELS / (name + suffix)
+    output = cached(MODELS, name) / (name + suffix)
     if (output / "saved_model" / "saved_model.pb").is_file():
         return output
     return build_model(zoo_config(config), output, [*extra, "--input_type", input_type])
@@ -131,11 +293,17 @@ def exported_model(name: str, input_type: str = "float_image_tensor") -> Path:
 
 def converted_onnx(name: str, batch_size: int = 1, input_format: str = "NHWC") -> Path:
     """The fixture model converted by create_onnx.py (cached)."""
-    path = CACHE / f"onnx-{RECIPE}" / f"{name}_b{batch_size}_{input_format.lower()}.onnx"
+    note_use(name)
+    path = (cached(CACHE / f"onnx-{RECIPE}", name)
+            / f"{name}_b{batch_size}_{input_format.lower()}.onnx")
     if path.is_file():
         return path
     if not have_tensorflow():
-        pytest.skip(f"{path} is not cached and TensorFlow is absent")
+        carried = carried_onnx(path)
+        if carried is None:
+            pytest.skip(f"{path} is not cached and TensorFlow is absent")
+        USED[name] = f"carried {carried.relative_to(CACHE)}"
+        return carried
     model = exported_model(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     import create_onnx

@@ -120,7 +120,7 @@ def test_results_file_and_category_table(onnx_eval: tuple[Run, Path], coco_dir: 
     assert not list(results.parent.glob(".*.tmp"))  # written through a temporary file
     table = run.out.split("ARl")[1].splitlines()[2:]
     assert [int(line.split()[0]) for line in table] == list(range(1, NUM_CLASSES + 1))
-    assert "person" in table[0]
+    assert annotations["categories"][0]["name"] in table[0]  # COCO's: person
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,14 +320,15 @@ def test_empty_folder(tmp_path: Path, categories: tuple[Path, Path]) -> None:
 @pytest.mark.parametrize("case", ["default classes", "label map too small", "id not in json",
                                   "label map beyond the model"])
 def test_categories_that_do_not_fit(case: str, tmp_path: Path, coco_dir: Path,
-                                    tfod_configs: Path) -> None:
+                                    photo_label_map: Path) -> None:
     full = coco_dir / ANNOTATIONS
     six, six_json = write_fixture_categories(coco_dir, tmp_path)
     five_json = write_fixture_categories(coco_dir, tmp_path, NUM_CLASSES - 1)[1]
-    coco_map = tfod_configs / "mscoco_label_map.pbtxt"
+    coco_map = photo_label_map  # all the categories: more than the model's classes
+    seventh = next(c["name"] for c in json.loads(full.read_text())["categories"] if c["id"] == 7)
     args, named = {
-        "default classes": ([full], [full, "7 (train)", "6 classes"]),
-        "label map too small": ([full, "-l", six], [full, "7 (train)", six]),
+        "default classes": ([full], [full, f"7 ({seventh})", "6 classes"]),  # COCO's: train
+        "label map too small": ([full, "-l", six], [full, f"7 ({seventh})", six]),
         "id not in json": ([five_json, "-l", six], [six, "ids 6", five_json]),
         "label map beyond the model": ([full, "-l", coco_map], [coco_map, "exceed", "6 classes"]),
     }[case]

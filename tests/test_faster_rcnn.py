@@ -4,6 +4,7 @@ path of the reference runner."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +18,13 @@ from fixtures import (
     converted_onnx,
     exported_model,
     have_tensorflow,
+    zoo_config,
 )
 
 import create_onnx
 from tfod_trt.config.pipeline_config import load_pipeline_config
 from tfod_trt.config.preprocessor import Preprocessor
+from tfod_trt.config.writer import ARCHITECTURES, FixedShape, pipeline_config_text
 from tfod_trt.evaluate.matching import SCORE_FLOOR
 from tfod_trt.evaluate.parity import _two_stage_reference, match_on_original_photos, validate
 from tfod_trt.io.batcher import Batch, ImageBatcher
@@ -31,8 +34,6 @@ from tfod_trt.metadata import read_metadata
 from tfod_trt.reference import plugins as reference_plugins
 from tfod_trt.reference.runner import ReferenceRunner
 from tfod_trt.reference.tensorflow import TensorFlowRunner
-
-pytestmark = pytest.mark.usefixtures("tfod_configs")
 
 CI_MODEL = "faster_rcnn_r50_640"
 SLOW_MODELS = ["faster_rcnn_r50_1024", "faster_rcnn_r50_800x1333", "faster_rcnn_irv2_640",
@@ -133,10 +134,10 @@ def test_reference_is_the_saved_model_signature(coco_dir: Path) -> None:
     signature = TensorFlowRunner(model_dir / "saved_model").infer(batch.data)
     bypassed = _two_stage_reference(model_dir / "saved_model", meta)(
         batch.data, np.float32([[pre.height, pre.width]]))
-    # Two graphs: TensorFlow's CPU kernels may sum in another order (seen in CI: 2e-6, and two
-    # near-tied detections swapping ranks), so the detections are compared as sets.
+    # Two graphs: TensorFlow's CPU kernels may sum in another order (seen: differences up to
+    # 1.5e-5, and near-tied detections swapping ranks), so the detections are compared as sets.
     np.testing.assert_array_equal(bypassed["num_detections"], signature["num_detections"])
-    assert not unmatched_detections(bypassed, signature, atol=1e-5)
+    assert not unmatched_detections(bypassed, signature, atol=1e-4)
 
     scores = signature["raw_detection_scores"][0, :, 1:]  # [proposals, classes]
     assert len(np.unique(scores.argmax(1))) >= 2 and scores.max() > 0.5
@@ -181,8 +182,8 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
     (("faster_rcnn_resnet50_keras", "faster_rcnn_nas"),
      "feature extractor 'faster_rcnn_nas' is not supported for faster_rcnn"),
 ])
-def test_unsupported_variants(tmp_path: Path, capsys, tfod_configs: Path, edit, words) -> None:
-    text = (tfod_configs / FIXTURE_MODELS[CI_MODEL][0]).read_text().replace(
+def test_unsupported_variants(tmp_path: Path, capsys, edit, words) -> None:
+    text = zoo_config(FIXTURE_MODELS[CI_MODEL][0]).read_text().replace(
         "first_stage_nms_score_threshold", "number_of_stages: 2\n    "
         "first_stage_nms_score_threshold")
     assert edit[0] in text
@@ -270,15 +271,14 @@ def test_cap_per_class() -> None:
     np.testing.assert_array_equal(out_boxes[..., 0], out_scores)
 
 
-def test_true_image_shape_default(tfod_configs: Path) -> None:
+def test_true_image_shape_default(tmp_path: Path) -> None:
     """The input is there by default where padding can occur (keep_aspect_ratio), not for
     fixed_shape; --no_true_image_shape turns it off (SSD: tests/test_create_onnx.py)."""
-    def config(name: str):
-        return load_pipeline_config(tfod_configs / name)
-
-    keep = config("faster_rcnn_resnet50_v1_800x1333_coco17_gpu-8.config")
-    fixed = config("faster_rcnn_resnet50_v1_1024x1024_coco17_tpu-8.config")
-    check_true_image_shape_defaults(keep, fixed)
+    keep = load_pipeline_config(zoo_config(FIXTURE_MODELS[CI_MODEL][0]))
+    fixed = tmp_path / "fixed.config"
+    fixed.write_text(pipeline_config_text(replace(ARCHITECTURES["faster_rcnn_resnet50_v1_640"],
+                                                  image_resizer=FixedShape(1024, 1024))))
+    check_true_image_shape_defaults(keep, load_pipeline_config(fixed))
 
 
 def test_detection_sets_pair_swapped_near_ties_and_nothing_else() -> None:

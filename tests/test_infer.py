@@ -110,9 +110,9 @@ def threshold(reference: list[ImageResult]) -> float:
 
 @pytest.fixture(scope="module")
 def run_b1(onnx_b1: Path, image_dir: Path, tmp_path_factory, threshold: float,
-           tfod_configs: Path) -> Run:
+           photo_label_map: Path) -> Run:
     return run_cli("--onnx", onnx_b1, "-i", image_dir, "-o", tmp_path_factory.mktemp("b1"),
-                   "-t", repr(threshold), "-l", tfod_configs / "mscoco_label_map.pbtxt")
+                   "-t", repr(threshold), "-l", photo_label_map)
 
 
 def test_run_summary_and_corrupt_file(run_b1: Run, image_dir: Path) -> None:
@@ -166,9 +166,9 @@ def test_threshold_keeps_exactly_the_higher_scores(
         len(read_txt(p)) for p in run_b1.output.glob("*.txt"))
 
 
-def test_detections_json(run_b1: Run, photos: list[Path], tfod_configs: Path) -> None:
+def test_detections_json(run_b1: Run, photos: list[Path], photo_label_map: Path) -> None:
     records = json.loads((run_b1.output / "detections.json").read_text())
-    labels = load_labels(tfod_configs / "mscoco_label_map.pbtxt")
+    labels = load_labels(photo_label_map)
     for photo in photos:
         rows = read_txt(run_b1.output / f"{photo.stem}.txt")
         mine = [r for r in records if r["file_name"] == photo.name]
@@ -397,11 +397,10 @@ def test_drawing_and_panels(photos: list[Path], tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("decode", ["processes", "threads"])
 def test_pipelined_cli_writes_exactly_what_the_serial_path_writes(
-    onnx_b4: Path, image_dir: Path, threshold: float, tmp_path: Path, tfod_configs: Path,
+    onnx_b4: Path, image_dir: Path, threshold: float, tmp_path: Path, photo_label_map: Path,
     decode: str,
 ) -> None:
-    common = ["--onnx", onnx_b4, "-i", image_dir, "-t", repr(threshold),
-              "-l", tfod_configs / "mscoco_label_map.pbtxt"]
+    common = ["--onnx", onnx_b4, "-i", image_dir, "-t", repr(threshold), "-l", photo_label_map]
     serial = run_cli(*common, "-o", tmp_path / "serial", "--serial")
     piped = run_cli(*common, "-o", tmp_path / "piped", "--workers", "3", "--writers", "2",
                     "--pipeline_depth", "2", "--decode", decode)

@@ -9,14 +9,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "tfod_trt"
 # Lower numbers are lower levels; a module may import its own level or lower ones.
-LAYERS = {
+LAYERS = {  # README.md's package table, top to bottom
     "tfod_trt": 0, "errors": 0, "files": 0, "metadata": 0, "detections": 0, "cuda_ctypes": 0,
-    "config": 1,
-    "io": 2,
-    "convert": 3, "reference": 3, "trt": 3, "quant": 3,
-    "detect": 4,
-    "evaluate": 5, "bench": 5, "serve": 5,
-    "commands": 6, "cli": 6,
+    "optional": 0,
+    "config": 1, "io": 2, "convert": 3, "quant": 4, "reference": 5, "trt": 6, "detect": 7,
+    "evaluate": 8, "bench": 9, "doctor": 10, "commands": 11, "cli": 11, "__main__": 12,
 }
 # Optional libraries that may be imported inside a function (they are heavy or absent on many
 # machines), each from one module only.
@@ -57,7 +54,9 @@ def imports(path: Path) -> list[tuple[str, bool, bool]]:
             if isinstance(child, ast.Import):
                 found.extend((alias.name, function, checking) for alias in child.names)
             elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
-                found.append((child.module, function, checking))
+                # `from a.b import c` names the module a.b.c where there is one
+                found.extend((f"{child.module}.{alias.name}", function, checking)
+                             for alias in child.names)
             visit(child, function, checking)
 
     visit(ast.parse(path.read_text()), False, False)
@@ -145,5 +144,5 @@ def test_the_checks_see_a_wrong_import(tmp_path: Path) -> None:
     source = tmp_path / "example.py"
     source.write_text("from typing import TYPE_CHECKING\nimport a.b\nif TYPE_CHECKING:\n"
                       "    import c\ndef f():\n    from d import e\n")
-    assert imports(source) == [("typing", False, False), ("a.b", False, False),
-                               ("c", False, True), ("d", True, False)]
+    assert imports(source) == [("typing.TYPE_CHECKING", False, False), ("a.b", False, False),
+                               ("c", False, True), ("d.e", True, False)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures import zoo_config
 
 from tfod_trt.config.pipeline_config import load_pipeline_config
 from tfod_trt.config.text_proto import ConfigError, parse_text_proto
@@ -77,8 +78,8 @@ def test_syntax_errors_name_the_file(tmp_path: Path, text: str, words: str) -> N
     assert str(path) in str(info.value)
 
 
-def test_keep_aspect_ratio_without_padding_is_refused(tmp_path: Path, tfod_configs: Path) -> None:
-    text = (tfod_configs / "ssd_mobilenet_v2_320x320_coco17_tpu-8.config").read_text()
+def test_keep_aspect_ratio_without_padding_is_refused(tmp_path: Path) -> None:
+    text = zoo_config("ssd_mobilenet_v2_320x320_coco17_tpu-8.config").read_text()
     text = text.replace(
         "fixed_shape_resizer {\n        height: 300\n        width: 300\n      }",
         "keep_aspect_ratio_resizer { min_dimension: 300 max_dimension: 600 }",
@@ -94,10 +95,10 @@ def test_keep_aspect_ratio_without_padding_is_refused(tmp_path: Path, tfod_confi
     assert pre.pad_value == pytest.approx((127.5, 127.5, 127.5))  # 0 after x*2/255-1
 
 
-def test_unsupported_feature_extractor(tmp_path: Path, tfod_configs: Path) -> None:
+def test_unsupported_feature_extractor(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.config"
-    text = (tfod_configs / "ssd_efficientdet_d0_512x512_coco17_tpu-8.config").read_text()
-    path.write_text(text)
+    text = zoo_config("ssd_mobilenet_v2_320x320_coco17_tpu-8.config").read_text()
+    path.write_text(text.replace("ssd_mobilenet_v2_keras", "ssd_efficientnet-b0_bifpn_keras"))
     with pytest.raises(ConfigError, match="ssd_efficientnet-b0_bifpn_keras"):
         load_pipeline_config(path)
 

@@ -22,6 +22,7 @@ from tfod_trt.detections import split_batch
 from tfod_trt.evaluate.matching import MatchResult, match_detections
 from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.io.images import find_images
+from tfod_trt.metadata import read_metadata
 from tfod_trt.quant.int8 import quantize_int8, write_cache
 from tfod_trt.quant.sensitive import QuantizeError, has_qdq, is_fp16, sensitive_nodes
 from tfod_trt.trt.builder import BuildError, BuildOptions, EngineBuilder, check_options
@@ -117,7 +118,7 @@ def test_qdq_quantizes_the_convolutions_and_not_the_sensitive_part(
         qdq: dict, fp32_model: onnx.ModelProto) -> None:
     model = onnx.load(str(qdq["path"]))
     check_model(model)
-    assert quantize.read_metadata(model) == quantize.read_metadata(fp32_model)
+    assert read_metadata(model) == read_metadata(fp32_model)
     made_by = producers(model)
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     sensitive = sensitive_nodes(fp32_model)

@@ -22,6 +22,10 @@ class CudaUnavailable(UsageError):
     report it as one line."""
 
 
+# The pip wheels that ship a library, for CUDA 12 (CUDA 13: the same names without -cu12).
+PIP_WHEELS = {"nvjpeg": "nvidia-nvjpeg-cu12", "nvrtc": "nvidia-cuda-nvrtc-cu12"}
+
+
 def library_dirs() -> list[str]:
     """Where CUDA libraries may be: $CUDA_HOME / $CUDA_PATH, the toolkits in /usr/local (the
     newest first; Jetson's targets/ layout too), pip's nvidia-* wheels, the system folders."""
@@ -51,7 +55,8 @@ def load_cuda_library(stem: str) -> ctypes.CDLL:
     raise CudaUnavailable(
         f"lib{stem}.so not found or not loadable (looked in {', '.join(folders)}; "
         f"last error: {errors[-1] if errors else 'none'}); install the CUDA toolkit's {stem} "
-        f"or the pip wheel nvidia-{stem.removeprefix('nv')}-cu12, or use --decode processes")
+        f"or the pip wheel {PIP_WHEELS.get(stem, 'of the CUDA toolkit')}, or use --decode "
+        "processes")
 
 
 @functools.cache

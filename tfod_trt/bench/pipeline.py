@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 
 
 
-# ---------------------------------------------------------------------------------------------
-# The folder pipeline against the serial loop, and ONNX Runtime.
-
-
 def repeated_batcher(runner: Any, images: Path, count: int, workers: int,
                      processes: bool = True, gpu_decode: bool = False) -> ImageBatcher:
     """infer.py's batcher for the runner (decode processes by default), its image list cycled

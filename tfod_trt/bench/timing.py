@@ -11,10 +11,6 @@ import numpy as np
 PERCENTILES = (90, 95, 99)
 
 
-# ---------------------------------------------------------------------------------------------
-# Statistics and timing loops.
-
-
 def latency_stats(values_ms: list[float]) -> dict[str, float]:
     """count, mean, median, p90/p95/p99, min, max and std of latencies in milliseconds."""
     if not values_ms:

@@ -7,12 +7,13 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from tfod_trt.config.pipeline_config import load_pipeline_config
 from tfod_trt.config.text_proto import ConfigError
 from tfod_trt.convert.converter import convert
 from tfod_trt.convert.graph_edits import save_model
-from tfod_trt.convert.options import ConversionOptions, check_thresholds
+from tfod_trt.convert.options import DEFAULT_OPSET, ConversionOptions, check_thresholds
 from tfod_trt.convert.tf_graph import ConversionError
 from tfod_trt.evaluate.parity import validate
 
@@ -70,3 +71,48 @@ def run(args: argparse.Namespace) -> int:
         print(f"create_onnx.py: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="create_onnx.py",
+        description="Convert a TFOD SavedModel to ONNX with EfficientNMS_TRT for TensorRT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-p", "--pipeline_config", required=True, type=Path,
+                        help="the pipeline.config exported with the SavedModel")
+    parser.add_argument("-m", "--saved_model", required=True, type=Path,
+                        help="the exported saved_model folder (input_type float_image_tensor)")
+    parser.add_argument("-o", "--onnx", required=True, type=Path, help="the ONNX file to write")
+    parser.add_argument("-b", "--batch_size", type=int, default=1, help="static batch size")
+    parser.add_argument("--input_format", choices=["NHWC", "NCHW"], default="NHWC")
+    parser.add_argument("-t", "--score_threshold", type=float,
+                        help="NMS score threshold (default: the config's)")
+    parser.add_argument("-u", "--iou_threshold", type=float,
+                        help="NMS IoU threshold (default: the config's)")
+    parser.add_argument("-d", "--max_detections", type=int,
+                        help="detections per image (default: the config's max_total_detections)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    parser.add_argument("--tf2onnx", type=Path, metavar="PATH",
+                        help="also keep the raw tf2onnx conversion of the network here")
+    parser.add_argument("--debug", action="append", default=[], metavar="NODE",
+                        help="add a node's outputs (or a tensor) as extra graph outputs")
+    parser.add_argument("--no_true_image_shape", action="store_true",
+                        help="keep_aspect_ratio models: no true_image_shape input; the whole "
+                        "padded input counts as the image (TFOD differs near the padding)")
+    parser.add_argument("--validate", type=Path, metavar="IMAGES",
+                        help="compare the SavedModel and the new ONNX on these images (CPU)")
+    parser.add_argument("--validate_images", type=int, default=16,
+                        help="how many images --validate uses")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error("--batch_size must be at least 1")
+    if not 11 <= args.opset <= 21:  # Clip and Slice take their bounds as inputs from 11
+        parser.error("--opset must lie in 11..21 (TensorRT 8.6 reads up to 17)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit code: 0 done, 1 --validate found too few matches, 2 bad command line or input."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(parse_args(argv))

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 
 PROCESS_START_TIMEOUT_S = 120
+# Decode workers of a folder run by default: the cores, at most 16.
+DEFAULT_WORKERS = min(16, os.cpu_count() or 1)
 
 
 def _report_ready(ready: multiprocessing.queues.Queue) -> None:

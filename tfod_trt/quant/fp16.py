@@ -23,10 +23,6 @@ from tfod_trt.quant.sensitive import (
 log = logging.getLogger("quantize")
 
 
-# ---------------------------------------------------------------------------------------------
-# FP16.
-
-
 def convert_fp16(model: onnx.ModelProto, path: Path | str = "the ONNX") -> onnx.ModelProto:
     """The FP16 / mixed copy of an FP32 graph: weights and activations FP16, graph inputs and
     outputs, the sensitive nodes and the plugins FP32 (Casts in between)."""

@@ -95,10 +95,6 @@ def is_fp16(model: onnx.ModelProto) -> bool:
                    for n in model.graph.node))
 
 
-# ---------------------------------------------------------------------------------------------
-# INT8: calibration on the plugin-free part, then Q/DQ with ONNX Runtime's quantizer.
-
-
 def plugin_free_prefix(model: onnx.ModelProto) -> onnx.ModelProto:
     """The graph from its inputs to the inputs of its plugins that need no plugin output
     (for SSD: the NMS inputs; for Faster R-CNN: the first-stage NMS inputs), for ONNX Runtime."""

@@ -52,10 +52,6 @@ def check_options(options: BuildOptions, trt: Any, prequantized: bool = False) -
                          "calibration cache (--calib_cache)")
 
 
-# ---------------------------------------------------------------------------------------------
-# The builder.
-
-
 def _tensor_names(node: onnx.NodeProto, which: str) -> set[str]:
     return {name for name in getattr(node, which) if name}
 
@@ -306,10 +302,6 @@ class EngineBuilder:
             return
         cache: trt.ITimingCache = self.config.get_timing_cache()
         atomic_write_bytes(path, bytes(cache.serialize()))
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
 
 
 def engine_metadata(builder: EngineBuilder, onnx_path: Path, options: BuildOptions) -> dict:

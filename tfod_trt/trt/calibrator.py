@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("build_engine")
 
 
-# ---------------------------------------------------------------------------------------------
-# INT8 calibration (TensorRT 8.6-10.x only; 11 has explicit quantization instead).
-
-
 # --calib_method -> TensorRT's calibrator. MinMax is the default: measured on the trained model
 # (TensorRT 8.6, H100), EntropyCalibrator2 clipped an early MobileNet ReLU6 to 0.75 (its real
 # range: 6) and the engine lost 49 of 54 AP points; Q/DQ with min-max ranges lost 0.3.

@@ -186,7 +186,8 @@ def find_plugin_creator(name: str, version: str, namespace: str = "",
     return registry.get_plugin_creator(name, version, namespace)
 
 
-def _string_attr(node: onnx.NodeProto, name: str, default: str) -> str:
+def string_attr(node: onnx.NodeProto, name: str, default: str) -> str:
+    """A node's string attribute (a plugin's version or namespace), or ``default``."""
     for attr in node.attribute:
         if attr.name == name:
             value = onnx.helper.get_attribute_value(attr)
@@ -216,9 +217,9 @@ def adapt_onnx_plugins(model: onnx.ModelProto, trt: ModuleType | None = None) ->
     adapted = onnx.ModelProto()
     adapted.CopyFrom(model)
     for node in plugin_nodes(adapted):
-        old = (node.op_type, _string_attr(node, "plugin_version", "1"))
+        old = (node.op_type, string_attr(node, "plugin_version", "1"))
         name, version = renames.get(old, old)
-        namespace = _string_attr(node, "plugin_namespace", "")
+        namespace = string_attr(node, "plugin_namespace", "")
         if find_plugin_creator(name, version, namespace, trt) is None:
             where = f" in namespace {namespace!r}" if namespace else ""
             raise PluginUnavailable(

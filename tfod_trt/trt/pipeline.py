@@ -15,10 +15,6 @@ if TYPE_CHECKING:
     from tfod_trt.trt.runner import TrtRunner
 
 
-# ---------------------------------------------------------------------------------------------
-# Overlapped execution: several buffer sets, copies in on a second stream.
-
-
 @dataclass
 class _Slot:
     """One buffer set of a pipeline: pinned host and device buffers for every tensor."""

@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------------
-# The runner.
-
-
 @dataclass
 class _Tensor:
     """One engine input or output: its shape now, pinned host and device buffers."""

@@ -1,0 +1,39 @@
+"""One program per step: the top-level script, ``python -m tfod_trt COMMAND`` and the console
+command (declared in pyproject.toml) run the same entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+# script -> sub-command of python -m tfod_trt
+STEPS = {"create_onnx": "create-onnx", "build_engine": "build-engine", "quantize": "quantize",
+         "infer": "infer", "eval_coco": "eval-coco", "compare_tf": "compare-tf",
+         "benchmark": "benchmark"}
+
+
+def help_text(*command: str) -> str:
+    result = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize("script", sorted(STEPS))
+def test_script_and_module_command_are_one_program(script: str) -> None:
+    by_script = help_text(f"{script}.py")
+    assert by_script.startswith("usage: ") and "--help" in by_script
+    assert help_text("-m", "tfod_trt", STEPS[script]) == by_script
+
+
+def test_console_commands_point_at_the_commands() -> None:
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    expected = {f"tfod-{command}": f"tfod_trt.commands.{script}:main"
+                for script, command in STEPS.items()}
+    expected["tfod-doctor"] = "tfod_trt.commands.doctor:main"
+    assert scripts == expected
