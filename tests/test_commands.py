@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # script -> sub-command of python -m tfod_trt
@@ -31,8 +30,15 @@ def test_script_and_module_command_are_one_program(script: str) -> None:
     assert help_text("-m", "tfod_trt", STEPS[script]) == by_script
 
 
+def console_scripts() -> dict[str, str]:
+    """pyproject.toml's [project.scripts] (read by hand: tomllib is Python 3.11+)."""
+    text = (ROOT / "pyproject.toml").read_text().split("[project.scripts]\n", 1)[1]
+    lines = text.split("\n[", 1)[0].strip().splitlines()
+    return dict((part.strip().strip('"') for part in line.split("=", 1)) for line in lines)
+
+
 def test_console_commands_point_at_the_commands() -> None:
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    scripts = console_scripts()
     expected = {f"tfod-{command}": f"tfod_trt.commands.{script}:main"
                 for script, command in STEPS.items()}
     expected["tfod-doctor"] = "tfod_trt.commands.doctor:main"

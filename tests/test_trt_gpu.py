@@ -253,8 +253,9 @@ def test_damaged_engine_gives_a_clear_error(fp32_engine: Path, tmp_path: Path,
     # In a process of its own: after TensorRT 8.6 has refused a damaged engine, a later
     # in-process build and deserialisation crashed (seen 2026-11-25 on the H100); a user's
     # process ends at this error anyway.
-    probe = ("import sys, trt_runner\ntry:\n    trt_runner.TrtRunner(sys.argv[1])\n"
-             "except trt_runner.EngineError as err:\n    print(err)\n    sys.exit(3)\n")
+    probe = ("import sys\nfrom tfod_trt.trt.engine_file import EngineError\n"
+             "from tfod_trt.trt.runner import TrtRunner\ntry:\n    TrtRunner(sys.argv[1])\n"
+             "except EngineError as err:\n    print(err)\n    sys.exit(3)\n")
     done = subprocess.run([sys.executable, "-c", probe, str(broken)], cwd=ROOT,
                           capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode == 3, done.stderr[-2000:]

@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tfod_trt.bench.timing import EventTimer, latency_stats, timed_loop, wall_ms
 from tfod_trt.detect.inputs import make_batcher
 from tfod_trt.errors import UsageError
-
-if TYPE_CHECKING:
-    from tfod_trt.trt.runner import TrtRunner
-
-
-
+from tfod_trt.trt.runner import TrtRunner
 
 # ---------------------------------------------------------------------------------------------
 # What runs where.

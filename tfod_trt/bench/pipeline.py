@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -22,11 +22,7 @@ from tfod_trt.detect.results import batch_results
 from tfod_trt.io.batcher import Batch, ImageBatcher
 from tfod_trt.io.images import ImageError
 from tfod_trt.io.resize import load_preprocessed
-
-if TYPE_CHECKING:
-    from tfod_trt.trt.runner import TrtRunner
-
-
+from tfod_trt.trt.runner import TrtRunner
 
 
 def repeated_batcher(runner: Any, images: Path, count: int, workers: int,

@@ -9,9 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfod_trt.bench.latency import engine_description, infer_once, input_shape_for, sample_input
 from tfod_trt.trt import compat as trt_compat
-
-if TYPE_CHECKING:
-    from tfod_trt.trt.runner import TrtRunner
+from tfod_trt.trt.runner import TrtRunner
 
 if TYPE_CHECKING:
     import tensorrt as trt
