@@ -152,6 +152,12 @@ def driver_error(status: int) -> str:
     return text.value.decode() if text.value else f"error {status}"
 
 
+def check_status(status: int, what: str) -> None:
+    """Raises CudaUnavailable ("WHAT: the driver's text") for a failed driver call."""
+    if status != 0:
+        raise CudaUnavailable(f"{what}: {driver_error(status)}")
+
+
 class CudaDriver:
     """The few CUDA driver calls the GPU stage makes itself (ctypes on libcuda), so that it
     works with either back-end of trt_runner and from any thread: both back-ends run on the
@@ -166,8 +172,7 @@ class CudaDriver:
 
     def check(self, status: int, call: str) -> None:
         """Raises CudaUnavailable for a failed driver call."""
-        if status != 0:
-            raise CudaUnavailable(f"CUDA driver {call}: {driver_error(status)}")
+        check_status(status, f"CUDA driver {call}")
 
     def bind(self) -> None:
         """Makes the runner's context current in this thread."""

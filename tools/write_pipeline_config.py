@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tfod_trt.config.writer import ARCHITECTURES, Architecture, pipeline_config_text  # noqa: E402
+from tfod_trt.files import atomic_write_bytes  # noqa: E402
 
 
 def describe(arch: Architecture) -> str:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text)
+        atomic_write_bytes(args.output, text.encode())
         print(f"wrote {args.output} ({args.name}, {arch.num_classes} classes)")
     return 0
 

@@ -16,7 +16,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tfod_trt.cuda_ctypes import CudaUnavailable, driver_error, driver_library, load_cuda_library
+from tfod_trt.cuda_ctypes import (
+    CudaUnavailable,
+    check_status,
+    driver_library,
+    load_cuda_library,
+)
 from tfod_trt.doctor.checks import CONVERTER_PLUGINS, Check, fix
 from tfod_trt.trt import compat
 from tfod_trt.trt.backends import make_backend
@@ -180,9 +185,7 @@ class Driver:
 
 def _cu(lib: ctypes.CDLL, call: str, *args: Any) -> None:
     """Calls the driver function ``call``; CudaUnavailable with its error text if it fails."""
-    status = getattr(lib, call)(*args)
-    if status != 0:
-        raise CudaUnavailable(f"{call}: {driver_error(status)}")
+    check_status(getattr(lib, call)(*args), call)
 
 
 def describe_gpu(lib: ctypes.CDLL, index: int) -> str:
