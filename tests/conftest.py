@@ -23,7 +23,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--data", "--shared", dest="data",
         default=os.environ.get("TFOD_TRT_SHARED", str(ROOT.parent / "shared")),
         help="the reference data folder: tfod_configs/ (TF2 zoo configs) and "
-             "data/coco_val2017_64/ (COCO photos); tests needing it skip without it",
+             "data/coco_val2017_64/ (COCO photos); an extra: without it the tests use "
+             "configs and photos of their own",
     )
     parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
 
@@ -79,16 +80,6 @@ def _record_sources(record_property, pytestconfig: pytest.Config):
     for name in sorted(fixtures.TOUCHED):
         record_property(f"fixture {name}", fixtures.USED[name])
 
-
-
-@pytest.fixture(scope="session")
-def tfod_configs(pytestconfig: pytest.Config) -> Path:
-    """The TF2 zoo configs, for the few tests that check the zoo files themselves (the fixture
-    models do without: tests/fixtures.py writes their configs)."""
-    path = Path(pytestconfig.getoption("data")) / "tfod_configs"
-    if not path.is_dir():
-        pytest.skip(f"{path} is absent: this test checks the zoo's own files")
-    return path
 
 
 @pytest.fixture(scope="session")

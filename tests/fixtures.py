@@ -21,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,37 @@ def written_config(preset: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return path
+
+
+def zoo_file(name: str) -> Path | None:
+    """tfod_configs/`name` of the reference data folder, None where it is absent."""
+    path = SHARED / "tfod_configs" / name
+    return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """A config whose facts a test checks: the zoo file `zoo_name` itself, or the config written
+    for its preset (ZOO_PRESETS), which must say the same."""
+
+    zoo_name: str
+    written: bool
+
+    def path(self) -> Path:
+        if self.written:
+            return written_config(ZOO_PRESETS[self.zoo_name])
+        return SHARED / "tfod_configs" / self.zoo_name
+
+    def __str__(self) -> str:
+        return f"written-{ZOO_PRESETS[self.zoo_name]}" if self.written else f"zoo-{self.zoo_name}"
+
+
+def config_sources(zoo_names: list[str]) -> list[ConfigSource]:
+    """The written config of each of `zoo_names` that has a preset (always) and each zoo file the
+    reference data folder holds (an extra): call at collection, after use_data_folder."""
+    written = [ConfigSource(name, True) for name in zoo_names if name in ZOO_PRESETS]
+    zoo = [ConfigSource(name, False) for name in zoo_names if zoo_file(name)]
+    return written + zoo
 
 
 def zoo_config(name: str) -> Path:

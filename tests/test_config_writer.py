@@ -1,6 +1,7 @@
-"""tfod_trt.config.writer: each preset's text is read by TFOD's own config_util, builds with its
-model_builder, and, where the zoo configs are present, says what the matching zoo config says
-(as load_pipeline_config reads them); tools/write_pipeline_config.py writes and lists them."""
+"""tfod_trt.config.writer: each preset's text is read by TFOD's own config_util and builds with its
+model_builder; tools/write_pipeline_config.py writes and lists them. That a preset says what its
+zoo config says is checked fact by fact in test_pipeline_config.py / test_faster_rcnn.py, on the
+written config and, where the data folder has it, on the zoo file."""
 
 from __future__ import annotations
 
@@ -51,18 +52,6 @@ def test_tfod_reads_and_builds_the_written_config(name: str, tmp_path: Path) -> 
     assert getattr(configs["model"], arch).num_classes == 3
     model = model_builder.build(configs["model"], is_training=False)
     assert model.num_classes == 3
-
-
-@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
-def test_same_facts_as_the_zoo_config(name: str, tmp_path: Path, tfod_configs: Path) -> None:
-    zoo = load_pipeline_config(tfod_configs / ZOO_OF[name])
-    written = load_pipeline_config(write(replace(ARCHITECTURES[name], num_classes=7), tmp_path))
-    assert written.num_classes == 7
-    for fact in ("meta_arch", "feature_extractor", "preprocessor", "normalization",
-                 "score_threshold", "iou_threshold", "max_detections_per_class",
-                 "max_total_detections", "score_converter", "box_scales",
-                 "add_background_class", "two_stage"):
-        assert getattr(written, fact) == getattr(zoo, fact), fact
 
 
 def test_written_text_is_what_load_pipeline_config_reads(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ import pytest
 from detection_sets import unmatched_detections
 from fixtures import (
     FIXTURE_MODELS,
+    ConfigSource,
     check_true_image_shape_defaults,
+    config_sources,
     converted_onnx,
     exported_model,
     have_tensorflow,
@@ -196,18 +198,41 @@ def test_unsupported_variants(tmp_path: Path, capsys, edit, words) -> None:
     assert code == 2 and words in err and str(config) in err
 
 
-def test_zoo_faster_rcnn_configs(tfod_configs: Path) -> None:
-    for path in sorted(tfod_configs.glob("faster_rcnn_*.config")):
-        config = load_pipeline_config(path)
-        size = path.name.split("_")[-3]
-        assert config.meta_arch == "faster_rcnn" and config.num_classes == 90, path.name
-        assert config.score_converter == "SOFTMAX" and config.box_scales == (10, 10, 5, 5)
-        assert config.two_stage.max_proposals == 300 and config.two_stage.initial_crop_size == 14
-        assert config.max_total_detections == (100 if size == "800x1333" else 300)
-        assert config.two_stage.matmul_crop == (size != "800x1333")
-        assert config.normalization[1] == (-123.68, -116.779, -103.939)
-        kind = "keep_aspect_ratio" if size in ("640x640", "800x1333") else "fixed_shape"
-        assert config.preprocessor.kind == kind
+FASTER_RCNN_ZOO = [f"faster_rcnn_resnet{depth}_v1_{size}_coco17_{chip}-8.config"
+                   for depth in (50, 101, 152)
+                   for size, chip in (("640x640", "tpu"), ("1024x1024", "tpu"),
+                                      ("800x1333", "gpu"))]
+FASTER_RCNN_ZOO.append("faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config")
+
+
+@pytest.mark.parametrize("source", config_sources(FASTER_RCNN_ZOO), ids=str)
+def test_faster_rcnn_configs(source: ConfigSource) -> None:
+    """The zoo's Faster R-CNN configs (where present) and the config written for its preset."""
+    config = load_pipeline_config(source.path())
+    size = source.zoo_name.split("_")[-3]
+    extractor = source.zoo_name.split("_v1_")[0] + ("_fpn" if "_fpn_" in source.zoo_name else "")
+    assert config.meta_arch == "faster_rcnn" and config.feature_extractor == f"{extractor}_keras"
+    assert config.num_classes == 90 and config.add_background_class
+    assert config.score_converter == "SOFTMAX" and config.box_scales == (10, 10, 5, 5)
+    assert config.max_total_detections == (100 if size == "800x1333" else 300)
+    assert config.max_detections_per_class == 100 and config.score_threshold == 0.0
+    assert config.iou_threshold == 0.6
+    two_stage = config.two_stage
+    assert two_stage.max_proposals == 300 and two_stage.initial_crop_size == 14
+    assert (two_stage.score_threshold, two_stage.iou_threshold) == (0.0, 0.7)
+    assert (two_stage.maxpool_kernel_size, two_stage.maxpool_stride) == (2, 2)
+    assert two_stage.matmul_crop == (size != "800x1333")
+    assert config.normalization == ((1.0, 1.0, 1.0), (-123.68, -116.779, -103.939))
+    preprocessor = config.preprocessor
+    assert preprocessor.pad_value == (0.0, 0.0, 0.0)
+    if size in ("640x640", "800x1333"):
+        low, high = (int(side) for side in size.split("x"))
+        assert preprocessor.kind == "keep_aspect_ratio"
+        assert (preprocessor.min_dimension, preprocessor.max_dimension) == (low, high)
+        assert (preprocessor.height, preprocessor.width) == (high, high)
+    else:
+        assert (preprocessor.kind, preprocessor.height, preprocessor.width) == (
+            "fixed_shape", 1024, 1024)
 
 
 def crop_graph(path: Path, rois: np.ndarray, crop: int) -> None:

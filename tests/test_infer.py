@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import fixtures
 import numpy as np
 import onnx
 import pytest
@@ -329,9 +330,38 @@ def test_batch_size_and_layout_rules() -> None:
         Path("d/a.jpg"): "a.jpg", Path("d/a.png"): "a.png", Path("d/b.jpg"): "b"}
 
 
-def test_coco_label_map(tfod_configs: Path) -> None:
-    labels = load_labels(tfod_configs / "mscoco_label_map.pbtxt")
-    assert len(labels) == 80
+# COCO's 80 categories by id (ids 12, 26, 29, 30, 45, 66, 68, 69, 71 and 83 are unused), as in
+# the TFOD API's mscoco_label_map.pbtxt.
+COCO_NAMES = {
+    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train",
+    8: "truck", 9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign",
+    14: "parking meter", 15: "bench", 16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep",
+    21: "cow", 22: "elephant", 23: "bear", 24: "zebra", 25: "giraffe", 27: "backpack",
+    28: "umbrella", 31: "handbag", 32: "tie", 33: "suitcase", 34: "frisbee", 35: "skis",
+    36: "snowboard", 37: "sports ball", 38: "kite", 39: "baseball bat", 40: "baseball glove",
+    41: "skateboard", 42: "surfboard", 43: "tennis racket", 44: "bottle", 46: "wine glass",
+    47: "cup", 48: "fork", 49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple",
+    54: "sandwich", 55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog", 59: "pizza",
+    60: "donut", 61: "cake", 62: "chair", 63: "couch", 64: "potted plant", 65: "bed",
+    67: "dining table", 70: "toilet", 72: "tv", 73: "laptop", 74: "mouse", 75: "remote",
+    76: "keyboard", 77: "cell phone", 78: "microwave", 79: "oven", 80: "toaster", 81: "sink",
+    82: "refrigerator", 84: "book", 85: "clock", 86: "vase", 87: "scissors", 88: "teddy bear",
+    89: "hair drier", 90: "toothbrush",
+}
+# The zoo's own label map joins in where the reference data folder has it.
+LABEL_MAPS = ["written", *(["zoo"] if fixtures.zoo_file("mscoco_label_map.pbtxt") else [])]
+
+
+@pytest.mark.parametrize("source", LABEL_MAPS)
+def test_coco_label_map(source: str, tmp_path: Path) -> None:
+    path = fixtures.zoo_file("mscoco_label_map.pbtxt")
+    if source == "written":
+        path = tmp_path / "mscoco_label_map.pbtxt"
+        path.write_text("".join(f'item {{\n  name: "/m/{id:05d}"\n  id: {id}\n'
+                                f'  display_name: "{name}"\n}}\n'
+                                for id, name in COCO_NAMES.items()))
+    labels = load_labels(path)
+    assert len(labels) == 80 and labels == {id - 1: name for id, name in COCO_NAMES.items()}
     assert labels[0] == "person" and labels[89] == "toothbrush" and labels[2] == "car"
     assert 11 not in labels and label_for(labels, 11) == "class 11"  # COCO has no id 12
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fixtures import zoo_config
+from fixtures import ConfigSource, config_sources, zoo_config
 
 from tfod_trt.config.pipeline_config import load_pipeline_config
 from tfod_trt.config.text_proto import ConfigError, parse_text_proto
@@ -25,21 +25,25 @@ SSD_ZOO = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(SSD_ZOO))
-def test_ssd_zoo_configs(tfod_configs: Path, name: str) -> None:
-    config = load_pipeline_config(tfod_configs / name)
-    extractor, size = SSD_ZOO[name]
+@pytest.mark.parametrize("source", config_sources(sorted(SSD_ZOO)), ids=str)
+def test_ssd_configs(source: ConfigSource) -> None:
+    """The zoo's SSD configs (where present) and the configs written for their presets."""
+    config = load_pipeline_config(source.path())
+    extractor, size = SSD_ZOO[source.zoo_name]
     assert config.meta_arch == "ssd" and config.feature_extractor == extractor
     assert (config.preprocessor.kind, config.preprocessor.height) == ("fixed_shape", size)
-    assert config.num_classes == 90
+    assert config.preprocessor.width == size and config.num_classes == 90
     assert config.score_threshold == pytest.approx(1e-8) and config.iou_threshold == 0.6
-    assert config.max_total_detections == 100 and config.score_converter == "SIGMOID"
-    assert config.box_scales == (10.0, 10.0, 5.0, 5.0)
+    assert config.max_total_detections == 100 and config.max_detections_per_class == 100
+    assert config.score_converter == "SIGMOID" and config.add_background_class
+    assert config.box_scales == (10.0, 10.0, 5.0, 5.0) and config.two_stage is None
     scale, offset = config.normalization
-    if "resnet" in name:
+    if "resnet" in source.zoo_name:
         assert offset == (-123.68, -116.779, -103.939) and scale == (1.0, 1.0, 1.0)
+        assert config.preprocessor.pad_value == (123.68, 116.779, 103.939)
     else:
         assert scale[0] == pytest.approx(2 / 255) and offset == (-1.0, -1.0, -1.0)
+        assert config.preprocessor.pad_value == (127.5, 127.5, 127.5)
 
 
 def test_text_format_syntax() -> None:
