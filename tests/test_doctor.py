@@ -20,6 +20,7 @@ from onnx import TensorProto, helper
 from test_trt_api_surface import Surface, surface  # noqa: F401
 
 from tfod_trt.commands.doctor import NAME_WIDTH
+from tfod_trt.doctor.checks import fix
 from tfod_trt.metadata import set_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +109,12 @@ def test_report_on_this_machine() -> None:
     assert line_of(out, "GPU").split()[0] == "NO"
     assert "pip install cuda-python" in line_of(out, "CUDA back-end")
     assert re.search(r"^can build and run engines: no \(missing: .*TensorRT", out, re.M)
+
+
+def test_conversion_fix_names_this_checkout() -> None:
+    """Run from (or installed editable from) a checkout, the fix for a missing TensorFlow installs
+    that checkout's `tf` extra, wherever the command runs from."""
+    assert fix("tf") == f'pip install -e "{ROOT}[tf]"'
 
 
 def test_the_package_lists_its_commands() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from tfod_trt.metadata import NMS_PLUGIN
@@ -23,7 +25,6 @@ TFOD_API = "tf-models-research-object-detection==2.8.0.post1 tf-models-official=
 
 
 FIXES = {
-    "tf": "pip install -r requirements-tf.txt",
     "tfod": f"pip install --no-deps {TFOD_API}",  # as tools/install.sh does
     "tensorrt": "pip install tensorrt-cu12",
     "plugins": "pip install --force-reinstall tensorrt-cu12",  # brings libnvinfer_plugin back
@@ -52,8 +53,28 @@ def is_jetson() -> bool:
 
 
 def fix(part: str) -> str:
-    """The command that installs ``part`` (a key of FIXES) on this machine."""
+    """The command that installs ``part`` (a key of FIXES, or "tf") on this machine."""
+    if part == "tf":
+        return tf_extra_command()
     return (JETSON_FIXES if is_jetson() else {}).get(part, FIXES[part])
+
+
+def tf_extra_command() -> str:
+    """pip's command for the `tf` extra of this installation: from the checkout it runs from or
+    was installed from, else the extra's own requirements as the installed package lists them."""
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return f'pip install -e "{checkout}[tf]"'
+    try:
+        dist = metadata.distribution("tfod-trt")
+    except metadata.PackageNotFoundError:
+        return 'pip install "tfod-trt[tf]"'
+    url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+    if url.startswith("file://") and Path(url[7:], "pyproject.toml").is_file():
+        return f'pip install "{url[7:]}[tf]"'
+    extra = [req.split(";")[0].strip() for req in dist.requires or []
+             if 'extra == "tf"' in req]
+    return "pip install " + " ".join(f'"{req}"' for req in extra)
 
 
 # The plugins create_onnx.py writes (op, plugin_version) and the models that need them.
