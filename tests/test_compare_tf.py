@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures import converted_onnx, exported_model, have_tensorflow
+from fixtures import converted_onnx, exported_model, have_tensorflow, trained_onnx
 from PIL import Image
 from test_eval_coco import MODEL, write_fixture_categories
 
@@ -82,6 +82,24 @@ def test_report_matches_tensorflow_and_onnx(compared: tuple[Path, str]) -> None:
     for name, value in maps["tensorflow"].items():
         assert abs(value - maps["converted"][name]) <= 0.005, name
     assert f"overall ({IMAGES} images): TensorFlow" in out and "AR100" in out
+
+
+def test_mismatched_models_fail_the_comparison(coco_dir: Path, tmp_path: Path) -> None:
+    """The fixture SavedModel against another model's ONNX (the trained shapes model): few
+    detections match, so it exits 1 and says so in one line; report.json is still written."""
+    if not have_tensorflow():
+        pytest.skip("TensorFlow is absent")
+    code, _, err = run_cli(
+        "--saved_model", exported_model(MODEL) / "saved_model", "--onnx", trained_onnx(),
+        "-i", coco_dir / "images", "--num_images", IMAGES, "-o", tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["overall"]["tensorflow_detections"] >= 10  # something to match
+    assert report["overall"]["matched_rate"] < 0.5 and report["min_matched"] == 0.9
+    assert code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("compare_tf.py: the models disagree: "), err
+    assert line.endswith(f"of the detections matched, below --min_matched 0.9 (details in "
+                         f"{tmp_path / 'out' / 'report.json'})"), line
 
 
 def test_without_tensorflow_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,

@@ -17,6 +17,7 @@ from tfod_trt.detect.inputs import make_batcher
 from tfod_trt.detect.results import ImageResult
 from tfod_trt.detect.runners import open_model
 from tfod_trt.errors import UsageError
+from tfod_trt.evaluate.checks import settle
 from tfod_trt.evaluate.coco import (
     PROG,
     annotated_images,
@@ -57,10 +58,12 @@ def write_results(path: Path, records: list[dict]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
-    gt = load_annotations(args.annotations)
+    gt, dropped = load_annotations(args.annotations)
+    settle(dropped, args.strict, PROG)
     images = annotated_images(find_images(args.input), gt, args.annotations) if args.input else {}
     if args.detections:
-        records = load_detections(args.detections, gt, args.score_threshold)
+        records, dropped = load_detections(args.detections, gt, args.score_threshold)
+        settle(dropped, args.strict, PROG)
         evaluated = list(images.values()) or gt.getImgIds()
         what = str(args.detections)
     else:
@@ -74,14 +77,12 @@ def run(args: argparse.Namespace) -> int:
         if not results:
             print(f"{PROG}: no image could be read", file=sys.stderr)
             return 1
-        records, dropped = to_records(results, images, gt)
-        if dropped:
-            print(f"{PROG}: warning: {dropped} detections of classes that are no category of "
-                  f"{args.annotations} left out", file=sys.stderr)
+        what = str(args.engine or args.onnx or args.saved_model)
+        records, dropped = to_records(results, images, gt, what)
+        settle(dropped, args.strict, PROG)
         if args.results:
             write_results(args.results, records)
         evaluated = [images[result.path] for result in results]
-        what = str(args.engine or args.onnx or args.saved_model)
     scores = score_detections(gt, records, evaluated)
     print(f"{what}: {len(evaluated)} images, {len(records)} detections")
     print(scores.table())
@@ -123,6 +124,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--results", type=Path, help="write the detections to this COCO JSON")
     parser.add_argument("--per_category", action="store_true",
                         help="also print AP and AP50 per category")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse (exit 2) annotations or detections with unusable entries "
+                             "instead of dropping them with a warning (docs/evaluation.md "
+                             "lists the checks)")
     args = parser.parse_args(argv)
     if not 0.0 <= args.score_threshold <= 1.0:
         parser.error(f"--score_threshold {args.score_threshold} must lie in [0, 1]")

@@ -17,6 +17,9 @@ from pycocotools.cocoeval import COCOeval
 
 from tfod_trt.detect.results import ImageResult, coco_records
 from tfod_trt.errors import UsageError
+from tfod_trt.evaluate.annotations import check_annotations, read_coco_file
+from tfod_trt.evaluate.checks import Dropped, listing
+from tfod_trt.evaluate.detection_rows import check_rows
 
 # pycocotools' summary, in its order: name -> (IoU, area, detections per image).
 PROG = "eval_coco.py"  # warnings name the command, as its other messages do
@@ -28,7 +31,6 @@ STATS = {
     "AR100": ("0.50:0.95", "all", 100), "ARs": ("0.50:0.95", "small", 100),
     "ARm": ("0.50:0.95", "medium", 100), "ARl": ("0.50:0.95", "large", 100),
 }
-SHOWN = 10  # names listed in a message before "... and N more"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -40,39 +42,15 @@ def quiet() -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def listing(items: Iterable[object]) -> str:
-    """``a, b, c`` with at most SHOWN items, then ``... and N more``."""
-    items = list(items)
-    more = f" ... and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
-    return ", ".join(str(item) for item in items[:SHOWN]) + more
-
-
-def load_annotations(path: Path) -> COCO:
-    """A COCO instances file; errors name the file."""
-    if not path.is_file():
-        raise UsageError(f"{path}: annotations file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UsageError(f"{path}: cannot read the annotations ({err})") from err
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data, dict) or not isinstance(data.get(key), list):
-            raise UsageError(f"{path}: not a COCO annotations file (no '{key}' list)")
-    if not all(isinstance(image, dict) and {"id", "file_name"} <= set(image)
-               for image in data["images"]):
-        raise UsageError(f"{path}: every image needs an 'id' and a 'file_name'")
-    try:
-        for ann in data["annotations"]:  # optional in some exporters' files
-            ann.setdefault("iscrowd", 0)
-            ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
-        gt = COCO()
-        gt.dataset = data
-        with quiet():
-            gt.createIndex()
-    except (KeyError, TypeError, IndexError) as err:
-        raise UsageError(f"{path}: malformed COCO annotations ({type(err).__name__}: "
-                         f"{err})") from err
-    return gt
+def load_annotations(path: Path) -> tuple[COCO, Dropped]:
+    """A COCO instances file, checked (tfod_trt.evaluate.annotations): the usable part indexed by
+    pycocotools, and what was dropped; errors name the file."""
+    data, dropped = check_annotations(read_coco_file(path), path)
+    gt = COCO()
+    gt.dataset = data
+    with quiet():
+        gt.createIndex()
+    return gt, dropped
 
 
 def image_ids_by_name(gt: COCO) -> dict[str, int]:
@@ -135,46 +113,28 @@ def check_categories(
 
 
 def to_records(
-    results: Iterable[ImageResult], image_ids: dict[Path, int], gt: COCO
-) -> tuple[list[dict], int]:
-    """COCO results entries with image ids, and how many detections were left out because their
-    category (class index + 1) is none of the annotations'."""
-    names = category_names(gt)
-    by_class = {cid - 1: name for cid, name in names.items()}
-    records, dropped = [], 0
-    for result in results:
-        for record in coco_records(result, by_class):
-            if record["category_id"] in names:
-                records.append({"image_id": image_ids[result.path], **record})
-            else:
-                dropped += 1
-    return records, dropped
+    results: Iterable[ImageResult], image_ids: dict[Path, int], gt: COCO, source: Path | str,
+) -> tuple[list[dict], Dropped]:
+    """COCO results entries with image ids, checked like a detections file (``source``: the
+    model): a category (class index + 1) that is none of the annotations', a NaN score, ... is
+    dropped and counted."""
+    by_class = {cid - 1: name for cid, name in category_names(gt).items()}
+    records = [{"image_id": image_ids[result.path], **record}
+               for result in results for record in coco_records(result, by_class)]
+    return check_rows(records, source, image_ids_by_name(gt), set(category_names(gt)))
 
 
-def load_detections(path: Path, gt: COCO, score_threshold: float) -> list[dict]:
-    """A detections JSON (COCO results, or infer.py's detections.json with file names)."""
+def load_detections(path: Path, gt: COCO, score_threshold: float) -> tuple[list[dict], Dropped]:
+    """A detections JSON (COCO results, or infer.py's detections.json with file names): its
+    usable rows scoring at least ``score_threshold``, and what was dropped."""
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise UsageError(f"{path}: cannot read the detections ({err})") from err
-    if not isinstance(records, list):
+    if not isinstance(rows, list):
         raise UsageError(f"{path}: not a detections file (a JSON list of COCO results)")
-    ids, known = image_ids_by_name(gt), set(gt.getImgIds())
-    unknown: list[str] = []
-    for number, record in enumerate(records, 1):
-        if not (isinstance(record, dict) and isinstance(record.get("score"), int | float)
-                and isinstance(record.get("bbox"), list) and len(record["bbox"]) == 4
-                and isinstance(record.get("category_id"), int)):
-            raise UsageError(f"{path}: detection {number} is not {{\"bbox\": [x, y, width, "
-                             "height], \"score\": S, \"category_id\": C, ...}")
-        if "image_id" not in record:
-            record["image_id"] = ids.get(Path(str(record.get("file_name"))).name)
-        if record["image_id"] not in known:
-            unknown.append(str(record.get("file_name", record["image_id"])))
-    if unknown:
-        raise UsageError(f"{path}: {len(unknown)} detections are of images that are not in the "
-                         f"annotations: {listing(sorted(set(unknown)))}")
-    return [record for record in records if record["score"] >= score_threshold]
+    records, dropped = check_rows(rows, path, image_ids_by_name(gt), set(category_names(gt)))
+    return [record for record in records if record["score"] >= score_threshold], dropped
 
 
 # ---------------------------------------------------------------------------------------------
