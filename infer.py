@@ -6,7 +6,9 @@ TensorRT at all, the ONNX file on the CPU reference runtime (``--onnx``).
 
 Writes, per image, ``<stem>.txt`` (one tab-separated line per detection, best score first:
 ``xmin ymin xmax ymax score class``, original-image pixels, 0-based class, as NVIDIA's sample
-did) and ``<stem>.png`` (the picture); per run ``detections.json`` (COCO results style).
+did) and ``<stem>.png`` (the picture); per run ``detections.json`` (COCO results style) and
+``infer_manifest.json`` (the files written: a rerun removes those it does not write again).
+The output folder may not be the image folder or lie inside it.
 
 The reusable part is the package: ``tfod_trt.detect.inputs.make_batcher`` and
 ``tfod_trt.detect.batch.detect_folder`` (or ``tfod_trt.detect.pipeline.detect_folder_pipelined``)

@@ -24,6 +24,7 @@ import infer
 from tfod_trt.config.labels import LabelError, label_for, load_labels
 from tfod_trt.detect.batch import detect_folder
 from tfod_trt.detect.inputs import choose_batch_size, input_layout, make_batcher
+from tfod_trt.detect.manifest import MANIFEST
 from tfod_trt.detect.pipeline import detect_folder_pipelined
 from tfod_trt.detect.results import ImageResult, output_stems, to_image_results
 from tfod_trt.detect.writer import ResultWriter
@@ -135,7 +136,7 @@ def test_run_summary_and_corrupt_file(run_b1: Run, image_dir: Path) -> None:
 def test_per_image_outputs(run_b1: Run, photos: list[Path], threshold: float) -> None:
     written = sorted(p.name for p in run_b1.output.iterdir())
     expected = sorted([f"{p.stem}.{ext}" for p in photos for ext in ("txt", "png")]
-                      + ["detections.json"])
+                      + ["detections.json", MANIFEST])
     assert written == expected
     for photo in photos:
         with Image.open(photo) as image:
@@ -215,7 +216,7 @@ def test_single_image_and_no_metadata_model(
         done = run_cli(*args, "-p", preprocessor)
         assert done.code == 0, done.err
         assert sorted(p.name for p in done.output.iterdir()) == sorted(
-            ["detections.json", f"{photos[0].stem}.png", f"{photos[0].stem}.txt"])
+            ["detections.json", MANIFEST, f"{photos[0].stem}.png", f"{photos[0].stem}.txt"])
         name = f"{photos[0].stem}.txt"
         assert (done.output / name).read_text() == (run_b1.output / name).read_text()
 
@@ -265,7 +266,7 @@ def bad_cases(tmp: Path, onnx_b1: Path, image_dir: Path) -> dict[str, tuple[list
         "output is a file": (["--onnx", onnx_b1, "-i", image_dir, "-o", tmp / "a_file"],
                              str(tmp / "a_file")),
         "would overwrite input": (["--onnx", onnx_b1, "-i", tmp / "pngs", "-o", tmp / "pngs"],
-                                  str(tmp / "pngs" / "x.png")),
+                                  f"{tmp / 'pngs'} is the --input folder {tmp / 'pngs'}"),
         "threshold": (["--onnx", onnx_b1, *good, "-t", "1.5"], "--score_threshold 1.5"),
         "two models": (["--onnx", onnx_b1, "-e", onnx_b1, *good], "not allowed with"),
     }
@@ -437,7 +438,7 @@ def test_pipelined_cli_writes_exactly_what_the_serial_path_writes(
     assert serial.code == piped.code == 0, serial.err + piped.err
     names = sorted(p.name for p in serial.output.iterdir())
     assert names == sorted(p.name for p in piped.output.iterdir())
-    assert len(names) == 2 * PHOTOS + 1
+    assert len(names) == 2 * PHOTOS + 2  # and detections.json, the manifest
     for name in names:
         assert (serial.output / name).read_bytes() == (piped.output / name).read_bytes(), name
     counts = [SUMMARY.match(r.out.strip().splitlines()[-1]).groups()[:3] for r in (serial, piped)]

@@ -16,7 +16,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tfod_trt.files import atomic_write_bytes  # noqa: E402
+from tfod_trt.errors import UsageError  # noqa: E402
+from tfod_trt.files import atomic_write_bytes, check_outputs  # noqa: E402
 
 PROG = "plot_benchmarks.py"
 
@@ -86,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                         choices=("compute", "end_to_end", "infer_call"))
     args = parser.parse_args(argv)
     try:
+        check_outputs({"JSON": args.json}, {"--output": args.output})
         reports = [json.loads(path.read_text()) for path in args.json]
         count = plot(reports, args.output, args.measure)
-    except (OSError, ValueError) as err:
+    except (UsageError, OSError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.output}: {count} lines")

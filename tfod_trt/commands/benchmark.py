@@ -21,9 +21,11 @@ from tfod_trt.bench.profile import print_profile, profile_engine
 from tfod_trt.bench.timing import PERCENTILES
 from tfod_trt.cli import run_main
 from tfod_trt.errors import UsageError
-from tfod_trt.files import atomic_write_bytes
+from tfod_trt.files import atomic_write_bytes, check_outputs
+from tfod_trt.io.images import images_read_from
 from tfod_trt.io.processes import DEFAULT_WORKERS
 from tfod_trt.trt import compat as trt_compat
+from tfod_trt.trt.engine_file import metadata_path
 
 PROG = "benchmark.py"
 DESCRIPTION = ("Benchmarks TensorRT engines (GPU) and their ONNX graphs on ONNX Runtime "
@@ -82,13 +84,22 @@ def summary_line(entry: dict) -> str | None:
     return None
 
 
-def run(args: argparse.Namespace) -> int:
+def check_files(args: argparse.Namespace) -> list[Path]:
+    """The engines to measure; refuses missing inputs and a --json that is one of them."""
     engines = find_engines(args.engine)
     for model in args.onnx:
         if not model.is_file():
             raise UsageError(f"{model}: ONNX file not found")
     if args.pipeline and not args.pipeline.exists():
         raise UsageError(f"{args.pipeline}: image folder not found")
+    check_outputs({"--engine": [*engines, *map(metadata_path, engines)], "--onnx": args.onnx,
+                   "--images": images_read_from(args.images),
+                   "--pipeline": images_read_from(args.pipeline)}, {"--json": args.json})
+    return engines
+
+
+def run(args: argparse.Namespace) -> int:
+    engines = check_files(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {

@@ -7,10 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
+from tfod_trt.errors import UsageError
+from tfod_trt.files import check_outputs
+from tfod_trt.io.images import images_read_from
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.build_options import BuildError, BuildOptions
 from tfod_trt.trt.builder import build
 from tfod_trt.trt.compat import TensorRTUnavailable
+from tfod_trt.trt.engine_file import metadata_path
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,8 +27,11 @@ def run(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, optimization_level=args.optimization_level,
     )
     try:
+        check_outputs({"--onnx": args.onnx, "--calib_input": images_read_from(args.calib_input)},
+                      {"--engine": args.engine, "--engine's metadata": metadata_path(args.engine),
+                       "--timing_cache": args.timing_cache, "--calib_cache": args.calib_cache})
         build(args.onnx, args.engine, options, args.verbose)
-    except (BuildError, TensorRTUnavailable, OSError, ValueError) as err:
+    except (BuildError, TensorRTUnavailable, UsageError, OSError, ValueError) as err:
         print(f"build_engine.py: error: {err}", file=sys.stderr)
         return 2
     return 0

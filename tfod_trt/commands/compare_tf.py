@@ -16,7 +16,12 @@ from tfod_trt.cli import run_main
 from tfod_trt.config.labels import load_labels
 from tfod_trt.detect.inputs import make_batcher
 from tfod_trt.detect.results import ImageResult, output_stems
-from tfod_trt.detect.runners import open_runner, open_saved_model, saved_model_folder
+from tfod_trt.detect.runners import (
+    model_inputs,
+    open_runner,
+    open_saved_model,
+    saved_model_folder,
+)
 from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.checks import settle
 from tfod_trt.evaluate.coco import (
@@ -38,7 +43,7 @@ from tfod_trt.evaluate.compare import (
     summary,
 )
 from tfod_trt.evaluate.matching import MatchResult
-from tfod_trt.files import atomic_write_bytes
+from tfod_trt.files import atomic_write_bytes, check_output_folder, check_outputs
 from tfod_trt.io.images import find_images
 from tfod_trt.reference.tensorflow import have_tensorflow
 
@@ -52,6 +57,7 @@ PROG = "compare_tf.py"
 # The least matched fraction that passes: what a TensorRT INT8 engine keeps against the CPU
 # reference at the same IoU 0.5 and score 0.3 (docs/evaluation.md); FP32 and FP16 reach 97%.
 MIN_MATCHED = 0.9
+REPORT = "report.json"
 
 
 @dataclass
@@ -91,8 +97,11 @@ def _check_inputs(args: argparse.Namespace) -> _Inputs:
     images = (list(image_ids) if gt else images)[: args.num_images]
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"{args.output}: exists and is not a folder")
-    if args.output.resolve() in {path.parent.resolve() for path in images}:
-        raise UsageError(f"{args.output}: is the image folder; choose another --output")
+    check_output_folder(args.output, {"--input": args.input})
+    panels = [args.output / f"{stem}.png" for stem in output_stems(images).values()]
+    check_outputs({"--input": images, "--annotations": args.annotations,
+                   "--labels": args.labels, **model_inputs(args)},
+                  {"--output": [*panels, args.output / REPORT]})
     return _Inputs(folder, gt, labels, images, image_ids)
 
 
@@ -189,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     if inputs.gt:
         report["map"] = _coco_scores(inputs.gt, inputs.image_ids, done.both, runtime,
                                      (inputs.folder, args.engine or args.onnx))
-    atomic_write_bytes(args.output / "report.json", (json.dumps(report, indent=1) + "\n").encode())
+    atomic_write_bytes(args.output / REPORT, (json.dumps(report, indent=1) + "\n").encode())
     print(f"panels and report.json in {args.output}")
     return _verdict(report["overall"]["matched_rate"], args.min_matched, args.output)
 
@@ -199,7 +208,7 @@ def _verdict(matched_rate: float, min_matched: float, output: Path) -> int:
     if matched_rate >= min_matched:
         return 0
     print(f"{PROG}: the models disagree: {100 * matched_rate:.1f}% of the detections matched, "
-          f"below --min_matched {min_matched:g} (details in {output / 'report.json'})",
+          f"below --min_matched {min_matched:g} (details in {output / REPORT})",
           file=sys.stderr)
     return 1
 
@@ -216,7 +225,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="ONNX model from create_onnx.py, run on the CPU reference runtime")
     parser.add_argument("-i", "--input", required=True, type=Path, help="an image folder")
     parser.add_argument("-o", "--output", required=True, type=Path,
-                        help="folder for the panels and report.json (created)")
+                        help="folder for the panels and report.json (created; not the "
+                             "image folder, nor inside it)")
     parser.add_argument("-n", "--num_images", type=int, default=16,
                         help="compare the first N images (default 16)")
     parser.add_argument("-a", "--annotations", type=Path,

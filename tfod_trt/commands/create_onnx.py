@@ -15,7 +15,10 @@ from tfod_trt.convert.converter import convert
 from tfod_trt.convert.graph_edits import save_model
 from tfod_trt.convert.options import DEFAULT_OPSET, ConversionOptions, check_thresholds
 from tfod_trt.convert.tf_graph import ConversionError
+from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.parity import validate
+from tfod_trt.files import check_outputs
+from tfod_trt.io.images import find_images
 
 log = logging.getLogger("create_onnx")
 
@@ -38,6 +41,9 @@ def check_paths(args: argparse.Namespace) -> None:
             raise PermissionError(f"{out}: the folder {parent} is not writable")
     if args.validate and not args.validate.exists():
         raise FileNotFoundError(f"{args.validate}: no such image file or folder")
+    check_outputs({"--pipeline_config": args.pipeline_config, "--saved_model": args.saved_model,
+                   "--validate": find_images(args.validate) if args.validate else None},
+                  {"--onnx": args.onnx, "--tf2onnx": args.tf2onnx})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             )
             print(report.summary())
             return 0 if report.passed else 1
-    except (ConfigError, ConversionError, OSError, ValueError) as exc:
+    except (ConfigError, ConversionError, UsageError, OSError, ValueError) as exc:
         print(f"create_onnx.py: error: {exc}", file=sys.stderr)
         return 2
     return 0

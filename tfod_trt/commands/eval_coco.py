@@ -15,7 +15,7 @@ from tfod_trt.config.labels import load_labels
 from tfod_trt.detect.batch import Runner, detect_folder
 from tfod_trt.detect.inputs import make_batcher
 from tfod_trt.detect.results import ImageResult
-from tfod_trt.detect.runners import open_model
+from tfod_trt.detect.runners import model_inputs, open_model
 from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.checks import settle
 from tfod_trt.evaluate.coco import (
@@ -27,7 +27,7 @@ from tfod_trt.evaluate.coco import (
     score_detections,
     to_records,
 )
-from tfod_trt.files import atomic_write_bytes
+from tfod_trt.files import atomic_write_bytes, check_outputs
 from tfod_trt.io.images import find_images
 
 
@@ -56,11 +56,20 @@ def write_results(path: Path, records: list[dict]) -> None:
     atomic_write_bytes(path, f"[\n{body}\n]\n".encode())
 
 
+def check_results_path(args: argparse.Namespace, images: list[Path]) -> None:
+    """Refuses a --results file that is one of the files the command reads."""
+    check_outputs({"--annotations": args.annotations, "--detections": args.detections,
+                   "--labels": args.labels, "--input": images, **model_inputs(args)},
+                  {"--results": args.results})
+
+
 def run(args: argparse.Namespace) -> int:
     """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
+    found = find_images(args.input) if args.input else []
+    check_results_path(args, found)
     gt, dropped = load_annotations(args.annotations)
     settle(dropped, args.strict, PROG)
-    images = annotated_images(find_images(args.input), gt, args.annotations) if args.input else {}
+    images = annotated_images(found, gt, args.annotations) if args.input else {}
     if args.detections:
         records, dropped = load_detections(args.detections, gt, args.score_threshold)
         settle(dropped, args.strict, PROG)

@@ -13,33 +13,48 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tfod_trt.cli import run_main
 from tfod_trt.config.labels import load_labels
-from tfod_trt.detect.batch import detect_folder
+from tfod_trt.detect.batch import Runner, detect_folder
 from tfod_trt.detect.inputs import make_batcher
+from tfod_trt.detect.manifest import MANIFEST, claim_files, finish_files, read_manifest
 from tfod_trt.detect.pipeline import detect_folder_pipelined
 from tfod_trt.detect.results import output_stems
-from tfod_trt.detect.runners import open_runner
+from tfod_trt.detect.runners import model_inputs, open_runner
 from tfod_trt.detect.writer import ResultWriter
 from tfod_trt.errors import UsageError
-from tfod_trt.files import atomic_write_bytes
+from tfod_trt.files import atomic_write_bytes, check_output_folder, check_outputs
+from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.io.images import find_images
 from tfod_trt.io.processes import DEFAULT_WORKERS
 
 PROG = "infer.py"
+DETECTIONS = "detections.json"
+
+
+def planned_files(stems: dict[Path, str], pictures: bool) -> list[str]:
+    """The names of the files a run may write in the output folder, its manifest aside."""
+    names = [f"{stem}.txt" for stem in stems.values()]
+    names += [f"{stem}.png" for stem in stems.values()] if pictures else []
+    return [*names, DETECTIONS]
+
+
+def check_paths(args: argparse.Namespace, images: list[Path], planned: list[str]) -> set[str]:
+    """Refuses an output folder that would mix with the images or write over an input;
+    returns the files the folder's manifest lists from the previous run."""
+    if args.output.exists() and not args.output.is_dir():
+        raise UsageError(f"{args.output}: exists and is not a folder")
+    check_output_folder(args.output, {"--input": args.input})
+    check_outputs({"--input": images, "--labels": args.labels, **model_inputs(args)},
+                  {"--output": [args.output / name for name in [*planned, MANIFEST]]})
+    return read_manifest(args.output) if args.output.is_dir() else set()
 
 
 def run(args: argparse.Namespace) -> int:
     """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
     images = find_images(args.input)
     labels = load_labels(args.labels) if args.labels else {}
-    if args.output.exists() and not args.output.is_dir():
-        raise UsageError(f"{args.output}: exists and is not a folder")
     stems = output_stems(images)
-    if not args.no_pictures:
-        inputs = {path.resolve() for path in images}
-        for path in images:
-            if (args.output / f"{stems[path]}.png").resolve() in inputs:
-                raise UsageError(f"{path}: its picture would overwrite it; choose another "
-                                 "--output or pass --no_pictures")
+    planned = planned_files(stems, not args.no_pictures)
+    previous = check_paths(args, images, planned)
     if args.decode == "nvjpeg" and (args.serial or args.onnx):
         raise UsageError("--decode nvjpeg runs on the pipelined path of an engine: drop "
                          "--serial / use --engine")
@@ -51,16 +66,28 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
     args.output.mkdir(parents=True, exist_ok=True)
+    claimed = claim_files(args.output, previous, planned)
+    writer = ResultWriter(args.output, stems, labels, not args.no_pictures,
+                          threads=0 if args.serial else args.writers)
+    done, found, elapsed = detect_and_write(args, runner, batcher, writer)
+    finish_files(args.output, claimed, writer.written | {DETECTIONS})
+    for path, reason in batcher.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{done} images, {found} detections, {len(batcher.skipped)} skipped, "
+          f"{done / elapsed if elapsed > 0 else 0.0:.1f} images/s")
+    return 0 if done else 1
 
+
+def detect_and_write(args: argparse.Namespace, runner: Runner, batcher: ImageBatcher,
+                     writer: ResultWriter) -> tuple[int, int, float]:
+    """Runs the model over the batcher (pipelined unless --serial), each image's files
+    through ``writer``, then detections.json: (images, detections, seconds)."""
     threshold = args.score_threshold or 0.0
     if args.serial:  # one thing at a time, files written in this thread
         results = detect_folder(runner, batcher, threshold)
-        writer = ResultWriter(args.output, stems, labels, not args.no_pictures, threads=0)
     else:
         results = detect_folder_pipelined(runner, batcher, threshold,
                                           depth=args.pipeline_depth)
-        writer = ResultWriter(args.output, stems, labels, not args.no_pictures,
-                              threads=args.writers)
     done = found = 0
     start = time.perf_counter()
     try:
@@ -78,14 +105,8 @@ def run(args: argparse.Namespace) -> int:
             batcher.close()
     elapsed = time.perf_counter() - start
     body = ",\n".join(json.dumps(record) for record in records)
-    atomic_write_bytes(args.output / "detections.json", f"[\n{body}\n]\n".encode())
-    for path, reason in batcher.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"{done} images, {found} detections, {len(batcher.skipped)} skipped, "
-          f"{done / elapsed if elapsed > 0 else 0.0:.1f} images/s")
-    return 0 if done else 1
-
-
+    atomic_write_bytes(args.output / DETECTIONS, f"[\n{body}\n]\n".encode())
+    return done, found, elapsed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -99,7 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-i", "--input", required=True, type=Path,
                         help="an image, or a folder of images (.jpg .jpeg .png .bmp)")
     parser.add_argument("-o", "--output", required=True, type=Path,
-                        help="folder for the results (created)")
+                        help="folder for the results (created; not the image folder, nor "
+                             "inside it); infer_manifest.json there lists the files written, "
+                             "and a rerun removes those it does not write again")
     parser.add_argument("-p", "--preprocessor",
                         help="fixed_shape:HxW or keep_aspect_ratio:MIN:MAX "
                              "(default: from the model's metadata)")

@@ -9,7 +9,8 @@ from pathlib import Path
 import onnx
 
 from tfod_trt.cli import run_main
-from tfod_trt.files import atomic_write_bytes
+from tfod_trt.files import atomic_write_bytes, check_outputs
+from tfod_trt.io.images import images_read_from
 from tfod_trt.quant.fp16 import convert_fp16
 from tfod_trt.quant.int8 import CALIBRATION_METHODS, quantize_int8
 from tfod_trt.quant.sensitive import QuantizeError
@@ -28,6 +29,8 @@ def load(path: Path) -> onnx.ModelProto:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs({"--onnx": args.onnx, "--calib_input": images_read_from(args.calib_input)},
+                  {"--output": args.output, "--calib_cache": args.calib_cache})
     model = load(args.onnx)
     if args.mode == "int8":
         typed = quantize_int8(model, args.calib_input, args.calib_cache, args.calib_num_images,

@@ -10,8 +10,10 @@ from tfod_trt.config.preprocessor import KEEP_ASPECT_RATIO, Preprocessor
 from tfod_trt.detect.batch import Runner
 from tfod_trt.detect.inputs import resolve_preprocessor
 from tfod_trt.errors import UsageError
+from tfod_trt.files import FlagPaths
 from tfod_trt.reference.runner import ReferenceRunner
 from tfod_trt.reference.tensorflow import TensorFlowRunner, have_tensorflow
+from tfod_trt.trt.engine_file import metadata_path
 from tfod_trt.trt.runner import TrtRunner
 
 
@@ -26,6 +28,19 @@ def open_runner(args: argparse.Namespace) -> Runner:
         return loader(path)
     except Exception as err:  # whatever the runtime raises for a file it cannot load
         raise UsageError(f"{path}: cannot load the {kind}: {type(err).__name__}: {err}") from err
+
+
+def model_inputs(args: argparse.Namespace) -> dict[str, FlagPaths]:
+    """The model files a command line names, by flag, for files.check_outputs: --engine with
+    its ``<engine>.json``, --onnx, --saved_model (every file below it, and the pipeline.config
+    beside its saved_model folder), --pipeline_config."""
+    engine, saved = getattr(args, "engine", None), getattr(args, "saved_model", None)
+    if saved:  # as saved_model_folder finds it, without its error
+        folder = saved if (saved / "saved_model.pb").is_file() else saved / "saved_model"
+        saved = [saved, folder.parent / "pipeline.config"]
+    return {"--engine": [engine, metadata_path(engine)] if engine else None,
+            "--onnx": getattr(args, "onnx", None), "--saved_model": saved,
+            "--pipeline_config": getattr(args, "pipeline_config", None)}
 
 
 def saved_model_folder(path: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -17,38 +18,45 @@ log = logging.getLogger("infer")
 
 def save_image_outputs(
     result: ImageResult, output: Path, stem: str, labels: dict[int, str], picture: bool
-) -> None:
-    """``<stem>.txt`` and (with ``picture``) ``<stem>.png`` in ``output``, written atomically."""
-    atomic_write_bytes(output / f"{stem}.txt", text_lines(result).encode())
+) -> list[str]:
+    """``<stem>.txt`` and (with ``picture``) ``<stem>.png`` in ``output``, written atomically;
+    returns the names of the files written."""
+    written = [f"{stem}.txt"]
+    atomic_write_bytes(output / written[0], text_lines(result).encode())
     if not picture:
-        return
+        return written
     try:
         image = load_image(result.path)
     except ImageError as err:  # changed since the batcher read it
         log.warning("no picture for %s: %s", result.path, err.reason)
-        return
+        return written
     draw_detections(image, result.boxes, result.scores, result.classes, labels,
                     output / f"{stem}.png")
+    return [*written, f"{stem}.png"]
 
 
 class ResultWriter:
     """Writes each result's files (:func:`save_image_outputs`) on ``threads`` background
     threads (0: in the calling thread), at most ``2 * threads`` results queued, and keeps the
-    COCO records in the order the results came. Errors of a write are raised by a later
-    ``put`` or by ``close``."""
+    COCO records in the order the results came, and the names of the files written. Errors of
+    a write are raised by a later ``put`` or by ``close``."""
 
     def __init__(self, output: Path, stems: dict[Path, str], labels: dict[int, str],
                  pictures: bool, threads: int = 4) -> None:
         self.output, self.stems, self.labels, self.pictures = output, stems, labels, pictures
         self.records: list[dict] = []
+        self.written: set[str] = set()
+        self._written_lock = threading.Lock()
         self._threads = threads
         self._pool = (ThreadPoolExecutor(threads, thread_name_prefix="infer-writer")
                       if threads > 0 else None)
         self._pending: deque[Future] = deque()
 
     def _write(self, result: ImageResult) -> list[dict]:
-        save_image_outputs(result, self.output, self.stems[result.path], self.labels,
-                           picture=self.pictures)
+        names = save_image_outputs(result, self.output, self.stems[result.path], self.labels,
+                                   picture=self.pictures)
+        with self._written_lock:
+            self.written.update(names)
         return coco_records(result, self.labels)
 
     def put(self, result: ImageResult) -> None:

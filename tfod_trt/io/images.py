@@ -67,3 +67,12 @@ def find_images(input: str | Path) -> list[Path]:
     if not images:
         raise ValueError(f"no images in folder {path} (accepted extensions: {accepted})")
     return images
+
+
+def images_read_from(path: Path | None) -> list[Path]:
+    """The images :func:`find_images` reads from ``path``; none where it would fail (for the
+    output checks, which must not report a problem of the input before its own check does)."""
+    try:
+        return find_images(path) if path is not None else []
+    except (OSError, ValueError):
+        return []
