@@ -23,7 +23,9 @@ from fixtures import (
 )
 
 import create_onnx
+from tfod_trt.commands import create_onnx as create_onnx_command
 from tfod_trt.config.pipeline_config import load_pipeline_config
+from tfod_trt.convert import tf_graph
 from tfod_trt.convert.options import ssd_change_coordinate_frame
 from tfod_trt.evaluate.parity import (
     TOLERANCES,
@@ -199,19 +201,98 @@ def test_uint8_image_tensor_export_is_refused(tmp_path: Path, capsys) -> None:
     assert "uint8" in err and "float_image_tensor" in err and "exporter_main_v2.py" in err
 
 
-@pytest.mark.parametrize("edit,words", [
-    (("num_classes: 6", "num_classes: 90"), "num_classes is 90"),
-    (("height: 300\n        width: 300", "height: 320\n        width: 320"), "input size"),
+def no_tf2onnx(monkeypatch) -> None:
+    """Makes reaching the tf2onnx conversion fail the test: checks must stop before it."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the tf2onnx conversion started")
+
+    monkeypatch.setattr(tf_graph, "to_onnx", refuse)
+
+
+@pytest.mark.parametrize("name,edit,said,found", [
+    ("ssd_mobilenet_v2", ("num_classes: 6", "num_classes: 7"), "num_classes: 7",
+     "predicts 6 classes (class head width 7 incl. background)"),
+    ("ssd_mobilenet_v2", ("num_classes: 6", "num_classes: 90"), "num_classes: 90",
+     "predicts 6 classes"),
+    ("ssd_mobilenet_v2", ("height: 300\n        width: 300", "height: 320\n        width: 320"),
+     "input size 320x320 (fixed_shape_resizer)", "resizes its images to 300x300"),
+    ("faster_rcnn_r50_640", ("num_classes: 4", "num_classes: 5"), "num_classes: 5",
+     "predicts 4 classes (class head width 5 incl. background)"),
 ])
-def test_config_not_matching_saved_model(tmp_path: Path, capsys, edit, words) -> None:
-    model_dir = exported_model("ssd_mobilenet_v2")
+def test_config_not_matching_saved_model(tmp_path: Path, capsys, monkeypatch, name: str, edit,
+                                         said: str, found: str) -> None:
+    """Stops with exit 2 before converting; the one line names both files and the values
+    (more cases: tests/test_config_check.py)."""
+    no_tf2onnx(monkeypatch)
+    model_dir = exported_model(name)
     text = (model_dir / "pipeline.config").read_text()
     assert edit[0] in text
     config = tmp_path / "pipeline.config"
     config.write_text(text.replace(edit[0], edit[1]))
-    code, err = run_cli(["-p", str(config), "-m", str(model_dir / "saved_model"),
+    saved_model = model_dir / "saved_model"
+    code, err = run_cli(["-p", str(config), "-m", str(saved_model),
                          "-o", str(tmp_path / "x.onnx")], capsys)
-    assert code == 2 and words in err and str(config) in err
+    assert code == 2
+    assert f"error: {config} says {said} but {saved_model} {found}" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_validate_checks_the_images_before_converting(tmp_path: Path, capsys,
+                                                       monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the conversion started")
+
+    monkeypatch.setattr(create_onnx_command, "convert", refuse)
+    model_dir = exported_model("ssd_mobilenet_v2")
+    base = ["-p", str(model_dir / "pipeline.config"), "-m", str(model_dir / "saved_model"),
+            "-o", str(tmp_path / "x.onnx"), "--validate"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run_cli([*base, str(empty)], capsys)
+    assert code == 2 and f"no images in folder {empty}" in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg").write_bytes(b"not a jpeg")
+    (broken / "b.png").write_bytes(b"")
+    code, err = run_cli([*base, str(broken)], capsys)
+    assert code == 2 and f"{broken}: none of the 2 images that --validate would use" in err
+    assert "a.jpg" in err
+    code, err = run_cli([*base, str(tmp_path / "missing")], capsys)
+    assert code == 2 and "missing: no such image file or folder" in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def renamed_tensor(onnx_path: Path, old: str, new: str, output: Path) -> Path:
+    """A copy of the ONNX file whose tensor `old` is called `new`."""
+    model = onnx.load(str(onnx_path))
+    for node in model.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    onnx.save(model, str(output))
+    return output
+
+
+@pytest.mark.parametrize("onnx_of,words", [
+    ("renamed", "the graph has no tensor 'class_logits'"),
+    ("ssd_fpnlite_320", "its raw boxes have shape [1, 12804, 4], the SavedModel's [1, 1917, 4]"),
+])
+def test_validate_reports_graphs_it_cannot_compare(tmp_path: Path, coco_dir: Path, capsys,
+                                                   onnx_of: str, words: str) -> None:
+    """An ONNX graph whose outputs do not fit the SavedModel's: one line, exit 1."""
+    ours = converted_onnx("ssd_mobilenet_v2")
+    path = (renamed_tensor(ours, "class_logits", "scores", tmp_path / "m.onnx")
+            if onnx_of == "renamed" else converted_onnx(onnx_of))
+    saved_model = exported_model("ssd_mobilenet_v2") / "saved_model"
+    args = create_onnx.parse_args(["-p", "unused", "-m", str(saved_model), "-o", str(path),
+                                   "--validate", str(coco_dir / "images"),
+                                   "--validate_images", "1"])
+    code = create_onnx_command.run_validation(args)
+    *progress, line = capsys.readouterr().err.rstrip("\n").split("\n")
+    assert code == 1 and "Traceback" not in "".join(progress)
+    assert line.startswith(f"create_onnx.py: --validate FAILED: cannot compare {path} with "
+                           f"{saved_model}: ")
+    assert words in line
 
 
 def test_validate_cli_reports_and_passes(tmp_path: Path, coco_dir: Path, capsys) -> None:

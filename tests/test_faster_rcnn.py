@@ -28,7 +28,13 @@ from tfod_trt.config.pipeline_config import load_pipeline_config
 from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.config.writer import ARCHITECTURES, FixedShape, pipeline_config_text
 from tfod_trt.evaluate.matching import SCORE_FLOOR
-from tfod_trt.evaluate.parity import _two_stage_reference, match_on_original_photos, validate
+from tfod_trt.evaluate.parity import (
+    _two_stage_reference,
+    match_on_original_photos,
+    proposals_in_place,
+    real_proposals,
+    validate,
+)
 from tfod_trt.io.batcher import Batch, ImageBatcher
 from tfod_trt.io.images import find_images
 from tfod_trt.io.resize import ImageScale
@@ -106,8 +112,20 @@ def check_parity(name: str, coco_dir: Path, batch: int = 1, layout: str = "NHWC"
     assert report.detections.rate >= 0.98
     assert report.detections.min_iou >= 0.98 and report.detections.max_score_diff <= 2e-3
     assert report.proposals.rate >= 0.99
+    assert report.proposals_in_place <= report.proposals.reference  # padding not counted
     # the crop's edge rows (parity._compare_two_stage) may flip for a few proposals
     assert report.second_stage_outliers <= 0.01 * report.proposals_in_place
+
+
+def test_proposals_in_place_leave_out_the_padding() -> None:
+    """TF pads its proposals with zero boxes after those its clip window emptied; ours are
+    zero there too, which is no match at the same rank."""
+    tf_rois = np.zeros((6, 4), np.float32)
+    tf_rois[:3] = [[0, 0, 10, 10], [5, 5, 20, 30], [1, 2, 3, 4]]
+    ours = tf_rois.copy()
+    ours[1] += 0.5  # moved by half a pixel: not in place
+    assert proposals_in_place(tf_rois, ours).tolist() == [True, False, True] + [False] * 3
+    assert real_proposals(tf_rois).sum() == 3
 
 
 def test_parity_with_saved_model(coco_dir: Path) -> None:

@@ -18,7 +18,7 @@ from tfod_trt.convert.tf_graph import ConversionError
 from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.parity import validate
 from tfod_trt.files import check_outputs
-from tfod_trt.io.images import find_images
+from tfod_trt.io.images import ImageError, find_images, load_image
 
 log = logging.getLogger("create_onnx")
 
@@ -39,11 +39,28 @@ def check_paths(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"{out}: the folder {parent} does not exist")
         if not os.access(parent, os.W_OK):
             raise PermissionError(f"{out}: the folder {parent} is not writable")
-    if args.validate and not args.validate.exists():
-        raise FileNotFoundError(f"{args.validate}: no such image file or folder")
+    if args.validate:
+        check_validation_images(args.validate, args.validate_images)
     check_outputs({"--pipeline_config": args.pipeline_config, "--saved_model": args.saved_model,
                    "--validate": find_images(args.validate) if args.validate else None},
                   {"--onnx": args.onnx, "--tf2onnx": args.tf2onnx})
+
+
+def check_validation_images(images: Path, count: int) -> None:
+    """--validate's images, before the conversion: at least one of the `count` it would use
+    must be readable."""
+    if not images.exists():
+        raise FileNotFoundError(f"{images}: no such image file or folder")
+    candidates = find_images(images)[:count]  # raises for a folder without images
+    reasons = []
+    for path in candidates:
+        try:
+            load_image(path)
+            return
+        except ImageError as err:
+            reasons.append(err.reason)
+    raise ValueError(f"{images}: none of the {len(candidates)} images that --validate would "
+                     f"use can be read (the first: {candidates[0].name}: {reasons[0]})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,21 +85,32 @@ def run(args: argparse.Namespace) -> int:
         save_model(model, args.onnx)
         log.info("wrote %s in %.1f s", args.onnx, time.perf_counter() - start)
         if args.validate:
-            report = validate(
-                args.saved_model, args.onnx, args.validate, args.validate_images
-            )
-            print(report.summary())
-            return 0 if report.passed else 1
-    except (ConfigError, ConversionError, UsageError, OSError, ValueError) as exc:
+            return run_validation(args)
+    except (UsageError, ConfigError, ConversionError, OSError, ValueError) as exc:
         print(f"create_onnx.py: error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
+def run_validation(args: argparse.Namespace) -> int:
+    """--validate on the written ONNX: 0 passed, 1 too few matches or outputs that cannot be
+    compared (one line saying why, never a traceback)."""
+    try:
+        report = validate(args.saved_model, args.onnx, args.validate, args.validate_images)
+    except (LookupError, ValueError) as exc:
+        print(f"create_onnx.py: --validate FAILED: cannot compare {args.onnx} with "
+              f"{args.saved_model}: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="create_onnx.py",
-        description="Convert a TFOD SavedModel to ONNX with EfficientNMS_TRT for TensorRT.",
+        description="Convert a TFOD SavedModel to ONNX with EfficientNMS_TRT for TensorRT. "
+        "The pipeline config is first checked against the SavedModel's graph (class count, "
+        "input size, feature extractor, box coder scales).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-p", "--pipeline_config", required=True, type=Path,
@@ -107,12 +135,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep_aspect_ratio models: no true_image_shape input; the whole "
                         "padded input counts as the image (TFOD differs near the padding)")
     parser.add_argument("--validate", type=Path, metavar="IMAGES",
-                        help="compare the SavedModel and the new ONNX on these images (CPU)")
+                        help="compare the SavedModel and the new ONNX on these images (CPU; "
+                        "the folder is checked before converting)")
     parser.add_argument("--validate_images", type=int, default=16,
                         help="how many images --validate uses")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch_size must be at least 1")
+    if args.validate_images < 1:
+        parser.error("--validate_images must be at least 1")
     if not 11 <= args.opset <= 21:  # Clip and Slice take their bounds as inputs from 11
         parser.error("--opset must lie in 11..21 (TensorRT 8.6 reads up to 17)")
     return args

@@ -33,7 +33,8 @@ SUPPORTED_EXTRACTORS = {
         "faster_rcnn_resnet152_fpn_keras": RESNET_NORM,
     },
 }
-# TFOD builds Faster R-CNN's box coder itself (target_assigner 'FasterRCNN'), for both stages.
+# TFOD builds Faster R-CNN's box coder itself (target_assigner 'FasterRCNN'), for both stages;
+# they are also the faster_rcnn_box_coder proto's defaults.
 FASTER_RCNN_BOX_SCALES = (10.0, 10.0, 5.0, 5.0)
 
 
@@ -153,9 +154,10 @@ def _ssd_box_scales(body: Message, path: Path) -> tuple[float, ...]:
     coder = body.get1("box_coder.faster_rcnn_box_coder")
     if coder is None:
         raise ConfigError(f"{path}: only the faster_rcnn_box_coder is supported")
-    return tuple(
-        float(coder.get1(k, 1.0))
-        for k in ("y_scale", "x_scale", "height_scale", "width_scale")
+    return tuple(  # a scale left out takes the proto's default, as TFOD's
+        float(coder.get1(k, default)) for k, default in zip(
+            ("y_scale", "x_scale", "height_scale", "width_scale"), FASTER_RCNN_BOX_SCALES,
+            strict=True)
     )
 
 

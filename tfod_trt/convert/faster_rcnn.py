@@ -38,6 +38,7 @@ import onnx_graphsurgeon as gs
 
 from tfod_trt import optional
 from tfod_trt.convert import tf_graph
+from tfod_trt.convert.config_check import check_against_graph
 from tfod_trt.convert.graph_edits import (
     add_node,
     const,
@@ -179,6 +180,8 @@ def convert_network(saved_model: Path, config, batch_size: int, opset: int) -> T
     height, width = config.preprocessor.height, config.preprocessor.width
     graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
     cut = find_two_stage_cut(graph_def, outputs, model_name)
+    check_against_graph(config, saved_model, graph_def, cut.image, cut.box_logits,
+                        outputs["raw_detection_boxes"])
     image = {"image": (cut.image, [batch_size, height, width, 3])}
     first = tf_graph.prune_graph(graph_def, image, [cut.rpn_anchors, *cut.features])
     anchors, *features = first(tf.zeros([batch_size, height, width, 3], tf.float32))

@@ -114,7 +114,7 @@ def finish(graph, outputs: list, options: ConversionOptions, meta: dict):
 def check_head_shapes(config, logits_shape, encodings_shape, num_anchors: int) -> None:
     """Catches a pipeline config that does not belong to the SavedModel."""
     columns = logits_shape[-1]
-    if columns not in (config.num_classes, config.num_classes + 1):
+    if columns != config.num_classes + int(config.add_background_class):
         raise ValueError(
             f"{config.path}: num_classes is {config.num_classes}, but the SavedModel predicts "
             f"{columns} class columns; use the pipeline.config exported with this SavedModel"

@@ -8,6 +8,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from tfod_trt.convert import tf_graph
+from tfod_trt.convert.config_check import check_against_graph
 from tfod_trt.convert.graph_edits import (
     const,
     replace_input_with_normalization,
@@ -43,10 +44,13 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
 
     score, iou, top_k = nms_settings(config, options)
     pre = config.preprocessor
-    net, _ = tf_graph.convert_network(
-        saved_model, f"{saved_model} with {config.path}", options.batch_size, pre.height,
-        pre.width, options.opset,
-    )
+    model_name = f"{saved_model} with {config.path}"
+    graph_def, outputs = tf_graph.load_frozen_graph(saved_model)
+    cut = tf_graph.find_network_cut(graph_def, outputs, model_name)
+    check_against_graph(config, saved_model, graph_def, cut.image, cut.class_logits,
+                        outputs["raw_detection_boxes"])
+    net = tf_graph.convert_network(graph_def, cut, model_name, options.batch_size, pre.height,
+                                   pre.width, options.opset)
     if options.tf2onnx_path:
         save_model(net.onnx_model, options.tf2onnx_path)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(net.onnx_model))
@@ -60,9 +64,11 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
         *config.normalization,
     )
     scores = logits
-    if logits.shape[-1] == config.num_classes + 1:  # drop TFOD's background column
+    if config.add_background_class:  # drop TFOD's background column
         scores = slice_last_axis(graph, logits, 1, config.num_classes + 1, "class_logits",
                                     [batch, num_anchors, config.num_classes])
+    else:  # the name that --validate and --debug know
+        scores.name = "class_logits"
     deltas = box_deltas(graph, encodings, [batch, num_anchors, 4], config.box_scales)
     anchors = const("anchors", anchors_center_size(net.anchors))
     true_shape = true_image_shape_input(batch) if wants_true_image_shape(

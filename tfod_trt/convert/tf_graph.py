@@ -248,13 +248,13 @@ def to_onnx(function, output_names: list[str], opset: int, name: str):
 
 
 def convert_network(
-    saved_model: Path, model_name: str, batch_size: int, height: int, width: int, opset: int
-) -> tuple[ConvertedNetwork, NetworkCut]:
-    """SavedModel -> ONNX of the network part, plus the anchors (see module docstring)."""
+    graph_def, cut: NetworkCut, model_name: str, batch_size: int, height: int, width: int,
+    opset: int,
+) -> ConvertedNetwork:
+    """The frozen SavedModel graph's network part (`cut`) -> ONNX, plus the anchors (see
+    module docstring)."""
     tf = optional.tensorflow()
 
-    graph_def, outputs = load_frozen_graph(saved_model)
-    cut = find_network_cut(graph_def, outputs, model_name)
     try:
         pruned = cut_network(graph_def, cut, batch_size, height, width)
         zeros = tf.zeros([batch_size, height, width, 3], tf.float32)
@@ -269,7 +269,7 @@ def convert_network(
     input_name = pruned.inputs[0].name
     output_names = [t.name for t in pruned.outputs[:2]]
     model = to_onnx(pruned, output_names, opset, f"{model_name} network")
-    return ConvertedNetwork(model, input_name, output_names[0], output_names[1], anchors), cut
+    return ConvertedNetwork(model, input_name, output_names[0], output_names[1], anchors)
 
 
 def true_image_shapes(index: GraphIndex, image: str) -> str:

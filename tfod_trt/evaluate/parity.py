@@ -152,15 +152,24 @@ def _nms_anchors(runner, index: int = -1) -> np.ndarray:
     return [n for n in runner.graph.nodes if n.op == "EfficientNMS_TRT"][index].inputs[2].values
 
 
+def _max_diff(runner, what: str, ours: np.ndarray, theirs: np.ndarray) -> float:
+    """max |ours - theirs|; arrays of different shapes are a graph that does not match."""
+    if ours.shape != theirs.shape:
+        raise ValueError(
+            f"{runner.path}: its {what} have shape {list(ours.shape)}, the SavedModel's "
+            f"{list(theirs.shape)}; the ONNX graph does not match the SavedModel")
+    return float(np.abs(ours - theirs).max())
+
+
 def _compare_ssd_heads(report: ValidationReport, runner, ours: dict, theirs: dict,
                        meta: dict) -> None:
     raw_boxes = decode_like_plugin(ours["box_deltas"], _nms_anchors(runner))
-    report.max_box_diff = max(report.max_box_diff, float(
-        np.abs(raw_boxes - theirs["raw_detection_boxes"]).max()))
+    report.max_box_diff = max(report.max_box_diff, _max_diff(
+        runner, "raw boxes", raw_boxes, theirs["raw_detection_boxes"]))
     tf_scores = theirs["raw_detection_scores"][..., -meta["num_classes"]:]
     our_scores = 1 / (1 + np.exp(-ours["class_logits"].astype(np.float64)))
-    report.max_raw_score_diff = max(report.max_raw_score_diff, float(
-        np.abs(our_scores - tf_scores).max()))
+    report.max_raw_score_diff = max(report.max_raw_score_diff, _max_diff(
+        runner, "raw class scores", our_scores, tf_scores))
 
 
 TWO_STAGE_OUTPUTS = ("rpn_objectness", "rpn_box_deltas", "proposals", "class_probabilities")
@@ -199,34 +208,46 @@ def _compare_two_stage(report: ValidationReport, runner, ours: dict, theirs: dic
     crop's last row when rounding puts it past the map, so a 1e-3 px shift can flip that row."""
 
     anchors = _nms_anchors(runner, 0)
-    tf_deltas = theirs["rpn_encodings"].reshape(ours["rpn_box_deltas"].shape)
+    tf_deltas = theirs["rpn_encodings"].reshape(theirs["rpn_encodings"].shape[0], -1, 4)
     tf_boxes = decode_like_plugin(tf_deltas / np.float32(FASTER_RCNN_BOX_SCALES), anchors)
-    report.max_box_diff = max(report.max_box_diff, float(np.abs(
-        decode_like_plugin(ours["rpn_box_deltas"], anchors) - tf_boxes).max()))
+    report.max_box_diff = max(report.max_box_diff, _max_diff(
+        runner, "first-stage boxes", decode_like_plugin(ours["rpn_box_deltas"], anchors),
+        tf_boxes))
     logits = theirs["rpn_logits"].astype(np.float64)
     exp = np.exp(logits - logits.max(-1, keepdims=True))
     tf_objectness = exp / exp.sum(-1, keepdims=True)
-    report.max_raw_score_diff = max(report.max_raw_score_diff, float(np.abs(
-        ours["rpn_objectness"] - tf_objectness).max()))
+    report.max_raw_score_diff = max(report.max_raw_score_diff, _max_diff(
+        runner, "objectness scores", ours["rpn_objectness"], tf_objectness))
 
     pre = meta["preprocessor"]
     window = np.float32([pre["height"], pre["width"]] * 2)
     for tf_rois, our_rois, tf_scores, our_scores in zip(
             theirs["proposals"], ours["proposals"] * window, theirs["raw_detection_scores"],
             ours["class_probabilities"], strict=True):
-        # TF's proposals that its clip window emptied are dropped (padding at the end)
-        tf_kept = tf_rois[np.prod(tf_rois[:, 2:] - tf_rois[:, :2], axis=1) != 0]
+        tf_kept = tf_rois[real_proposals(tf_rois)]
         flat = np.zeros(len(tf_rois))
         report.proposals.add(match_detections(
             Detections(tf_kept, flat[: len(tf_kept)], flat[: len(tf_kept)]),
             Detections(our_rois, flat, flat), PROPOSAL_MIN_IOU, 0.0))
-        in_place = np.abs(tf_rois - our_rois).max(axis=1) <= 0.01
+        in_place = proposals_in_place(tf_rois, our_rois)
         report.proposals_in_place += int(in_place.sum())
         if in_place.any():
             diff = np.abs(tf_scores[in_place] - our_scores[in_place]).max(axis=1)
             report.max_second_stage_score_diff = max(report.max_second_stage_score_diff,
                                                      float(diff.max()))
             report.second_stage_outliers += int((diff > max_score_diff).sum())
+
+
+def real_proposals(tf_rois: np.ndarray) -> np.ndarray:
+    """[R] mask of TF's proposals [R,4] that are not padding: TF drops the proposals that its
+    clip window emptied and pads the list at the end with zero boxes."""
+    return np.prod(tf_rois[:, 2:] - tf_rois[:, :2], axis=1) != 0
+
+
+def proposals_in_place(tf_rois: np.ndarray, our_rois: np.ndarray) -> np.ndarray:
+    """[R] mask of TF's real proposals that ours match at the same rank, to 0.01 pixel (the
+    padding, zero on both sides, does not count)."""
+    return real_proposals(tf_rois) & (np.abs(tf_rois - our_rois).max(axis=1) <= 0.01)
 
 
 def match_on_original_photos(onnx_path: Path, saved_model: Path, photos: list[Path],

@@ -53,6 +53,11 @@ class ReferenceRunner:
         model = onnx.load(str(self.path))
         self.metadata = read_metadata(model)
         self.graph = gs.import_onnx(model)
+        missing = [name for name in extra_outputs if name not in self.graph.tensors()]
+        if missing:
+            raise ValueError(
+                f"{self.path}: the graph has no tensor {', '.join(map(repr, missing))}; "
+                "convert the model again with this version of create_onnx.py")
         self.input_names = [t.name for t in self.graph.inputs]
         self.output_names = [t.name for t in self.graph.outputs] + list(extra_outputs)
         self.steps = self._plan(extra_outputs)
