@@ -6,17 +6,21 @@ import os
 import tempfile
 from pathlib import Path
 
+from tfod_trt.stopping import stop_deferred
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Writes a file through a temporary sibling and a rename: readers never see half a file."""
+    """Writes a file through a temporary sibling and a rename: readers never see half a file,
+    and a stop signal arriving meanwhile waits for the rename (no temporary file is left)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with stop_deferred():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
