@@ -421,6 +421,14 @@ def test_drawing_and_panels(photos: list[Path], tmp_path: Path) -> None:
         visualize.save_panels([image], [], panels)
 
 
+@pytest.mark.parametrize(("score", "text"), [
+    (0.729, "kite 73%"), (0.724, "kite 72%"), (np.float32(0.999), "kite 100%"),
+    (0.004, "kite 0%"), (None, "kite"),
+])
+def test_label_text_rounds_the_score(score: float | None, text: str) -> None:
+    assert visualize.label_text("kite", score) == text
+
+
 # ---------------------------------------------------------------------------------------------
 # The pipelined folder path (the default) against the serial one (--serial).
 
