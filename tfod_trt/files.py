@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from tfod_trt.errors import UsageError
 from tfod_trt.stopping import stop_deferred
 
 
@@ -24,3 +25,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def check_writable_file(path: str | Path, flag: str = "") -> None:
+    """Refuses, before any work, a file that could not be written at the end: an existing
+    folder, or a path below a file (a UsageError naming it, after ``flag`` when given)."""
+    path = Path(path)
+    name = f"{flag} {path}" if flag else str(path)
+    if path.is_dir():
+        raise UsageError(f"{name}: is a folder; name the file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{name}: {parent} is a file, not a folder")
+            return

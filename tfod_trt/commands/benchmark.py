@@ -21,7 +21,8 @@ from tfod_trt.bench.profile import print_profile, profile_engine
 from tfod_trt.bench.timing import PERCENTILES
 from tfod_trt.cli import run_main
 from tfod_trt.errors import UsageError
-from tfod_trt.files import atomic_write_bytes
+from tfod_trt.files import atomic_write_bytes, check_writable_file
+from tfod_trt.io.images import find_images
 from tfod_trt.io.processes import DEFAULT_WORKERS
 from tfod_trt.trt import compat as trt_compat
 
@@ -87,9 +88,14 @@ def run(args: argparse.Namespace) -> int:
     for model in args.onnx:
         if not model.is_file():
             raise UsageError(f"{model}: ONNX file not found")
-    if args.pipeline and not args.pipeline.exists():
-        raise UsageError(f"{args.pipeline}: image folder not found")
+    for flag, images in (("--images", args.images), ("--pipeline", args.pipeline)):
+        if images is not None:
+            try:
+                find_images(images)
+            except (FileNotFoundError, ValueError) as err:
+                raise UsageError(f"{flag}: {err}") from err
     if args.json:
+        check_writable_file(args.json, "--json")
         args.json.parent.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "tool": PROG, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from tfod_trt.errors import UsageError
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.build_options import BuildError, BuildOptions
 from tfod_trt.trt.builder import build
@@ -24,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         build(args.onnx, args.engine, options, args.verbose)
-    except (BuildError, TensorRTUnavailable, OSError, ValueError) as err:
+    except (BuildError, TensorRTUnavailable, UsageError, OSError, ValueError) as err:
         print(f"build_engine.py: error: {err}", file=sys.stderr)
         return 2
     return 0
