@@ -4,6 +4,7 @@ are ended and the script exits with 128 + the signal number."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import signal
 import sys
@@ -147,6 +148,11 @@ def run_stoppable(prog: str, work: Callable[[], int]) -> int:
         try:
             return work()
         except Stopped as stop:
-            end_child_processes()
-            print(f"{prog}: {stop}", file=sys.stderr)
-            return 128 + stop.signum
+            signum, message = stop.signum, str(stop)
+        # out of the except block the run's frames are released, and collected (classes made
+        # in them are in reference cycles): what they held (a progress bar, a generator's
+        # clean-up) is closed before the last line
+        gc.collect()
+        end_child_processes()
+        print(f"{prog}: {message}", file=sys.stderr)
+        return 128 + signum
