@@ -70,8 +70,10 @@ def _first_batch(batcher: ImageBatcher, images: Path) -> tuple[Batch, Iterator[B
     its one line (instead of a warning per image), where the readable images make no batch."""
     batcher.report_skips = False
     batches = iter(batcher)
-    first = next(batches, None)
-    batcher.report_skips = True
+    try:
+        first = next(batches, None)
+    finally:
+        batcher.report_skips = True
     if first is None:
         total = len(batcher)
         readable = total - len(batcher.skipped)
