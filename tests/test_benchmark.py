@@ -116,6 +116,23 @@ def test_bad_command_lines(args: list[str], message: str, tmp_path: Path,
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--images", "nowhere"], "--images: image path nowhere does not exist"),
+    (["--pipeline", "empty"], "--pipeline: no images in folder empty"),
+    (["--json", "empty"], "--json empty: is a folder"),
+])
+def test_arguments_are_checked_before_the_engines_are_opened(
+        args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the engine's error (no TensorRT, or a file that is no engine) but the argument's."""
+    monkeypatch.chdir(tmp_path)
+    Path("x.engine").write_bytes(b"not an engine")
+    Path("empty").mkdir()
+    assert benchmark.main(["-e", "x.engine", *args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"benchmark.py: error: {message}"), lines
+
+
 def test_engine_folder_without_engines(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert benchmark.main(["-e", str(tmp_path)]) == 2
     assert f"{tmp_path}: no *.engine files" in capsys.readouterr().err

@@ -286,6 +286,21 @@ def expect_error(run: Run, *parts: object) -> None:
         assert str(part) in line, line
 
 
+@pytest.mark.parametrize(("flags", "message"), [
+    (["-p", "300x300"], "-p/--preprocessor: bad preprocessor '300x300'"),
+    (["--results", "."], "--results .: is a folder"),
+])
+def test_arguments_are_checked_before_the_engine_is_opened(
+        flags: list[str], message: str, tmp_path: Path, coco_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the engine's error (no TensorRT, or a file that is no engine) but the argument's."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.engine").write_bytes(b"not an engine")
+    run = run_cli("-e", "model.engine", "-i", coco_dir / "images", "-a", coco_dir / ANNOTATIONS,
+                  *flags)
+    expect_error(run, message)
+
+
 def test_missing_annotations(tmp_path: Path, coco_dir: Path) -> None:
     missing = tmp_path / "nowhere.json"
     expect_error(run_cli("--onnx", converted_onnx(MODEL), "-i", coco_dir / "images",

@@ -251,6 +251,8 @@ def bad_cases(tmp: Path, onnx_b1: Path, image_dir: Path) -> dict[str, tuple[list
     (tmp / "pngs").mkdir()
     Image.new("RGB", (8, 8)).save(tmp / "pngs" / "x.png")
     good = ["-i", image_dir, "-o", tmp / "out"]
+    engine = tmp / "model.engine"  # an engine file: the arguments are checked before TensorRT
+    engine.write_bytes(b"not an engine")
     return {
         "missing onnx": (["--onnx", tmp / "nope.onnx", *good], str(tmp / "nope.onnx")),
         "missing engine": (["-e", tmp / "nope.engine", *good], str(tmp / "nope.engine")),
@@ -269,13 +271,17 @@ def bad_cases(tmp: Path, onnx_b1: Path, image_dir: Path) -> dict[str, tuple[list
                                   f"{tmp / 'pngs'} is the --input folder {tmp / 'pngs'}"),
         "threshold": (["--onnx", onnx_b1, *good, "-t", "1.5"], "--score_threshold 1.5"),
         "two models": (["--onnx", onnx_b1, "-e", onnx_b1, *good], "not allowed with"),
+        "engine, missing input": (["-e", engine, "-i", tmp / "nowhere", "-o", tmp / "out"],
+                                  f"image path {tmp / 'nowhere'} does not exist"),
+        "engine, preprocessor typo": (["-e", engine, *good, "-p", "fixed_shape:300"],
+                                      "-p/--preprocessor: bad preprocessor 'fixed_shape:300'"),
     }
 
 
 @pytest.mark.parametrize("case", [
     "missing onnx", "missing engine", "missing input", "empty folder", "missing labels",
     "bad labels", "batch size", "output is a file", "would overwrite input", "threshold",
-    "two models",
+    "two models", "engine, missing input", "engine, preprocessor typo",
 ])
 def test_bad_input_is_one_line_and_exit_2(
     case: str, onnx_b1: Path, image_dir: Path, tmp_path: Path
@@ -420,6 +426,14 @@ def test_drawing_and_panels(photos: list[Path], tmp_path: Path) -> None:
     assert len(np.unique(sheet[:bar, : image.shape[1]].reshape(-1, 3), axis=0)) > 1  # title
     with pytest.raises(ValueError, match="one title per image"):
         visualize.save_panels([image], [], panels)
+
+
+@pytest.mark.parametrize(("score", "text"), [
+    (0.729, "kite 73%"), (0.724, "kite 72%"), (np.float32(0.999), "kite 100%"),
+    (0.004, "kite 0%"), (None, "kite"),
+])
+def test_label_text_rounds_the_score(score: float | None, text: str) -> None:
+    assert visualize.label_text("kite", score) == text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Calibration photos are disjoint from the test photos (as in tests/test_trt_gpu.p
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -21,11 +22,12 @@ from tfod_trt.convert.graph_edits import check_model
 from tfod_trt.detections import split_batch
 from tfod_trt.evaluate.matching import MatchResult, match_detections
 from tfod_trt.io.batcher import ImageBatcher
-from tfod_trt.io.images import find_images
+from tfod_trt.io.images import ImageError, find_images, load_image
 from tfod_trt.metadata import read_metadata
 from tfod_trt.quant.int8 import quantize_int8, write_cache
 from tfod_trt.quant.sensitive import QuantizeError, has_qdq, is_fp16, sensitive_nodes
 from tfod_trt.trt.builder import BuildError, BuildOptions, EngineBuilder, check_options
+from tfod_trt.trt.calibrator import calibration_batches
 
 MODEL = "ssd_mobilenet_v2"
 TEST_IMAGES = 16
@@ -188,6 +190,54 @@ def test_int8_needs_images_or_a_cache(onnx_path: Path, tmp_path: Path,
     assert code == 2 and err.startswith("quantize.py: error: ")
     assert "--calib_input" in err and str(tmp_path / "none.json") in err
     assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.fixture
+def unreadable(coco_dir: Path, tmp_path: Path) -> dict[str, Path]:
+    """A folder of three files that are no readable image: a truncated JPEG first by name."""
+    folder = tmp_path / "unreadable"
+    folder.mkdir()
+    truncated = folder / "a_truncated.jpg"
+    truncated.write_bytes(find_images(coco_dir / "images")[0].read_bytes()[:3000])
+    (folder / "b_text.jpg").write_text("not an image")
+    (folder / "c_empty.png").write_bytes(b"")
+    return {"folder": folder, "first": truncated}
+
+
+def reason(path: Path) -> str:
+    with pytest.raises(ImageError) as caught:
+        load_image(path)
+    return caught.value.reason
+
+
+def test_calibration_images_that_are_all_unreadable(
+        onnx_path: Path, unreadable: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture) -> None:
+    """One line naming the folder and the first bad file, before any calibration work."""
+    output, cache = tmp_path / "q.onnx", tmp_path / "ranges.json"
+    with caplog.at_level(logging.INFO):
+        code = quantize.main(["-o", str(onnx_path), "--output", str(output), "--calib_input",
+                              str(unreadable["folder"]), "--calib_cache", str(cache)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == (f"quantize.py: error: {unreadable['folder']}: none of the 3 images could "
+                       f"be read (first: {unreadable['first']}: {reason(unreadable['first'])})")
+    logged = [record.getMessage() for record in caplog.records]
+    assert not [m for m in logged if m.startswith(("calibrating", "skipping image"))], logged
+    assert not output.exists() and not cache.exists()
+
+
+def test_calibration_images_short_of_one_batch(
+        fp32_model: onnx.ModelProto, unreadable: dict[str, Path], coco_dir: Path) -> None:
+    """build_engine's calibrator gets the same check: one readable photo, batches of 4."""
+    photo = find_images(coco_dir / "images")[0]
+    (unreadable["folder"] / photo.name).symlink_to(photo.resolve())
+    options = BuildOptions(precision="int8", calib_input=unreadable["folder"])
+    expected = (f"{unreadable['folder']}: 1 of the 4 images could be read, fewer than one batch "
+                f"of 4 (first unreadable: {unreadable['first']}: {reason(unreadable['first'])})")
+    with pytest.raises(BuildError) as caught:
+        calibration_batches(options, read_metadata(fp32_model), 4)
+    assert str(caught.value) == expected
 
 
 def test_a_foreign_cache_is_refused(fp32_model: onnx.ModelProto, tmp_path: Path) -> None:

@@ -165,6 +165,7 @@ def cli(precision, *extra):
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(err):
         onnx = Path(tmp, "model.onnx")
         onnx.write_bytes(b"")
+        Path(tmp, "photo.jpg").write_bytes(b"")  # --calib_input {tmp} is a folder of images
         code = build_engine.main(["-o", str(onnx), "-e", str(Path(tmp, "e.engine")),
                                   "-p", precision, *[a.format(tmp=tmp) for a in extra]])
     return code, err.getvalue().strip().splitlines()[-1]
@@ -395,6 +396,41 @@ def test_build_engine_missing_onnx(tmp_path: Path, capsys: pytest.CaptureFixture
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and lines == [f"build_engine.py: error: ONNX file {tmp_path}/none.onnx "
                                    "not found"]
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("not an ONNX", "{dir}/text.onnx: not a readable ONNX file"),
+    ("engine is the ONNX", "-e {dir}/model.onnx: is the ONNX file itself"),
+    ("engine is a folder", "-e {dir}: is a folder; name the file to write"),
+    ("engine below a file", "-e {dir}/text.onnx/e: {dir}/text.onnx is a file, not a folder"),
+    ("INT8, no calibration", "INT8 needs calibration images (--calib_input) or an existing "
+                             "calibration cache (--calib_cache)"),
+    ("INT8, missing images", "--calib_input {dir}/none: no such image file or folder"),
+    ("INT8, no images", "--calib_input: no images in folder {dir}/empty"),
+])
+def test_arguments_are_checked_before_tensorrt(case: str, message: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """Each argument's own error, not TensorRT's (absent here, or unable to build)."""
+    onnx_path, text = tmp_path / "model.onnx", tmp_path / "text.onnx"
+    onnx.save(plugin_model(), onnx_path)
+    text.write_text("not an ONNX graph")
+    (tmp_path / "empty").mkdir()
+    engine = ["-e", str(tmp_path / "model.engine")]
+    args = {
+        "not an ONNX": ["-o", str(text), *engine],
+        "engine is the ONNX": ["-o", str(onnx_path), "-e", str(onnx_path)],
+        "engine is a folder": ["-o", str(onnx_path), "-e", str(tmp_path)],
+        "engine below a file": ["-o", str(onnx_path), "-e", str(text / "e")],
+        "INT8, no calibration": ["-o", str(onnx_path), *engine, "-p", "int8"],
+        "INT8, missing images": ["-o", str(onnx_path), *engine, "-p", "int8", "--calib_input",
+                                 str(tmp_path / "none")],
+        "INT8, no images": ["-o", str(onnx_path), *engine, "-p", "int8", "--calib_input",
+                            str(tmp_path / "empty")],
+    }[case]
+    assert build_engine.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    expected = "build_engine.py: error: " + message.format(dir=tmp_path)
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
 
 
 def test_without_tensorrt_says_where_it_runs(tmp_path: Path,

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tfod_trt.errors import UsageError
+from tfod_trt.stopping import stop_deferred
 
 # A command-line flag's paths: one path, several, or None where the flag was not given.
 FlagPaths = Path | Iterable[Path] | None
@@ -27,11 +28,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     is written in place, since it cannot be replaced. Raises WriteError, naming the file."""
     path = Path(path)
     try:
-        if _is_device_or_pipe(path):
-            with open(path, "wb") as handle:
-                handle.write(data)
-        else:
-            _replace(path, data)
+        with stop_deferred():  # a stop signal waits for the rename: no temporary file is left
+            if _is_device_or_pipe(path):
+                with open(path, "wb") as handle:
+                    handle.write(data)
+            else:
+                _replace(path, data)
     except OSError as err:
         raise WriteError(err.errno, err.strerror or str(err), str(path)) from err
 
@@ -128,3 +130,17 @@ def _identity(path: Path) -> tuple:
     except OSError:
         return (os.path.realpath(path),)
     return (info.st_dev, info.st_ino)
+
+
+def check_writable_file(path: str | Path, flag: str = "") -> None:
+    """Refuses, before any work, a file that could not be written at the end: an existing
+    folder, or a path below a file (a UsageError naming it, after ``flag`` when given)."""
+    path = Path(path)
+    name = f"{flag} {path}" if flag else str(path)
+    if path.is_dir():
+        raise UsageError(f"{name}: is a folder; name the file to write")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{name}: {parent} is a file, not a folder")
+            return

@@ -21,8 +21,8 @@ from tfod_trt.bench.profile import print_profile, profile_engine
 from tfod_trt.bench.timing import PERCENTILES
 from tfod_trt.cli import run_main
 from tfod_trt.errors import UsageError
-from tfod_trt.files import atomic_write_bytes, check_outputs
-from tfod_trt.io.images import images_read_from
+from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_file
+from tfod_trt.io.images import find_images, images_read_from
 from tfod_trt.io.processes import DEFAULT_WORKERS
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.engine_file import metadata_path
@@ -90,8 +90,14 @@ def check_files(args: argparse.Namespace) -> list[Path]:
     for model in args.onnx:
         if not model.is_file():
             raise UsageError(f"{model}: ONNX file not found")
-    if args.pipeline and not args.pipeline.exists():
-        raise UsageError(f"{args.pipeline}: image folder not found")
+    for flag, images in (("--images", args.images), ("--pipeline", args.pipeline)):
+        if images is not None:
+            try:
+                find_images(images)
+            except (FileNotFoundError, ValueError) as err:
+                raise UsageError(f"{flag}: {err}") from err
+    if args.json:
+        check_writable_file(args.json, "--json")
     check_outputs({"--engine": [*engines, *map(metadata_path, engines)], "--onnx": args.onnx,
                    "--images": images_read_from(args.images),
                    "--pipeline": images_read_from(args.pipeline)}, {"--json": args.json})

@@ -14,7 +14,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tfod_trt.cli import run_main
 from tfod_trt.config.labels import load_labels
-from tfod_trt.detect.inputs import make_batcher
+from tfod_trt.detect.inputs import make_batcher, preprocessor_argument
 from tfod_trt.detect.results import ImageResult, output_stems
 from tfod_trt.detect.runners import (
     model_inputs,
@@ -234,7 +234,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-l", "--labels", type=Path,
                         help="the model's TFOD label map (names; with -a its ids must be the "
                              "annotations' categories)")
-    parser.add_argument("-p", "--preprocessor",
+    parser.add_argument("-p", "--preprocessor", type=preprocessor_argument,
                         help="fixed_shape:HxW or keep_aspect_ratio:MIN:MAX (default: the "
                              "converted model's metadata)")
     parser.add_argument("-t", "--score_threshold", type=float, default=0.3,

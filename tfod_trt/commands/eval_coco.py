@@ -13,7 +13,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tfod_trt.cli import run_main
 from tfod_trt.config.labels import load_labels
 from tfod_trt.detect.batch import Runner, detect_folder
-from tfod_trt.detect.inputs import make_batcher
+from tfod_trt.detect.inputs import make_batcher, preprocessor_argument
 from tfod_trt.detect.results import ImageResult
 from tfod_trt.detect.runners import model_inputs, open_model
 from tfod_trt.errors import UsageError
@@ -27,7 +27,7 @@ from tfod_trt.evaluate.coco import (
     score_detections,
     to_records,
 )
-from tfod_trt.files import atomic_write_bytes, check_outputs
+from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_file
 from tfod_trt.io.images import find_images
 
 
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         what = str(args.detections)
     else:
         labels = load_labels(args.labels) if args.labels else None
+        if args.results:
+            check_writable_file(args.results, "--results")
         runner = open_model(args)
         check_categories(gt, args.annotations, labels, args.labels,
                          (runner.metadata or {}).get("num_classes"))
@@ -118,7 +120,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "restricts the evaluation to the images found there)")
     parser.add_argument("-a", "--annotations", required=True, type=Path,
                         help="COCO annotations JSON, e.g. instances_val2017.json")
-    parser.add_argument("-p", "--preprocessor",
+    parser.add_argument("-p", "--preprocessor", type=preprocessor_argument,
                         help="fixed_shape:HxW or keep_aspect_ratio:MIN:MAX (default: the "
                              "model's metadata, or the SavedModel's pipeline.config)")
     parser.add_argument("--pipeline_config", type=Path,

@@ -14,7 +14,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tfod_trt.cli import run_main
 from tfod_trt.config.labels import load_labels
 from tfod_trt.detect.batch import Runner, detect_folder
-from tfod_trt.detect.inputs import make_batcher
+from tfod_trt.detect.inputs import make_batcher, preprocessor_argument
 from tfod_trt.detect.manifest import MANIFEST, claim_files, finish_files, read_manifest
 from tfod_trt.detect.pipeline import detect_folder_pipelined
 from tfod_trt.detect.results import output_stems
@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="folder for the results (created; not the image folder, nor "
                              "inside it); infer_manifest.json there lists the files written, "
                              "and a rerun removes those it does not write again")
-    parser.add_argument("-p", "--preprocessor",
+    parser.add_argument("-p", "--preprocessor", type=preprocessor_argument,
                         help="fixed_shape:HxW or keep_aspect_ratio:MIN:MAX "
                              "(default: from the model's metadata)")
     parser.add_argument("-l", "--labels", type=Path,

@@ -3,6 +3,7 @@ the batcher."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from tfod_trt.config.preprocessor import FIXED_SHAPE, Preprocessor
@@ -34,6 +35,24 @@ def input_layout(input_shape: list, declared: str | None = None) -> tuple[str, i
     return layout, height, width
 
 
+def _bare_fixed_shape(text: str) -> bool:
+    """``fixed_shape`` (or NVIDIA's sample's ``fixed_shape_resizer``) without a size: the
+    model's input size."""
+    return text.strip().removesuffix("_resizer") == FIXED_SHAPE
+
+
+def preprocessor_argument(text: str) -> str:
+    """The argparse type of ``-p/--preprocessor``: the text, checked as
+    :func:`resolve_preprocessor` reads it, so that a typo is reported before a model is
+    opened."""
+    if not _bare_fixed_shape(text):
+        try:
+            Preprocessor.from_string(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def resolve_preprocessor(
     text: str | None, stored: dict | None, input_hw: tuple[int, int]
 ) -> Preprocessor:
@@ -47,7 +66,7 @@ def resolve_preprocessor(
             )
         pre = Preprocessor.from_dict(stored)
     else:
-        if text.strip().removesuffix("_resizer") == FIXED_SHAPE:  # NVIDIA's sample's spelling
+        if _bare_fixed_shape(text):
             text = f"{FIXED_SHAPE}:{input_hw[0]}x{input_hw[1]}"
         pre = Preprocessor.from_string(text)
         if stored:  # the padding value belongs to the model's normalisation

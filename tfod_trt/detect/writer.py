@@ -12,6 +12,7 @@ from tfod_trt.detect.results import ImageResult, coco_records, text_lines
 from tfod_trt.files import atomic_write_bytes
 from tfod_trt.io.images import ImageError, load_image
 from tfod_trt.io.pictures import draw_detections
+from tfod_trt.stopping import stop_deferred
 
 log = logging.getLogger("infer")
 
@@ -53,8 +54,9 @@ class ResultWriter:
         self._pending: deque[Future] = deque()
 
     def _write(self, result: ImageResult) -> list[dict]:
-        names = save_image_outputs(result, self.output, self.stems[result.path], self.labels,
-                                   picture=self.pictures)
+        with stop_deferred():  # an image's .txt is never left without its .png
+            names = save_image_outputs(result, self.output, self.stems[result.path],
+                                       self.labels, picture=self.pictures)
         with self._written_lock:
             self.written.update(names)
         return coco_records(result, self.labels)

@@ -91,6 +91,8 @@ class ImageBatcher:
             random.Random(seed).shuffle(self.images)
         self.images = self.images[:max_images]
         self.skipped: list[tuple[Path, str]] = []
+        # False: unreadable images are only recorded in ``skipped``, for the caller to report
+        self.report_skips = True
 
     def __len__(self) -> int:
         return len(self.images)
@@ -173,5 +175,6 @@ class ImageBatcher:
     def _skip(self, path: Path, reason: str) -> None:
         if any(path == p for p, _ in self.skipped):
             return
-        log.warning("skipping image %s: %s", path, reason)
+        if self.report_skips:
+            log.warning("skipping image %s: %s", path, reason)
         self.skipped.append((path, reason))

@@ -45,6 +45,11 @@ def load_font(size: int) -> Font:
         return ImageFont.load_default()
 
 
+def label_text(name: str, score: float | None) -> str:
+    """A box's label: the class name and the score in whole percent, rounded (0.729: 73%)."""
+    return name if score is None else f"{name} {round(100 * score)}%"
+
+
 def _to_pil(image: np.ndarray) -> Image.Image:
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
@@ -79,7 +84,7 @@ def annotate(
     for i in order:
         color = class_color(classes[i])
         name = label_for(labels or {}, int(classes[i]))
-        text = name if scores is None else f"{name} {int(100 * float(scores[i]))}%"
+        text = label_text(name, None if scores is None else float(scores[i]))
         x0, y0, x1, y1 = boxes[i]
         draw.rectangle([x0, y0, x1, y1], outline=color, width=line)
         _label_strip(draw, font, text, (x0, y0), color, picture.size)

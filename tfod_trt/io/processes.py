@@ -15,6 +15,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 # What the processes run (Pillow, NumPy): a process imports it with this module, before it
 # reports ready, so that a folder's first batch does not wait for the imports.
 from tfod_trt.io.resize import load_preprocessed  # noqa: F401
+from tfod_trt.stopping import ignore_stop_signals, shut_down_on_stop, signals_held
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,9 @@ DEFAULT_WORKERS = min(16, os.cpu_count() or 1)
 
 
 def _report_ready(ready: multiprocessing.queues.Queue) -> None:
-    """A decode process's initializer: runs once its imports are done."""
+    """A decode process's initializer: runs once its imports are done. The program stops its
+    processes itself: they ignore stop signals."""
+    ignore_stop_signals()
     ready.put(os.getpid())
 
 
@@ -58,12 +61,16 @@ def decode_processes(workers: int) -> ProcessPoolExecutor | None:
     ready = context.Queue()
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_report_ready,
                                initargs=(ready,))
+    shut_down_on_stop(pool)
     try:
         # a process starts for each task while none is idle, so one task each starts them
-        # all; waiting for every one keeps a folder's first batches from being read by the
-        # first alone while the others still import (measured: the reader's first pass after
-        # a short warm-up ran 25-45% slower; docs/results/2026-11-25-first-pass)
-        _wait_until_up([pool.submit(os.getpid) for _ in range(workers)], ready)
+        # all (each with SIGINT and SIGTERM held until its initializer); waiting for every
+        # one keeps a folder's first batches from being read by the first alone while the
+        # others still import (measured: the reader's first pass after a short warm-up ran
+        # 25-45% slower; docs/results/2026-11-25-first-pass)
+        with signals_held():
+            started = [pool.submit(os.getpid) for _ in range(workers)]
+        _wait_until_up(started, ready)
     except Exception as err:  # BrokenProcessPool, a timeout, an OS limit
         pool.shutdown(wait=False, cancel_futures=True)
         log.warning("decode processes could not start (%s); decoding on threads instead",

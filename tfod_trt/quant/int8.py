@@ -3,6 +3,7 @@ inference is, then its QDQ quantizer (symmetric, per-channel weights), with a ra
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.files import atomic_write_bytes
-from tfod_trt.io.batcher import ImageBatcher
+from tfod_trt.io.batcher import Batch, ImageBatcher
 from tfod_trt.metadata import TRUE_IMAGE_SHAPE, read_metadata
 from tfod_trt.quant.sensitive import (
     QUANTIZED_OPS,
@@ -40,12 +41,11 @@ CACHE_FORMAT = "tfod_trt.qdq_ranges.v1"
 
 
 def calibration_batches(images: Path, metadata: dict, batch_size: int, max_images: int,
-                        path: Path | str = "the ONNX") -> Iterator:
+                        path: Path | str = "the ONNX") -> Iterator[Batch]:
     """Images preprocessed as inference preprocesses them (the ONNX metadata says how), in full
-    batches, shuffled as build_engine's calibrator shuffles them, with a tqdm progress bar
-    (image_batcher.Batch objects)."""
-
-
+    batches, shuffled as build_engine's calibrator shuffles them, with a tqdm progress bar.
+    The first batch is read before this returns: images that do not make one are refused
+    here, before any calibration work."""
     if "preprocessor" not in metadata:
         raise QuantizeError(f"{path}: calibration needs the preprocessor that create_onnx.py "
                             "stores in the ONNX metadata, and this ONNX has none")
@@ -58,9 +58,35 @@ def calibration_batches(images: Path, metadata: dict, batch_size: int, max_image
     if batcher.num_batches == 0:
         raise QuantizeError(f"calibration images {images}: {len(batcher)} images, fewer than "
                             f"one batch of {batch_size}")
+    first, rest = _first_batch(batcher, images)
     log.info("calibrating on %d batches of %d images (ONNX Runtime, CPU)", batcher.num_batches,
              batch_size)
-    yield from tqdm(batcher, total=batcher.num_batches, desc="calibration", unit="batch")
+    return iter(tqdm(itertools.chain([first], rest), total=batcher.num_batches,
+                     desc="calibration", unit="batch"))
+
+
+def _first_batch(batcher: ImageBatcher, images: Path) -> tuple[Batch, Iterator[Batch]]:
+    """The first batch and the others; a QuantizeError, naming the first unreadable image in
+    its one line (instead of a warning per image), where the readable images make no batch."""
+    batcher.report_skips = False
+    batches = iter(batcher)
+    try:
+        first = next(batches, None)
+    finally:
+        batcher.report_skips = True
+    if first is None:
+        total = len(batcher)
+        readable = total - len(batcher.skipped)
+        bad, reason = min(batcher.skipped)  # the first by name (the batcher shuffles)
+        if not readable:
+            raise QuantizeError(f"{images}: none of the {total} images could be read (first: "
+                                f"{bad}: {reason})")
+        raise QuantizeError(f"{images}: {readable} of the {total} images could be read, fewer "
+                            f"than one batch of {batcher.batch_size} (first unreadable: {bad}: "
+                            f"{reason})")
+    for path, reason in batcher.skipped:
+        log.warning("skipping image %s: %s", path, reason)
+    return first, batches
 
 
 def calibrate(model: onnx.ModelProto, images: Path, max_images: int = 5000,

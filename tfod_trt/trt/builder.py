@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from tfod_trt.files import atomic_write_bytes
+from tfod_trt.files import atomic_write_bytes, check_writable_file
+from tfod_trt.io.images import find_images
 from tfod_trt.metadata import NMS_PLUGIN, TRUE_IMAGE_SHAPE, read_metadata
 from tfod_trt.quant.fp16 import convert_fp16
 from tfod_trt.quant.int8 import quantize_int8
@@ -37,15 +38,27 @@ GIB = 1 << 30
 
 
 def check_options(options: BuildOptions, trt: Any, prequantized: bool = False) -> None:
-    """What can be refused before any slow work: an INT8 mode this TensorRT lacks, INT8
-    without calibration images or an existing cache (unless the ONNX has Q/DQ already)."""
+    """What can be refused before any slow work: an INT8 mode this TensorRT lacks, and
+    :func:`check_calibration_options`."""
     reason = trt_compat.reduced_precision_unsupported(options.precision, trt, options.int8_mode)
     if reason:
         raise BuildError(reason)
+    check_calibration_options(options, prequantized)
+
+
+def check_calibration_options(options: BuildOptions, prequantized: bool = False) -> None:
+    """What needs no TensorRT to refuse: INT8 without calibration images or an existing cache
+    (unless the ONNX has Q/DQ already), calibration images that do not exist."""
     if options.precision != "int8" or prequantized:
         return
-    if options.calib_input is not None and not options.calib_input.exists():
-        raise BuildError(f"--calib_input {options.calib_input}: no such image file or folder")
+    if options.calib_input is not None:
+        if not options.calib_input.exists():
+            raise BuildError(f"--calib_input {options.calib_input}: no such image file or "
+                             "folder")
+        try:
+            find_images(options.calib_input)
+        except ValueError as err:  # no images there
+            raise BuildError(f"--calib_input: {err}") from err
     has_cache = options.calib_cache is not None and options.calib_cache.is_file()
     if options.calib_input is None and not has_cache:
         raise BuildError("INT8 needs calibration images (--calib_input) or an existing "
@@ -83,15 +96,15 @@ class EngineBuilder:
         self.profiled = False
         self.typed_precision: str | None = None  # "fp16"/"int8" when the ONNX carries it
 
-    def create_network(self, onnx_path: Path, options: BuildOptions | None = None) -> None:
-        """Loads the ONNX, makes it FP16 or Q/DQ when ``options`` ask for a typed ONNX (see
-        BuildOptions.typed_onnx), adapts its plugins to this TensorRT and parses it."""
+    def create_network(self, onnx_path: Path, options: BuildOptions | None = None,
+                       model: onnx.ModelProto | None = None) -> None:
+        """Loads the ONNX (unless ``model`` is it, read already), makes it FP16 or Q/DQ when
+        ``options`` ask for a typed ONNX (see BuildOptions.typed_onnx), adapts its plugins to
+        this TensorRT and parses it."""
 
         trt = self.trt
-        try:
-            model = onnx.load(str(onnx_path), load_external_data=False)
-        except Exception as err:  # protobuf's DecodeError and friends
-            raise BuildError(f"{onnx_path}: not a readable ONNX file ({err})") from err
+        if model is None:
+            model = read_onnx(onnx_path)
         self.onnx_metadata = read_metadata(model)
         model = self._typed_model(model, onnx_path, options)
         try:
@@ -323,27 +336,30 @@ def engine_metadata(builder: EngineBuilder, onnx_path: Path, options: BuildOptio
     }
 
 
-def _is_prequantized(onnx_path: Path, options: BuildOptions) -> bool:
-    """Whether an INT8 build without images or cache gets an ONNX that has Q/DQ already."""
-    if options.precision != "int8" or options.calib_input or options.calib_cache:
-        return False
-
-
+def read_onnx(onnx_path: Path) -> onnx.ModelProto:
+    """The ONNX graph (external weights not loaded), or a BuildError naming the file."""
+    if not onnx_path.is_file():
+        raise BuildError(f"ONNX file {onnx_path} not found")
     try:
-        return has_qdq(onnx.load(str(onnx_path), load_external_data=False))
-    except Exception:  # unreadable: create_network reports it
-        return False
+        return onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as err:  # protobuf's DecodeError and friends
+        raise BuildError(f"{onnx_path}: not a readable ONNX file ({err})") from err
 
 
 def build(onnx_path: Path, engine_path: Path, options: BuildOptions,
           verbose: bool = False) -> None:
-    """The whole job: checks, build, engine and ``<engine>.json`` written atomically."""
+    """The whole job: checks (the files and options first, then TensorRT), build, engine and
+    ``<engine>.json`` written atomically."""
 
-    if not onnx_path.is_file():
-        raise BuildError(f"ONNX file {onnx_path} not found")
-    check_options(options, trt_compat.require_tensorrt(), _is_prequantized(onnx_path, options))
+    model = read_onnx(onnx_path)
+    if engine_path.resolve() == onnx_path.resolve():
+        raise BuildError(f"-e {engine_path}: is the ONNX file itself; name the engine to write")
+    check_writable_file(engine_path, "-e")
+    prequantized = has_qdq(model)
+    check_calibration_options(options, prequantized)
+    check_options(options, trt_compat.require_tensorrt(), prequantized)
     builder = EngineBuilder(verbose)
-    builder.create_network(onnx_path, options)
+    builder.create_network(onnx_path, options, model)
     engine = builder.build(options)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(engine_path, engine)

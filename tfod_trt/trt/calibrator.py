@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,10 +119,8 @@ def calibration_batches(options: BuildOptions, metadata: dict, batch_size: int
     (the same images and order quantize.py's Q/DQ calibration uses)."""
     if options.calib_input is None:
         return iter(())
-    batches = int8.calibration_batches(options.calib_input, metadata, batch_size,
-                                       options.calib_num_images, "--calib_input")
-    try:
-        first = next(batches)  # the generator's checks run now, not inside TensorRT
+    try:  # the images are checked now, not inside TensorRT
+        return int8.calibration_batches(options.calib_input, metadata, batch_size,
+                                        options.calib_num_images, "--calib_input")
     except QuantizeError as err:
         raise BuildError(str(err)) from err
-    return itertools.chain([first], batches)
