@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from PIL import Image
 
 import quantize
 from tfod_trt.config.preprocessor import Preprocessor
@@ -308,6 +309,7 @@ class FakeTrt:
 
 def test_build_engine_picks_the_int8_mode(tmp_path: Path) -> None:
     v10, v11 = FakeTrt("10.13.3.9"), FakeTrt("11.4.0.106")
+    Image.new("RGB", (8, 8)).save(tmp_path / "calibration.png")  # check_options looks for one
     options = BuildOptions(precision="int8", calib_input=tmp_path)
     assert options.resolved_int8_mode(v10) == "calibrator" and not options.typed_onnx(v10)
     assert options.resolved_int8_mode(v11) == "qdq" and options.typed_onnx(v11)

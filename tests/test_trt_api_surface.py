@@ -400,7 +400,7 @@ def test_build_engine_missing_onnx(tmp_path: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize(("case", "message"), [
     ("not an ONNX", "{dir}/text.onnx: not a readable ONNX file"),
-    ("engine is the ONNX", "-e {dir}/model.onnx: is the ONNX file itself"),
+    ("engine is the ONNX", "{dir}/model.onnx would overwrite {dir}/model.onnx (the --onnx input)"),
     ("engine is a folder", "-e {dir}: is a folder; name the file to write"),
     ("engine below a file", "-e {dir}/text.onnx/e: {dir}/text.onnx is a file, not a folder"),
     ("INT8, no calibration", "INT8 needs calibration images (--calib_input) or an existing "

@@ -352,8 +352,6 @@ def build(onnx_path: Path, engine_path: Path, options: BuildOptions,
     ``<engine>.json`` written atomically."""
 
     model = read_onnx(onnx_path)
-    if engine_path.resolve() == onnx_path.resolve():
-        raise BuildError(f"-e {engine_path}: is the ONNX file itself; name the engine to write")
     check_writable_file(engine_path, "-e")
     prequantized = has_qdq(model)
     check_calibration_options(options, prequantized)
