@@ -20,6 +20,7 @@ from tfod_trt.bench.pipeline import bench_pipeline
 from tfod_trt.bench.profile import print_profile, profile_engine
 from tfod_trt.bench.timing import PERCENTILES
 from tfod_trt.cli import run_main
+from tfod_trt.convert.onnx_file import read_detector
 from tfod_trt.errors import UsageError
 from tfod_trt.files import atomic_write_bytes
 from tfod_trt.io.processes import DEFAULT_WORKERS
@@ -84,9 +85,8 @@ def summary_line(entry: dict) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     engines = find_engines(args.engine)
-    for model in args.onnx:
-        if not model.is_file():
-            raise UsageError(f"{model}: ONNX file not found")
+    for model in args.onnx:  # before any engine is timed
+        read_detector(model, load_external_data=False)
     if args.pipeline and not args.pipeline.exists():
         raise UsageError(f"{args.pipeline}: image folder not found")
     if args.json:

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from tfod_trt.convert.onnx_file import read_detector
+from tfod_trt.errors import UsageError
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.build_options import BuildError, BuildOptions
 from tfod_trt.trt.builder import build
@@ -23,8 +25,9 @@ def run(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, optimization_level=args.optimization_level,
     )
     try:
+        read_detector(args.onnx, load_external_data=False)  # before TensorRT is looked for
         build(args.onnx, args.engine, options, args.verbose)
-    except (BuildError, TensorRTUnavailable, OSError, ValueError) as err:
+    except (UsageError, BuildError, TensorRTUnavailable, OSError, ValueError) as err:
         print(f"build_engine.py: error: {err}", file=sys.stderr)
         return 2
     return 0

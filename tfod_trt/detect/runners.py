@@ -24,6 +24,8 @@ def open_runner(args: argparse.Namespace) -> Runner:
     loader = TrtRunner if args.engine else ReferenceRunner
     try:
         return loader(path)
+    except UsageError:  # says already what is wrong with the file
+        raise
     except Exception as err:  # whatever the runtime raises for a file it cannot load
         raise UsageError(f"{path}: cannot load the {kind}: {type(err).__name__}: {err}") from err
 
