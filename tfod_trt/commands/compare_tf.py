@@ -16,7 +16,13 @@ from tfod_trt.cli import run_main
 from tfod_trt.config.labels import load_labels
 from tfod_trt.detect.inputs import make_batcher
 from tfod_trt.detect.results import ImageResult, output_stems
-from tfod_trt.detect.runners import open_runner, open_saved_model, saved_model_folder
+from tfod_trt.detect.runners import (
+    open_runner,
+    open_saved_model,
+    saved_model_box_frame,
+    saved_model_config,
+    saved_model_folder,
+)
 from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.coco import (
     STATS,
@@ -92,7 +98,7 @@ def _check_inputs(args: argparse.Namespace) -> _Inputs:
 def _open_models(args: argparse.Namespace,
                  inputs: _Inputs) -> tuple[Runner, Runner, ImageBatcher]:
     """The converted model, its batcher over the chosen images, and the SavedModel on
-    TensorFlow fed the same batches."""
+    TensorFlow fed the same batches (a keep_aspect_ratio model: their original photos)."""
     converted = open_runner(args)
     meta = converted.metadata or {}
     if inputs.gt:
@@ -103,8 +109,9 @@ def _open_models(args: argparse.Namespace,
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
     batcher.images = inputs.images
+    frame = saved_model_box_frame(saved_model_config(inputs.folder, None), meta)
     tf = open_saved_model(inputs.folder, batcher.pre, meta.get("num_classes"),
-                          batcher.batch_size, batcher.layout)
+                          batcher.batch_size, batcher.layout, frame)
     return tf, converted, batcher
 
 
