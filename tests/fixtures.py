@@ -48,6 +48,10 @@ FIXTURE_MODELS = {
         "ssd_mobilenet_v2_320x320_coco17_tpu-8.config",
         ["--num_classes", "4", "--keep_aspect_ratio", "320:320"],
     ),
+    "ssd_mobilenet_v2_keep_aspect_256_320": (  # min < max: TFOD would shrink its padded input
+        "ssd_mobilenet_v2_320x320_coco17_tpu-8.config",
+        ["--num_classes", "4", "--keep_aspect_ratio", "256:320"],
+    ),
     "ssd_fpnlite_320": ("ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config",
                         ["--num_classes", "5"]),
     "ssd_resnet50_fpn_640": ("ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fixtures import converted_onnx, exported_model, have_tensorflow, trained_onnx
 from PIL import Image
-from test_eval_coco import MODEL, write_fixture_categories
+from test_eval_coco import MODEL, create_onnx_error, write_fixture_categories
 
 import compare_tf
 from tfod_trt.commands import compare_tf as compare_command
@@ -109,3 +109,32 @@ def test_without_tensorflow_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: P
                            "-i", coco_dir / "images", "-o", tmp_path / "out")
     assert code == 2
     assert err.startswith("compare_tf.py: error: TensorFlow is not installed"), err
+
+
+def test_keep_aspect_tensorflow_runs_on_the_photos(coco_dir: Path, tmp_path: Path) -> None:
+    """Fed the padded input, TensorFlow found boxes in the padding; on the photos, through its
+    own resize, each of its detections has its ONNX twin."""
+    if not have_tensorflow():
+        pytest.skip("TensorFlow is absent")
+    model = "ssd_mobilenet_v2_keep_aspect"
+    code, _, err = run_cli(
+        "--saved_model", exported_model(model) / "saved_model",
+        "--onnx", converted_onnx(model, 1, "NCHW"), "-i", coco_dir / "images",
+        "--num_images", 6, "--score_threshold", 0, "--iou", 0.99, "-o", tmp_path / "out")
+    assert code == 0, err
+    overall = json.loads((tmp_path / "out" / "report.json").read_text())["overall"]
+    assert overall["images"] == 6
+    assert overall["tensorflow_detections"] == overall["converted_detections"] == overall[
+        "matched"] >= 50 * 6, overall
+    assert overall["score_diff_max"] < 1e-3
+
+
+def test_uint8_saved_model_gets_create_onnx_explanation(coco_dir: Path, tmp_path: Path) -> None:
+    if not have_tensorflow():
+        pytest.skip("TensorFlow is absent")
+    model_dir = exported_model(MODEL, input_type="image_tensor")
+    code, _, err = run_cli("--saved_model", model_dir, "--onnx", converted_onnx(MODEL),
+                           "-i", coco_dir / "images", "-o", tmp_path / "out")
+    assert code == 2
+    assert err == "compare_tf.py: error: " + create_onnx_error(model_dir, tmp_path)
+    assert "uint8" in err and "--input_type float_image_tensor" in err

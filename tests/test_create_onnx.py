@@ -20,13 +20,14 @@ from fixtures import (
     converted_onnx,
     exported_model,
     mask_rcnn_config,
+    zoo_config,
 )
 
 import create_onnx
 from tfod_trt.commands import create_onnx as create_onnx_command
 from tfod_trt.config.pipeline_config import load_pipeline_config
 from tfod_trt.convert import tf_graph
-from tfod_trt.convert.options import ssd_change_coordinate_frame
+from tfod_trt.convert.options import ssd_change_coordinate_frame, tensorflow_box_frame
 from tfod_trt.evaluate.parity import (
     TOLERANCES,
     decode_like_plugin,
@@ -411,6 +412,18 @@ def test_ssd_true_image_shape_default(tmp_path: Path) -> None:
     edited.write_text(text.replace("iou_threshold:", "change_coordinate_frame: false\n"
                                    "        iou_threshold:"))
     assert not ssd_change_coordinate_frame(load_pipeline_config(edited))
+
+
+def test_tensorflow_box_frame(tmp_path: Path) -> None:
+    """The frame of the SavedModel's own boxes: the true image, but for an SSD exported with
+    change_coordinate_frame: false the padded input."""
+    keep = load_pipeline_config(exported_model(KEEP_ASPECT_SSD) / "pipeline.config")
+    two_stage = load_pipeline_config(zoo_config(FIXTURE_MODELS["faster_rcnn_r50_640"][0]))
+    assert tensorflow_box_frame(keep) == tensorflow_box_frame(two_stage) == "true_image"
+    edited = tmp_path / "pipeline.config"
+    edited.write_text(keep.path.read_text().replace(
+        "iou_threshold:", "change_coordinate_frame: false\n        iou_threshold:"))
+    assert tensorflow_box_frame(load_pipeline_config(edited)) == "input"
 
 
 def test_ssd_change_coordinate_frame_false(tmp_path: Path, coco_dir: Path) -> None:

@@ -19,8 +19,12 @@ import numpy as np
 import pytest
 from fixtures import converted_onnx, exported_model, have_tensorflow
 
+import create_onnx
 import eval_coco
+from tfod_trt.detections import Detections
 from tfod_trt.evaluate.coco import STATS
+from tfod_trt.evaluate.matching import match_detections
+from tfod_trt.evaluate.parity import TOLERANCES
 
 MODEL = "ssd_mobilenet_v2"
 NUM_CLASSES = 6  # of the fixture model: COCO category ids 1..6 through the test's label map
@@ -121,6 +125,74 @@ def test_results_file_and_category_table(onnx_eval: tuple[Run, Path], coco_dir: 
     table = run.out.split("ARl")[1].splitlines()[2:]
     assert [int(line.split()[0]) for line in table] == list(range(1, NUM_CLASSES + 1))
     assert annotations["categories"][0]["name"] in table[0]  # COCO's: person
+
+
+# ---------------------------------------------------------------------------------------------
+# keep_aspect_ratio models: TensorFlow runs on the original photos, as its users run it
+
+# model -> (photos, ONNX layout: the one cached for both kinds of fixture source)
+KEEP_ASPECT = {"ssd_mobilenet_v2_keep_aspect": (6, "NCHW"), "faster_rcnn_r50_640": (2, "NHWC"),
+               "ssd_mobilenet_v2_keep_aspect_256_320": (6, "NHWC")}
+# Both runtimes find the same detections (paired below within create_onnx --validate's bounds;
+# scores in fact within ~1e-4: float rounding), so COCO ranks and matches the same boxes and its
+# numbers agree to the 4 printed digits, but two values a hair apart may round 1e-4 apart.
+KEEP_ASPECT_MAP_AGREEMENT = 1.5e-4
+
+
+def detections_by_image(path: Path) -> dict[int, Detections]:
+    """eval_coco.py's --results file as each image's detections (x0, y0, x1, y1 boxes)."""
+    rows: dict[int, list[dict]] = defaultdict(list)
+    for record in json.loads(path.read_text()):
+        rows[record["image_id"]].append(record)
+    return {image: Detections(np.array([[x, y, x + w, y + h] for x, y, w, h in
+                                        (r["bbox"] for r in found)]).reshape(-1, 4),
+                              np.array([r["score"] for r in found], np.float32),
+                              np.array([r["category_id"] for r in found]))
+            for image, found in rows.items()}
+
+
+def largest_box_photos(annotations: Path, count: int) -> list[str]:
+    """The ``count`` photos whose largest box covers most of them: a model of random weights
+    finds some of those, so the numbers compared are not all 0."""
+    data = json.loads(annotations.read_text())
+    sizes = {image["id"]: image["width"] * image["height"] for image in data["images"]}
+    cover: dict[int, float] = defaultdict(float)
+    for box in non_crowd(data, set(sizes)):
+        cover[box["image_id"]] = max(cover[box["image_id"]], box["area"] / sizes[box["image_id"]])
+    names = {image["id"]: image["file_name"] for image in data["images"]}
+    return [names[i] for i in sorted(cover, key=lambda i: (-cover[i], i))[:count]]
+
+
+@pytest.mark.parametrize("model", [
+    "ssd_mobilenet_v2_keep_aspect",
+    pytest.param("faster_rcnn_r50_640", marks=pytest.mark.slow),  # ~50 s on 2 cores
+    pytest.param("ssd_mobilenet_v2_keep_aspect_256_320", marks=pytest.mark.slow),  # a new model
+])
+def test_keep_aspect_tensorflow_map_equals_onnx(model: str, coco_dir: Path,
+                                                tmp_path: Path) -> None:
+    """Fed the padded input, TensorFlow took the padding for image (boxes in it, a Faster R-CNN
+    AR100 halved); on the photos, through its own resize, it finds what the ONNX graph finds."""
+    if not have_tensorflow():
+        pytest.skip("TensorFlow is absent")
+    label_map, annotations = write_fixture_categories(coco_dir, tmp_path, 4)
+    photos, layout = KEEP_ASPECT[model]
+    folder = link_images(coco_dir, tmp_path / "images", largest_box_photos(annotations, photos))
+    common = ["-i", folder, "-a", annotations, "-l", label_map, "--results"]
+    onnx = run_cli("--onnx", converted_onnx(model, 1, layout), *common, tmp_path / "onnx.json")
+    tf = run_cli("--saved_model", exported_model(model), *common, tmp_path / "tf.json")
+    assert onnx.code == 0 and tf.code == 0, (onnx.err, tf.err)
+    assert tf.counts == onnx.counts and onnx.counts[1] >= 50 * onnx.counts[0], (tf.out, onnx.out)
+    theirs, ours = detections_by_image(tmp_path / "tf.json"), detections_by_image(
+        tmp_path / "onnx.json")
+    assert set(theirs) == set(ours)
+    min_iou, max_score_diff, min_rate = TOLERANCES[
+        "faster_rcnn" if model.startswith("faster_rcnn") else "ssd"]
+    for image, found in theirs.items():
+        pairs = match_detections(found, ours[image], min_iou, max_score_diff)
+        assert pairs.matched >= min_rate * max(len(found), len(ours[image])), (image, pairs)
+    assert onnx.stats["AR100"] > 0.01, onnx.out  # not all 0: some boxes are found
+    for name, value in onnx.stats.items():
+        assert abs(value - tf.stats[name]) <= KEEP_ASPECT_MAP_AGREEMENT, (name, onnx.out, tf.out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +430,29 @@ def test_detections_of_unknown_images(tmp_path: Path, coco_dir: Path) -> None:
                                  "bbox": [0, 0, 10, 10], "score": 0.5}]))
     expect_error(run_cli("--detections", path, "-a", coco_dir / ANNOTATIONS),
                  path, "holiday.jpg")
+
+
+def create_onnx_error(model_dir: Path, folder: Path) -> str:
+    """What create_onnx.py says of the export ``model_dir`` (after 'create_onnx.py: error: ')."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = create_onnx.main(["-p", str(model_dir / "pipeline.config"),
+                                 "-m", str(model_dir / "saved_model"),
+                                 "-o", str(folder / "x.onnx")])
+    assert code == 2, err.getvalue()
+    return err.getvalue().removeprefix("create_onnx.py: error: ")
+
+
+def test_uint8_saved_model_gets_create_onnx_explanation(coco_dir: Path, tmp_path: Path) -> None:
+    if not have_tensorflow():
+        pytest.skip("TensorFlow is absent")
+    model_dir = exported_model(MODEL, input_type="image_tensor")
+    run = run_cli("--saved_model", model_dir, "-i", coco_dir / "images",
+                  "-a", coco_dir / ANNOTATIONS)
+    assert run.code == 2
+    assert run.err == "eval_coco.py: error: " + create_onnx_error(model_dir, tmp_path)
+    assert f"{model_dir / 'saved_model'}: the input 'input_tensor' is uint8" in run.err
+    assert "--input_type float_image_tensor" in run.err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tfod_trt.bench.pipeline import bench_pipeline
 from tfod_trt.bench.profile import print_profile, profile_engine
 from tfod_trt.bench.timing import PERCENTILES
 from tfod_trt.cli import run_main
+from tfod_trt.convert.onnx_file import read_detector
 from tfod_trt.errors import UsageError
 from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_file
 from tfod_trt.io.images import find_images, images_read_from
@@ -87,9 +88,8 @@ def summary_line(entry: dict) -> str | None:
 def check_files(args: argparse.Namespace) -> list[Path]:
     """The engines to measure; refuses missing inputs and a --json that is one of them."""
     engines = find_engines(args.engine)
-    for model in args.onnx:
-        if not model.is_file():
-            raise UsageError(f"{model}: ONNX file not found")
+    for model in args.onnx:  # before any engine is timed
+        read_detector(model, load_external_data=False)
     for flag, images in (("--images", args.images), ("--pipeline", args.pipeline)):
         if images is not None:
             try:

@@ -20,6 +20,8 @@ from tfod_trt.detect.runners import (
     model_inputs,
     open_runner,
     open_saved_model,
+    saved_model_box_frame,
+    saved_model_config,
     saved_model_folder,
 )
 from tfod_trt.errors import UsageError
@@ -108,7 +110,7 @@ def _check_inputs(args: argparse.Namespace) -> _Inputs:
 def _open_models(args: argparse.Namespace,
                  inputs: _Inputs) -> tuple[Runner, Runner, ImageBatcher]:
     """The converted model, its batcher over the chosen images, and the SavedModel on
-    TensorFlow fed the same batches."""
+    TensorFlow fed the same batches (a keep_aspect_ratio model: their original photos)."""
     converted = open_runner(args)
     meta = converted.metadata or {}
     if inputs.gt:
@@ -119,8 +121,9 @@ def _open_models(args: argparse.Namespace,
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
     batcher.images = inputs.images
+    frame = saved_model_box_frame(saved_model_config(inputs.folder, None), meta)
     tf = open_saved_model(inputs.folder, batcher.pre, meta.get("num_classes"),
-                          batcher.batch_size, batcher.layout)
+                          batcher.batch_size, batcher.layout, frame)
     return tf, converted, batcher
 
 

@@ -111,7 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--onnx", type=Path,
                         help="ONNX model from create_onnx.py, run on the CPU reference runtime")
     source.add_argument("--saved_model", type=Path,
-                        help="TFOD SavedModel folder (or its export folder), run on TensorFlow")
+                        help="TFOD SavedModel folder (or its export folder), run on TensorFlow "
+                             "(a keep_aspect_ratio model on the original photos)")
     source.add_argument("--detections", type=Path,
                         help="only score this detections JSON (COCO results with image_id, or "
                              "infer.py's detections.json with file_name)")

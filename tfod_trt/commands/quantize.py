@@ -6,32 +6,20 @@ import argparse
 import logging
 from pathlib import Path
 
-import onnx
-
 from tfod_trt.cli import run_main
+from tfod_trt.convert.onnx_file import read_detector
 from tfod_trt.files import atomic_write_bytes, check_outputs
 from tfod_trt.io.images import images_read_from
 from tfod_trt.quant.fp16 import convert_fp16
 from tfod_trt.quant.int8 import CALIBRATION_METHODS, quantize_int8
-from tfod_trt.quant.sensitive import QuantizeError
 
 log = logging.getLogger("quantize")
-
-
-def load(path: Path) -> onnx.ModelProto:
-    """An ONNX file, or a clear error naming it."""
-    if not path.is_file():
-        raise QuantizeError(f"ONNX file {path} not found")
-    try:
-        return onnx.load(str(path))
-    except Exception as err:  # protobuf's DecodeError and friends
-        raise QuantizeError(f"{path}: not a readable ONNX file ({err})") from err
 
 
 def run(args: argparse.Namespace) -> int:
     check_outputs({"--onnx": args.onnx, "--calib_input": images_read_from(args.calib_input)},
                   {"--output": args.output, "--calib_cache": args.calib_cache})
-    model = load(args.onnx)
+    model = read_detector(args.onnx)
     if args.mode == "int8":
         typed = quantize_int8(model, args.calib_input, args.calib_cache, args.calib_num_images,
                               args.calib_method, args.onnx)

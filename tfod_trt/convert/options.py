@@ -72,6 +72,15 @@ def ssd_change_coordinate_frame(config) -> bool:
     return value not in (False, "false", "False", 0)
 
 
+def tensorflow_box_frame(config) -> str:
+    """What the SavedModel's detection boxes are normalised to ("true_image" or "input", as
+    the metadata's box_frame): the true image inside the padded input (Faster R-CNN, SSD with
+    change_coordinate_frame), or the padded input (SSD without)."""
+    if config.meta_arch == "ssd" and not ssd_change_coordinate_frame(config):
+        return "input"
+    return "true_image"
+
+
 def metadata(config, saved_model: Path, options: ConversionOptions, score: float, iou: float,
              top_k: int, true_image_shape: bool = False) -> dict:
     """What inference needs later, stored in the ONNX file (see onnx_utils.set_metadata).

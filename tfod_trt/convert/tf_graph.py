@@ -51,12 +51,11 @@ class ConvertedNetwork:
     anchors: np.ndarray  # [N,4] float32, corner form (ymin, xmin, ymax, xmax), normalised
 
 
-def load_frozen_graph(saved_model: Path):
-    """Loads the serving signature and freezes its variables; returns (graph_def, outputs)."""
+def serving_signature(saved_model: Path) -> tuple[Any, Any]:
+    """(the loaded SavedModel, its ``serving_default`` signature), the signature checked to take
+    one float image input; ConversionError (the folder, the problem, the fix) otherwise. Keep
+    the SavedModel while the signature is used: its variables die with it."""
     tf = optional.tensorflow()
-    convert_variables_to_constants_v2 = \
-        optional.tensorflow_constants().convert_variables_to_constants_v2
-
     try:
         loaded = tf.saved_model.load(str(saved_model))
     except Exception as exc:  # TF raises many types here; the user needs the path and the cause
@@ -65,6 +64,15 @@ def load_frozen_graph(saved_model: Path):
     if signature is None:
         raise ConversionError(f"{saved_model}: the SavedModel has no 'serving_default' signature")
     check_input_signature(saved_model, signature)
+    return loaded, signature
+
+
+def load_frozen_graph(saved_model: Path):
+    """Loads the serving signature and freezes its variables; returns (graph_def, outputs)."""
+    tf = optional.tensorflow()
+    convert_variables_to_constants_v2 = \
+        optional.tensorflow_constants().convert_variables_to_constants_v2
+    _loaded, signature = serving_signature(saved_model)  # _loaded: alive till frozen
     frozen = convert_variables_to_constants_v2(signature, lower_control_flow=False)
     names = tf.nest.flatten({key: key for key in signature.structured_outputs})
     outputs = {name: tensor.name for name, tensor in zip(names, frozen.outputs, strict=True)}

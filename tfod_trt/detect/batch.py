@@ -46,7 +46,11 @@ def true_image_shape_feed(runner: Runner, batch: Batch) -> np.ndarray | None:
 
 
 def run_batch(runner: Runner, batch: Batch) -> dict[str, np.ndarray]:
-    """``runner.infer`` on a batch, with its true_image_shape input where the graph has one."""
+    """``runner.infer`` on a batch, with its true_image_shape input where the graph has one;
+    ``runner.infer_photos`` on the batch's files for a runner that resizes photos itself
+    (``takes_photos``: TensorFlow on a keep_aspect_ratio model)."""
+    if getattr(runner, "takes_photos", False):
+        return runner.infer_photos(batch.paths)
     feed = true_image_shape_feed(runner, batch)
     return runner.infer(batch.data) if feed is None else runner.infer(batch.data, feed)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tfod_trt.config.pipeline_config import load_pipeline_config
-from tfod_trt.config.preprocessor import KEEP_ASPECT_RATIO, Preprocessor
+from tfod_trt.config.pipeline_config import ModelConfig, load_pipeline_config
+from tfod_trt.config.preprocessor import Preprocessor
+from tfod_trt.convert.options import tensorflow_box_frame
+from tfod_trt.convert.tf_graph import ConversionError
 from tfod_trt.detect.batch import Runner
 from tfod_trt.detect.inputs import resolve_preprocessor
 from tfod_trt.errors import UsageError
@@ -26,6 +28,8 @@ def open_runner(args: argparse.Namespace) -> Runner:
     loader = TrtRunner if args.engine else ReferenceRunner
     try:
         return loader(path)
+    except UsageError:  # says already what is wrong with the file
+        raise
     except Exception as err:  # whatever the runtime raises for a file it cannot load
         raise UsageError(f"{path}: cannot load the {kind}: {type(err).__name__}: {err}") from err
 
@@ -51,18 +55,34 @@ def saved_model_folder(path: Path) -> Path:
     raise UsageError(f"{path}: no saved_model.pb here (pass a TFOD export's saved_model folder)")
 
 
-def saved_model_preprocessor(
-    folder: Path, pipeline_config: Path | None, preprocessor: str | None
-) -> tuple[Preprocessor, int | None]:
-    """(resizer, class count) from ``pipeline_config`` (default: the pipeline.config beside the
-    saved_model folder, when there is one), or the resizer of ``preprocessor`` (``-p``)."""
+def saved_model_config(folder: Path, pipeline_config: Path | None) -> ModelConfig | None:
+    """``pipeline_config``, else the pipeline.config beside the saved_model folder where there
+    is one, else None."""
     config = pipeline_config or folder.parent / "pipeline.config"
-    if pipeline_config or config.is_file():
-        model = load_pipeline_config(config)
-        stored = model.preprocessor
+    return load_pipeline_config(config) if pipeline_config or config.is_file() else None
+
+
+def saved_model_box_frame(config: ModelConfig | None, converted: dict | None = None) -> str:
+    """What the SavedModel normalises its boxes to when it resizes a photo itself: what its
+    config says; without one, the converted graph's frame where it clips to the true image as
+    TFOD does, else TFOD's default (the true image)."""
+    if config is not None:
+        return tensorflow_box_frame(config)
+    if converted and converted.get("true_image_shape"):
+        return converted["box_frame"]
+    return "true_image"
+
+
+def saved_model_preprocessor(
+    folder: Path, config: ModelConfig | None, preprocessor: str | None
+) -> tuple[Preprocessor, int | None]:
+    """(resizer, class count) from the SavedModel's ``config``, or the resizer of
+    ``preprocessor`` (``-p``) where it has none."""
+    if config is not None:
+        stored = config.preprocessor
         pre = resolve_preprocessor(preprocessor, stored.to_dict(),
-                                         (stored.height, stored.width))
-        return pre, model.num_classes
+                                   (stored.height, stored.width))
+        return pre, config.num_classes
     if preprocessor:
         return Preprocessor.from_string(preprocessor), None
     raise UsageError(f"{folder}: no pipeline.config beside the SavedModel; pass "
@@ -70,18 +90,18 @@ def saved_model_preprocessor(
 
 
 def open_saved_model(folder: Path, pre: Preprocessor, num_classes: int | None = None,
-                     batch_size: int = 1, layout: str = "NHWC") -> TensorFlowRunner:
-    """The SavedModel on TensorFlow; a UsageError when TensorFlow is absent or cannot load it."""
+                     batch_size: int = 1, layout: str = "NHWC",
+                     box_frame: str = "true_image") -> TensorFlowRunner:
+    """The SavedModel on TensorFlow (see TensorFlowRunner: a keep_aspect_ratio model runs on
+    the original photos, its boxes normalised to ``box_frame``); a UsageError when TensorFlow
+    is absent or cannot load it, or the SavedModel is not TFOD's float-input export."""
     if not have_tensorflow():
         raise UsageError("TensorFlow is not installed in this Python: the SavedModel needs it "
                          "(the converted model runs without it: --onnx or --engine)")
-    if pre.kind == KEEP_ASPECT_RATIO and pre.min_dimension != pre.max_dimension:
-        raise UsageError(f"{folder}: TFOD's resizer {pre.to_string()} would shrink the padded "
-                         f"{pre.height}x{pre.width} input once more, so the SavedModel cannot "
-                         "take the images the converted model takes (only fixed_shape or "
-                         "keep_aspect_ratio with MIN == MAX can)")
     try:
-        return TensorFlowRunner(folder, pre, batch_size, layout, num_classes)
+        return TensorFlowRunner(folder, pre, batch_size, layout, num_classes, box_frame)
+    except ConversionError as err:  # says what is wrong and how to export it
+        raise UsageError(str(err)) from err
     except Exception as err:  # whatever TensorFlow raises for a folder it cannot load
         raise UsageError(f"{folder}: cannot load the SavedModel: {type(err).__name__}: "
                          f"{err}") from err
@@ -92,5 +112,6 @@ def open_model(args: argparse.Namespace) -> Runner:
     if not args.saved_model:
         return open_runner(args)
     folder = saved_model_folder(args.saved_model)
-    return open_saved_model(folder, *saved_model_preprocessor(folder, args.pipeline_config,
-                                                              args.preprocessor))
+    config = saved_model_config(folder, args.pipeline_config)
+    pre, num_classes = saved_model_preprocessor(folder, config, args.preprocessor)
+    return open_saved_model(folder, pre, num_classes, box_frame=saved_model_box_frame(config))

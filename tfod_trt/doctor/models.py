@@ -9,8 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import onnx
-from google.protobuf.message import DecodeError
 
+from tfod_trt.convert.onnx_file import read_onnx
 from tfod_trt.doctor.checks import CONVERTER_PLUGINS, Check, fix
 from tfod_trt.doctor.machine import MachineReport, init_plugins, plugin_status, trt_logger
 from tfod_trt.errors import UsageError
@@ -43,22 +43,11 @@ def read_model(path: Path) -> ModelFile:
     except OSError as err:
         raise UsageError(f"{path}: {err.strerror or err}") from err
     if suffix == ".onnx":
-        return ModelFile(path, onnx=read_onnx(path))
+        return ModelFile(path, onnx=read_onnx(path, load_external_data=False))
     try:
         return ModelFile(path, metadata=read_engine_metadata(path))
     except EngineError as err:
         raise UsageError(str(err)) from err
-
-
-def read_onnx(path: Path) -> onnx.ModelProto:
-    """The ONNX model (without external data); UsageError when it is none."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError) as err:
-        raise UsageError(f"{path}: not an ONNX model ({err})") from err
-    if not model.graph.node:
-        raise UsageError(f"{path}: not an ONNX model (no graph nodes)")
-    return model
 
 
 def model_checks(model: ModelFile, report: MachineReport) -> list[Check]:

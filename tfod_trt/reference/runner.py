@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
+from tfod_trt.convert.onnx_file import check_detector, read_onnx
 from tfod_trt.metadata import TRUE_IMAGE_SHAPE, read_metadata
 from tfod_trt.reference import plugins as reference_plugins
 
@@ -46,11 +46,17 @@ PLUGINS = {
 
 
 class ReferenceRunner:
-    """`runner.infer(batch)` -> dict of the graph's outputs, as TensorRT would return them."""
+    """`runner.infer(batch)` -> dict of the graph's outputs, as TensorRT would return them.
 
-    def __init__(self, onnx_path: str | Path, extra_outputs: tuple[str, ...] = ()) -> None:
+    A file that is no ONNX model, or (with ``detector``) no detection graph of create_onnx.py,
+    raises onnx_file.OnnxFileError naming it; ``detector=False`` runs any graph."""
+
+    def __init__(self, onnx_path: str | Path, extra_outputs: tuple[str, ...] = (),
+                 detector: bool = True) -> None:
         self.path = Path(onnx_path)
-        model = onnx.load(str(self.path))
+        model = read_onnx(self.path)
+        if detector:
+            check_detector(model, self.path)
         self.metadata = read_metadata(model)
         self.graph = gs.import_onnx(model)
         missing = [name for name in extra_outputs if name not in self.graph.tensors()]
