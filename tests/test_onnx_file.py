@@ -69,8 +69,14 @@ SCRIPTS = {"infer.py": infer, "eval_coco.py": eval_coco, "compare_tf.py": compar
            "benchmark.py": benchmark, "quantize.py": quantize, "build_engine.py": build_engine}
 
 
-@pytest.mark.parametrize("kind", ["empty", "photo", "no graph", "another project's graph"])
-@pytest.mark.parametrize("script", list(SCRIPTS))
+KINDS = ["empty", "photo", "no graph", "another project's graph"]
+# build_engine.py builds any ONNX graph (TensorRT's job); the detection outputs matter to the
+# tools that read them.
+CASES = [(script, kind) for script in SCRIPTS for kind in KINDS
+         if (script, kind) != ("build_engine.py", "another project's graph")]
+
+
+@pytest.mark.parametrize(("script", "kind"), CASES)
 def test_a_file_that_is_no_detection_onnx_is_one_line(script: str, kind: str, tmp_path: Path,
                                                       coco_dir: Path) -> None:
     if script == "compare_tf.py":  # it checks TensorFlow and the SavedModel folder first

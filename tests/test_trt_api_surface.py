@@ -155,6 +155,7 @@ PROBE = r"""
 import contextlib, io, json, sys, tempfile
 from pathlib import Path
 import tensorrt as trt
+from onnx import helper, save
 import build_engine
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.calibrator import CALIBRATORS, calibrator_class
@@ -164,7 +165,8 @@ def cli(precision, *extra):
     err = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(err):
         onnx = Path(tmp, "model.onnx")
-        onnx.write_bytes(b"")
+        relu = helper.make_node("Relu", ["x"], ["y"])
+        save(helper.make_model(helper.make_graph([relu], "g", [], [])), onnx)
         Path(tmp, "photo.jpg").write_bytes(b"")  # --calib_input {tmp} is a folder of images
         code = build_engine.main(["-o", str(onnx), "-e", str(Path(tmp, "e.engine")),
                                   "-p", precision, *[a.format(tmp=tmp) for a in extra]])
@@ -394,12 +396,12 @@ def test_metadata_lives_beside_the_engine(tmp_path: Path) -> None:
 def test_build_engine_missing_onnx(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     code = build_engine.main(["-o", str(tmp_path / "none.onnx"), "-e", str(tmp_path / "e")])
     lines = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and lines == [f"build_engine.py: error: ONNX file {tmp_path}/none.onnx "
+    assert code == 2 and lines == [f"build_engine.py: error: {tmp_path}/none.onnx: ONNX file "
                                    "not found"]
 
 
 @pytest.mark.parametrize(("case", "message"), [
-    ("not an ONNX", "{dir}/text.onnx: not a readable ONNX file"),
+    ("not an ONNX", "{dir}/text.onnx: not an ONNX model (cannot parse"),
     ("engine is the ONNX", "{dir}/model.onnx would overwrite {dir}/model.onnx (the --onnx input)"),
     ("engine is a folder", "-e {dir}: is a folder; name the file to write"),
     ("engine below a file", "-e {dir}/text.onnx/e: {dir}/text.onnx is a file, not a folder"),

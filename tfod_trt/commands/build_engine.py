@@ -7,7 +7,6 @@ import logging
 import sys
 from pathlib import Path
 
-from tfod_trt.convert.onnx_file import read_detector
 from tfod_trt.errors import UsageError
 from tfod_trt.files import check_outputs
 from tfod_trt.io.images import images_read_from
@@ -28,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
         calib_method=args.calib_method, optimization_level=args.optimization_level,
     )
     try:
-        read_detector(args.onnx, load_external_data=False)  # before TensorRT is looked for
         check_outputs({"--onnx": args.onnx, "--calib_input": images_read_from(args.calib_input)},
                       {"--engine": args.engine, "--engine's metadata": metadata_path(args.engine),
                        "--timing_cache": args.timing_cache, "--calib_cache": args.calib_cache})

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from tfod_trt.convert.onnx_file import read_onnx
 from tfod_trt.files import atomic_write_bytes, check_writable_file
 from tfod_trt.io.images import find_images
 from tfod_trt.metadata import NMS_PLUGIN, TRUE_IMAGE_SHAPE, read_metadata
@@ -104,7 +105,7 @@ class EngineBuilder:
 
         trt = self.trt
         if model is None:
-            model = read_onnx(onnx_path)
+            model = read_onnx(onnx_path, load_external_data=False)
         self.onnx_metadata = read_metadata(model)
         model = self._typed_model(model, onnx_path, options)
         try:
@@ -336,22 +337,12 @@ def engine_metadata(builder: EngineBuilder, onnx_path: Path, options: BuildOptio
     }
 
 
-def read_onnx(onnx_path: Path) -> onnx.ModelProto:
-    """The ONNX graph (external weights not loaded), or a BuildError naming the file."""
-    if not onnx_path.is_file():
-        raise BuildError(f"ONNX file {onnx_path} not found")
-    try:
-        return onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as err:  # protobuf's DecodeError and friends
-        raise BuildError(f"{onnx_path}: not a readable ONNX file ({err})") from err
-
-
 def build(onnx_path: Path, engine_path: Path, options: BuildOptions,
           verbose: bool = False) -> None:
     """The whole job: checks (the files and options first, then TensorRT), build, engine and
     ``<engine>.json`` written atomically."""
 
-    model = read_onnx(onnx_path)
+    model = read_onnx(onnx_path, load_external_data=False)  # before TensorRT is looked for
     check_writable_file(engine_path, "-e")
     prequantized = has_qdq(model)
     check_calibration_options(options, prequantized)
