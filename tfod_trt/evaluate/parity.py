@@ -99,8 +99,6 @@ def validate(
 ) -> ValidationReport:
     """Runs the SavedModel and the ONNX graph (CPU reference runtime) on the same images;
     unset tolerances take the meta-architecture's TOLERANCES."""
-
-
     meta = read_metadata(onnx_path)
     if not meta:
         raise ValueError(f"{onnx_path}: no create_onnx.py metadata in this ONNX file")
