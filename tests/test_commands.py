@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # script -> sub-command of python -m tfod_trt
 STEPS = {"create_onnx": "create-onnx", "build_engine": "build-engine", "quantize": "quantize",
          "infer": "infer", "eval_coco": "eval-coco", "compare_tf": "compare-tf",
-         "benchmark": "benchmark"}
+         "benchmark": "benchmark", "export_triton": "export-triton"}
 
 
 def help_text(*command: str) -> str:

@@ -11,16 +11,16 @@ PACKAGE = "tfod_trt"
 # Lower numbers are lower levels; a module may import its own level or lower ones.
 LAYERS = {  # README.md's package table, top to bottom
     "tfod_trt": 0, "errors": 0, "files": 0, "metadata": 0, "detections": 0, "cuda_ctypes": 0,
-    "optional": 0, "stopping": 0,
+    "optional": 0, "stopping": 0, "graph_names": 0,
     "config": 1, "io": 2, "convert": 3, "quant": 4, "reference": 5, "trt": 6, "detect": 7,
-    "evaluate": 8, "bench": 9, "doctor": 10, "commands": 11, "cli": 11, "__main__": 12,
+    "evaluate": 8, "serve": 8, "bench": 9, "doctor": 10, "commands": 11, "cli": 11, "__main__": 12,
 }
 # Optional libraries that may be imported inside a function (they are heavy or absent on many
 # machines), each from one module only.
 LAZY = {"tensorflow": "optional.py", "tf2onnx": "optional.py",
         "cuda": "trt/cuda_python.py", "pycuda": "trt/pycuda_backend.py"}
 SCRIPTS = ("create_onnx", "build_engine", "infer", "eval_coco", "compare_tf", "quantize",
-           "benchmark")
+           "benchmark", "export_triton")
 HELPERS = ("onnx_utils", "image_batcher", "visualize")
 
 

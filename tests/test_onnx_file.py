@@ -18,6 +18,7 @@ import benchmark
 import build_engine
 import compare_tf
 import eval_coco
+import export_triton
 import infer
 import quantize
 
@@ -62,11 +63,13 @@ def command_line(script: str, model: Path, folder: Path, coco_dir: Path) -> list
         "benchmark.py": ["--onnx", model, "--duration", "0"],
         "quantize.py": ["-o", model, "--output", folder / "q.onnx", "-m", "fp16"],
         "build_engine.py": ["-o", model, "-e", folder / "model.engine"],
+        "export_triton.py": ["--onnx", model, "--repo", folder / "repo"],
     }[script]
 
 
 SCRIPTS = {"infer.py": infer, "eval_coco.py": eval_coco, "compare_tf.py": compare_tf,
-           "benchmark.py": benchmark, "quantize.py": quantize, "build_engine.py": build_engine}
+           "benchmark.py": benchmark, "quantize.py": quantize, "build_engine.py": build_engine,
+           "export_triton.py": export_triton}
 
 
 KINDS = ["empty", "photo", "no graph", "another project's graph"]
@@ -94,3 +97,4 @@ def test_a_file_that_is_no_detection_onnx_is_one_line(script: str, kind: str, tm
     for part in parts:
         assert part in lines[0], lines
     assert not (tmp_path / "q.onnx").exists() and not (tmp_path / "model.engine").exists()
+    assert not (tmp_path / "repo").exists()

@@ -33,7 +33,7 @@ from tfod_trt.io.batcher import Batch, ImageBatcher
 from tfod_trt.io.images import find_images
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.backends import make_backend
-from tfod_trt.trt.builder import BuildOptions, EngineBuilder
+from tfod_trt.trt.builder import BuildOptions, EngineBuilder, engine_metadata
 from tfod_trt.trt.cuda_backend import CudaError
 from tfod_trt.trt.engine_file import metadata_path
 from tfod_trt.trt.runner import TrtRunner
@@ -278,6 +278,8 @@ def test_dynamic_batch_engine(gpu: None, tmp_path: Path) -> None:
     builder.add_profile({"x": ((1, 8), (2, 8), (4, 8))})
     engine = tmp_path / "dynamic.engine"
     engine.write_bytes(builder.build(BuildOptions(workspace_gib=1)))
+    recorded = engine_metadata(builder, tmp_path / "dynamic.onnx", BuildOptions())["engine"]
+    assert recorded["profile"] == {"x": [[1, 8], [2, 8], [4, 8]]}
     with TrtRunner(engine) as runner:
         assert runner.is_dynamic and runner.input_shape == (-1, 8) and runner.batch_size == 4
         for batch in (3, 1, 4):

@@ -14,6 +14,7 @@ from tfod_trt.commands import (
     create_onnx,
     doctor,
     eval_coco,
+    export_triton,
     infer,
     quantize,
 )
@@ -36,6 +37,8 @@ COMMANDS: dict[str, Command] = {
     "eval-coco": Command(eval_coco.main, "COCO mAP of an engine, ONNX model or SavedModel"),
     "compare-tf": Command(compare_tf.main, "TensorFlow against the converted model"),
     "benchmark": Command(benchmark.main, "latency, profiles and folder throughput"),
+    "export-triton": Command(export_triton.main, "engine -> Triton Inference Server model "
+                             "repository"),
     doctor.PROG: Command(doctor.main, doctor.SUMMARY),
 }
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import onnx
 
-METADATA_KEY = "tfod_trt"
-OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
-NMS_PLUGIN = "EfficientNMS_TRT"
+# the graph's fixed names, here for the modules that import them from this one
+from tfod_trt.graph_names import INPUT_NAME, OUTPUT_NAMES, TRUE_IMAGE_SHAPE  # noqa: F401
 
-TRUE_IMAGE_SHAPE = "true_image_shape"
+METADATA_KEY = "tfod_trt"
+NMS_PLUGIN = "EfficientNMS_TRT"
 
 PLUGIN_OPS = {NMS_PLUGIN, "CropAndResize", "CropAndResizeDynamic"}
 

@@ -11,7 +11,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from tfod_trt.files import atomic_write_bytes
-from tfod_trt.metadata import PLUGIN_OPS
+from tfod_trt.metadata import INPUT_NAME, PLUGIN_OPS
 
 
 def const(name: str, value: Any, dtype: type = np.float32) -> gs.Constant:
@@ -60,7 +60,7 @@ def replace_input_with_normalization(
     """
     shape = [batch_size, height, width, 3] if input_format == "NHWC" else [batch_size, 3, height,
                                                                             width]
-    image = variable("input_tensor", np.float32, shape)
+    image = variable(INPUT_NAME, np.float32, shape)
     nhwc = image
     if input_format == "NCHW":
         (nhwc,) = add_node(graph, "Transpose", [image], [variable("input_nhwc")], perm=[0, 2, 3, 1])

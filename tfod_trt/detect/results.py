@@ -72,9 +72,18 @@ def to_image_results(
 def batch_results(outputs: dict[str, np.ndarray], batch: Batch, class_offset: int,
                   score_threshold: float, frame: str = "input") -> list[ImageResult]:
     """One batch's outputs -> a result per real image of the batch (padding dropped)."""
-    real = slice(0, batch.count)
+    return outputs_results(outputs, batch.paths, batch.scales, class_offset, score_threshold,
+                           frame)
+
+
+def outputs_results(outputs: dict[str, np.ndarray], paths: list[Path], scales: list[ImageScale],
+                    class_offset: int, score_threshold: float,
+                    frame: str = "input") -> list[ImageResult]:
+    """The graph's outputs -> a result per image of ``paths`` (the first rows; the rest of
+    the batch is padding)."""
+    real = slice(0, len(paths))
     return to_image_results(
-        batch.paths, batch.scales, outputs["detection_boxes"][real].astype(np.float32),
+        paths, scales, outputs["detection_boxes"][real].astype(np.float32),
         outputs["detection_scores"][real].astype(np.float32),
         outputs["detection_classes"][real].astype(np.int64) - class_offset,
         outputs["num_detections"].reshape(-1)[real].astype(int), score_threshold, frame)

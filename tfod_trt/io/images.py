@@ -36,6 +36,8 @@ def load_image(path: str | Path, data: bytes | None = None) -> np.ndarray:
         with Image.open(path if data is None else io.BytesIO(data)) as image:
             image.load()  # decodes fully: truncated files fail here
             return _to_rgb(image)
+    except Image.UnidentifiedImageError as err:  # its message names a file object for bytes
+        raise ImageError(path, "not an image file (its format is not one Pillow reads)") from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(path, str(err) or type(err).__name__) from err
 

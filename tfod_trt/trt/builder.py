@@ -95,6 +95,8 @@ class EngineBuilder:
         self.onnx_metadata: dict = {}
         self.nms_tensors: set[str] = set()
         self.profiled = False
+        # input name -> [min, opt, max] shapes of the optimization profile, for <engine>.json
+        self.profile: dict[str, list[list[int]]] = {}
         self.typed_precision: str | None = None  # "fp16"/"int8" when the ONNX carries it
 
     def create_network(self, onnx_path: Path, options: BuildOptions | None = None,
@@ -172,6 +174,7 @@ class EngineBuilder:
         profile: trt.IOptimizationProfile = self.builder.create_optimization_profile()
         for name, (low, opt, high) in shapes.items():
             profile.set_shape(name, low, opt, high)
+            self.profile[name] = [list(low), list(opt), list(high)]
         self.config.add_optimization_profile(profile)
         self.profiled = True
 
@@ -332,6 +335,8 @@ def engine_metadata(builder: EngineBuilder, onnx_path: Path, options: BuildOptio
             "tensorrt_version": builder.trt.__version__,
             "tf32": options.tf32 or options.precision != "fp32",
             "optimization_level": options.optimization_level,
+            # dynamic inputs' (min, opt, max) shapes (export_triton.py's batch sizes)
+            "profile": builder.profile or None,
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }

@@ -1,0 +1,6 @@
+"""The fixed tensor names of create_onnx.py's graphs (no ONNX needed to use them: the served
+models' pre- and postprocessing import them)."""
+
+INPUT_NAME = "input_tensor"
+TRUE_IMAGE_SHAPE = "true_image_shape"
+OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")

@@ -1,0 +1,80 @@
+"""A served detector's preprocessing: a request's encoded images (JPEG, PNG, BMP bytes) -> the
+detector's inputs, decoded and resized exactly as infer.py does it (io.images, io.resize), and
+each image's sizes for the postprocessing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tfod_trt.config.preprocessor import Preprocessor
+from tfod_trt.graph_names import INPUT_NAME, TRUE_IMAGE_SHAPE
+from tfod_trt.io.batcher import Batch
+from tfod_trt.io.images import load_image
+from tfod_trt.io.resize import ImageScale, preprocess
+from tfod_trt.serve.interface import IMAGE_SCALE, item_names, scale_rows
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """What the preprocessing needs to know of the detector."""
+
+    preprocessor: Preprocessor
+    layout: str  # "NHWC" or "NCHW"
+    min_batch: int  # a request's images are padded up to this many rows
+    max_batch: int  # the most images of one request
+    true_image_shape: bool  # the detector takes the true_image_shape input
+
+    def to_dict(self) -> dict:
+        """JSON-able (the preprocessing model's config parameter)."""
+        return {"preprocessor": self.preprocessor.to_dict(), "layout": self.layout,
+                "min_batch": self.min_batch, "max_batch": self.max_batch,
+                "true_image_shape": self.true_image_shape}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PreprocessSettings:
+        """Inverse of :meth:`to_dict`."""
+        return cls(Preprocessor.from_dict(data["preprocessor"]), data["layout"],
+                   int(data["min_batch"]), int(data["max_batch"]), bool(data["true_image_shape"]))
+
+
+def check_count(count: int, settings: PreprocessSettings) -> None:
+    """ValueError for a request the detector cannot take in one batch."""
+    if count < 1:
+        raise ValueError("the request has no image: send one or more in 'images'")
+    if count > settings.max_batch:
+        raise ValueError(f"the request has {count} images; this detector takes at most "
+                         f"{settings.max_batch} per request")
+
+
+def _decoded(name: Path, data: bytes, pre: Preprocessor) -> tuple[np.ndarray, ImageScale]:
+    """One image decoded and resized; ValueError naming it where it cannot be."""
+    image = load_image(name, data)  # ImageError names the image itself
+    try:
+        return preprocess(image, pre)
+    except ValueError as err:  # an image too thin to resize
+        raise ValueError(f"{name}: {err}") from err
+
+
+def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings
+                       ) -> dict[str, np.ndarray]:
+    """The detector's inputs (padded to ``min_batch`` rows) and ``image_scale`` for a request's
+    encoded images; ValueError naming the image (``images[i]: ...``) that cannot be decoded."""
+    check_count(len(encoded), settings)
+    names = item_names(len(encoded))
+    pre = settings.preprocessor
+    rows = max(len(encoded), settings.min_batch)
+    shape = (rows, pre.height, pre.width, 3) if settings.layout == "NHWC" else (
+        rows, 3, pre.height, pre.width)
+    batch = Batch(np.zeros(shape, np.float32), names, [])
+    for row, (name, data) in enumerate(zip(names, encoded, strict=True)):
+        image, scale = _decoded(name, bytes(data), pre)
+        batch.data[row] = image.transpose(2, 0, 1) if settings.layout == "NCHW" else image
+        batch.scales.append(scale)
+    inputs = {INPUT_NAME: batch.data, IMAGE_SCALE: scale_rows(batch.scales)}
+    if settings.true_image_shape:
+        inputs[TRUE_IMAGE_SHAPE] = batch.true_image_shape()
+    return inputs
