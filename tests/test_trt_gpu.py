@@ -350,6 +350,20 @@ def test_benchmark_pipeline_mode(fp32_engine: Path, test_images: Path, tmp_path:
     assert entry["pipelined_over_serial"] > 0 and entry["pipelined_nvjpeg_over_engine_only"] > 0
 
 
+def test_keep_fp32_choices_pin_less_and_less(onnx_path: Path) -> None:
+    """build_engine.py --keep_fp32 on the parsed SSD network: "heads" pins the heads' last
+    convolutions, "nms" only the box decoding, the NMS and what follows it, "none" nothing."""
+    builder = EngineBuilder()
+    builder.create_network(onnx_path)
+    trt = builder.trt
+    heads, nms = (builder._sensitive_layers(keep) for keep in ("heads", "nms"))
+    assert builder._sensitive_layers("none") == []
+    assert {layer.name for layer in nms} < {layer.name for layer in heads}
+    assert any(layer.type == trt.LayerType.CONVOLUTION for layer in heads)
+    assert not any(layer.type == trt.LayerType.CONVOLUTION for layer in nms)
+    assert any(layer.type == trt.LayerType.PLUGIN_V2 for layer in nms)
+
+
 @pytest.fixture(scope="session")
 def bare_engine(onnx_path: Path, work_dir: Path) -> Path:
     """An engine as trtexec or NVIDIA's sample builds one: from a graph without create_onnx.py's
