@@ -70,7 +70,7 @@ for batch in $BATCHES; do
       anchor=true
       anchored[$batch$precision]=1
     fi
-    [ -f "$OUT/$name/row.json" ] && continue
+    [ -f "$OUT/$name/latency.json" ] && continue  # measured already
     engine=$ENGINES/$name.engine
     if [ ! -f "$engine" ]; then
       log "build $name"
@@ -89,7 +89,7 @@ done
 if [ -n "${SAMPLE_BUILD:-}" ]; then
   for precision in fp32 fp16; do
     name=nvidia_b1_${precision}_samplebuild
-    [ -f "$OUT/$name/row.json" ] && continue
+    [ -f "$OUT/$name/latency.json" ] && continue  # measured already
     engine=$ENGINES/$name.engine
     if [ ! -f "$engine" ]; then
       log "build $name with the sample's build_engine.py"
@@ -100,5 +100,6 @@ if [ -n "${SAMPLE_BUILD:-}" ]; then
     measure "$name" "$engine" 1 nvidia "$precision" "the sample's build_engine.py" 99 false
   done
 fi
+$PY dev/gpu/versus_table.py "$OUT" > "$OUT/table.md"
 log "done: $OUT/table.md"
 cat "$OUT/table.md"
