@@ -87,6 +87,30 @@ def test_a_model_of_other_than_90_classes_is_refused_before_any_work(
                                  "NVIDIA's sample handles 90 classes only"]
 
 
+@pytest.mark.parametrize("script,message", [
+    ("import sys\nprint('boom')\nsys.exit(1)\n", "failed (exit 1); log {log}: boom"),
+    ("print('done, but nothing written')\n", "wrote no graph; log {log}"),
+])
+def test_a_failing_sample_is_reported_with_its_log(
+        script: str, message: str, fake_tensorrt: tuple[Path, str], tmp_path: Path,
+        capsys: pytest.CaptureFixture) -> None:
+    repo, _ = fake_tensorrt
+    (repo / SAMPLE / "create_onnx.py").write_text(script)
+    git(repo, "commit", "-q", "-am", "a sample that fails")
+    config = tmp_path / "pipeline.config"
+    config.write_text(pipeline_config_text(ARCHITECTURES["ssd_mobilenet_v2_320"]))
+    (tmp_path / "saved_model").mkdir()
+    out = tmp_path / "out"
+    code = nvidia_sample_onnx.main(["-o", str(out), "-m", str(tmp_path / "saved_model"), "-p",
+                                    str(config), "--trt_repo", str(repo), "--cache_dir",
+                                    str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    log = out / "logs" / "nvidia_b1.log"
+    assert code == 2 and err == ["nvidia_sample_onnx.py: error: the sample create_onnx.py for "
+                                 f"nvidia_b1 {message.format(log=log)}"]
+    assert [p.name for p in out.iterdir()] == ["logs"]  # no partial graph left
+
+
 @pytest.mark.parametrize("args,message", [
     (["-m", "sm"], "--saved_model and --pipeline_config go together"),
     (["--variant", "t001"], "expected NAME=FLAGS with a NAME of letters, digits, - and _"),

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -101,7 +102,12 @@ def extract_sample(repo: Path, ref: str, cache: Path) -> tuple[Path, str]:
         if archive.returncode != 0:
             raise UsageError(f"{repo}: git archive {commit[:12]} failed: "
                              f"{archive.stderr.decode(errors='replace').strip()[-300:]}")
-        subprocess.run(["tar", "-x", "-C", str(partial)], input=archive.stdout, check=True)
+        unpacked = subprocess.run(["tar", "-x", "-C", str(partial)], input=archive.stdout,
+                                  capture_output=True)
+        if unpacked.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise UsageError(f"{cache}: cannot unpack the sample: "
+                             f"{unpacked.stderr.decode(errors='replace').strip()[-300:]}")
         partial.rename(target)
     return target / SAMPLE, commit
 
@@ -134,7 +140,11 @@ def build_model(config: Path, output: Path, calibration: Path | None, log_dir: P
     command = [sys.executable, str(ROOT / "tools" / "make_tfod_model.py"), "--pipeline_config",
                str(config), "--output", str(partial),
                *(["--calibration_images", str(calibration)] if calibration else [])]
-    run_logged(command, log_dir / "model.log", "tools/make_tfod_model.py", ROOT)
+    try:
+        run_logged(command, log_dir / "model.log", "tools/make_tfod_model.py", ROOT)
+    except UsageError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     partial.rename(model)
     return model
 
@@ -174,9 +184,15 @@ def convert(job: tuple[str, str, int, list[str]], sample: Path, model: dict[str,
     command = [sys.executable, str(script), "-p", str(model["pipeline_config"].resolve()),
                "-m", str(model["saved_model"].resolve()), "-o", str(partial.resolve()),
                "-b", str(batch), *flags]
-    seconds = run_logged(command, output / "logs" / f"{name}.log",
-                         f"{'the sample' if converter == 'nvidia' else 'our'} create_onnx.py "
-                         f"for {name}", sample if converter == "nvidia" else ROOT)
+    log = output / "logs" / f"{name}.log"
+    what = f"{'the sample' if converter == 'nvidia' else 'our'} create_onnx.py for {name}"
+    try:
+        seconds = run_logged(command, log, what, sample if converter == "nvidia" else ROOT)
+    except UsageError:
+        partial.unlink(missing_ok=True)
+        raise
+    if not partial.is_file():
+        raise UsageError(f"{what} wrote no graph; log {log}")
     partial.rename(target)
     shown = [*command[:7], str(target), *command[8:]]
     return {"converter": converter, "batch_size": batch, "flags": flags, "seconds":
