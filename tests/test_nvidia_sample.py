@@ -19,6 +19,7 @@ import pytest
 from fixtures import converted_onnx
 
 from tfod_trt.config.writer import ARCHITECTURES, pipeline_config_text
+from tfod_trt.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -109,6 +110,23 @@ def test_a_failing_sample_is_reported_with_its_log(
     assert code == 2 and err == ["nvidia_sample_onnx.py: error: the sample create_onnx.py for "
                                  f"nvidia_b1 {message.format(log=log)}"]
     assert [p.name for p in out.iterdir()] == ["logs"]  # no partial graph left
+
+
+def test_graphs_of_another_model_are_not_kept(tmp_path: Path) -> None:
+    record = tmp_path / "graphs.json"
+    first = {"saved_model": tmp_path / "a" / "saved_model",
+             "pipeline_config": tmp_path / "a" / "pipeline.config"}
+    record.write_text(json.dumps({"model": {k: str(v) for k, v in first.items()},
+                                  "graphs": {"nvidia_b1": {"seconds": 1.0}}}))
+    assert nvidia_sample_onnx.load_record(record, first, force=False)["graphs"] == {
+        "nvidia_b1": {"seconds": 1.0}}
+    other = {k: tmp_path / "b" / v.name for k, v in first.items()}
+    with pytest.raises(UsageError) as err:
+        nvidia_sample_onnx.load_record(record, other, force=False)
+    assert str(err.value) == (f"{tmp_path} holds graphs of another model "
+                              f"({tmp_path / 'a' / 'saved_model'}); choose another --output, "
+                              "or --force to make them all again")
+    assert nvidia_sample_onnx.load_record(record, other, force=True)["graphs"] == {}
 
 
 @pytest.mark.parametrize("args,message", [

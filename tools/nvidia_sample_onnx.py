@@ -16,7 +16,8 @@ is built with tools/make_tfod_model.py (the sample handles 90 classes only).
 DIR receives `model/` (the built model), `nvidia_bB.onnx`, `ours_bB.onnx`,
 `ours-NAME_bB.onnx` (one per `--variant`, e.g. `--variant "t001=--score_threshold 0.01"`),
 `logs/` and `graphs.json` (the sample's commit, the library versions, each command and its
-time). Graphs already in DIR are kept (`--force`: made again).
+time). Graphs already in DIR are kept (`--force`: made again); a DIR holding graphs of another
+model is refused.
 """
 
 from __future__ import annotations
@@ -209,6 +210,26 @@ def versions() -> dict[str, str | None]:
     return {"python": sys.version.split()[0], **found}
 
 
+def model_paths(args: argparse.Namespace, config: Path, output: Path) -> dict[str, Path]:
+    """The SavedModel and its pipeline.config: the given ones, or the model built in output."""
+    if args.saved_model is not None:
+        return {"saved_model": args.saved_model, "pipeline_config": args.pipeline_config}
+    built = build_model(config, output, args.calibration_images, output / "logs")
+    return {"saved_model": built / "saved_model", "pipeline_config": built / "pipeline.config"}
+
+
+def load_record(path: Path, model: dict[str, Path], force: bool) -> dict:
+    """graphs.json of an earlier run, refused when its graphs (which would be kept) were made
+    from another model."""
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    before = {k: str(Path(v).resolve()) for k, v in record.get("model", {}).items()}
+    now = {k: str(Path(v).resolve()) for k, v in model.items()}
+    if before and before != now and record.get("graphs") and not force:
+        raise UsageError(f"{path.parent} holds graphs of another model ({before['saved_model']});"
+                         " choose another --output, or --force to make them all again")
+    return {**record, "model": now, "graphs": {} if force else record.get("graphs", {})}
+
+
 def run(args: argparse.Namespace) -> int:
     output = args.output
     given = {"--saved_model": args.saved_model, "--pipeline_config": args.pipeline_config,
@@ -223,24 +244,17 @@ def run(args: argparse.Namespace) -> int:
     check_sample_can_read(config)
     repo = args.trt_repo or clone_tensorrt(args.cache_dir, args.trt_ref)
     sample, commit = extract_sample(repo, args.trt_ref, args.cache_dir)
-    if args.saved_model is not None:
-        model = {"saved_model": args.saved_model, "pipeline_config": args.pipeline_config}
-    else:
-        built = build_model(config, output, args.calibration_images, output / "logs")
-        model = {"saved_model": built / "saved_model", "pipeline_config":
-                 built / "pipeline.config"}
+    model = model_paths(args, config, output)
     record_path = output / "graphs.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    record.update({"nvidia_sample": {"repository": TRT_URL, "ref": args.trt_ref,
-                                     "commit": commit, "folder": SAMPLE,
-                                     "extracted": str(sample.resolve())},
-                   "model": {k: str(v) for k, v in model.items()}, "versions": versions()})
-    record.setdefault("graphs", {})
+    record = load_record(record_path, model, args.force)
+    record["nvidia_sample"] = {"repository": TRT_URL, "ref": args.trt_ref, "commit": commit,
+                               "folder": SAMPLE, "extracted": str(sample.resolve())}
     for job in graph_jobs(args):
         if (output / f"{job[0]}.onnx").is_file() and not args.force:
             print(f"{job[0]}.onnx: kept (--force makes it again)")
             continue
-        record["graphs"][job[0]] = convert(job, sample, model, output)
+        record["graphs"][job[0]] = {**convert(job, sample, model, output),
+                                    "sample_commit": commit, "versions": versions()}
         atomic_write_bytes(record_path, (json.dumps(record, indent=1) + "\n").encode())
         print(f"{output / job[0]}.onnx: {record['graphs'][job[0]]['seconds']} s")
     atomic_write_bytes(record_path, (json.dumps(record, indent=1) + "\n").encode())
