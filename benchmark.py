@@ -23,6 +23,11 @@ Timing follows trtexec: warm-up (``--warmup`` s), then at least ``--iterations``
 
 Engines with a static batch run at their batch; dynamic-batch engines at each ``--batch`` that
 their optimisation profile allows. ``tools/plot_benchmarks.py`` plots the JSON.
+
+Inputs: ``--images`` (photos preprocessed as infer.py does), ``--inputs FILE.npz`` (arrays
+named after the inputs), or by default random values of each input's shape and dtype. An engine
+without build_engine.py's metadata (trtexec, NVIDIA's sample) takes photos only with
+``--preprocessor`` (e.g. ``fixed_shape``).
 """
 
 import sys

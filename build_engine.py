@@ -2,7 +2,7 @@
 
     python build_engine.py -o model.onnx -e model.engine [-p fp32|fp16|int8] \
         [--int8_mode calibrator|qdq] [--fp16_onnx] [--calib_input IMAGES] \
-        [--calib_cache model.cache] [--timing_cache timing.cache]
+        [--calib_cache model.cache] [--timing_cache timing.cache] [--keep_fp32 heads|nms|none]
 
 The engine is written with its metadata beside it (``<engine>.json``: the ONNX's metadata plus
 how it was built), which trt_runner.TrtRunner reads. Plugin nodes are adapted to what the

@@ -185,6 +185,8 @@ report = {
     "cli_fp16": cli("fp16"),
     "cli_int8_calibrator": cli("int8", "--int8_mode", "calibrator", "--calib_input", "{tmp}"),
     "cli_int8_qdq": cli("int8", "--int8_mode", "qdq", "--calib_input", "{tmp}"),
+    "cli_fp16_keep_none": cli("fp16", "--keep_fp32", "none"),
+    "cli_fp16_onnx_keep_nms": cli("fp16", "--fp16_onnx", "--keep_fp32", "nms"),
     "int8_default": trt_compat.default_int8_mode(trt),
     "typed_onnx_fp16": trt_compat.needs_typed_onnx("fp16", trt),
     "typed_flags": {p: trt_compat.typed_onnx_flags(p, trt) for p in ("fp16", "int8")},
@@ -261,6 +263,21 @@ def test_reduced_precision_on_11_explains_what_is_needed(probe: dict) -> None:
             assert "strongly typed" in line and "--int8_mode qdq" in line
         else:
             assert "no usable NVIDIA GPU" in line, (key, line)
+
+
+def test_keep_fp32_needs_the_precision_flags(probe: dict) -> None:
+    """--keep_fp32 other than the default gets as far as the builder where TensorRT takes
+    precision flags (10.x: no GPU here), and is refused where the precision comes from a
+    typed ONNX (--fp16_onnx; TensorRT 11 always)."""
+    refused = ("build_engine.py: error: --keep_fp32 {} chooses layer precisions, which this "
+               "build takes from a typed ONNX instead")
+    code, line = probe["cli_fp16_onnx_keep_nms"]
+    assert code == 2 and line.startswith(refused.format("nms")), line
+    code, line = probe["cli_fp16_keep_none"]
+    if probe["trt_version"][0] >= 11:
+        assert code == 2 and line.startswith(refused.format("none")), line
+    else:
+        assert code == 2 and "no usable NVIDIA GPU" in line, line
 
 
 def test_typed_onnx_choices_match_the_real_module(probe: dict) -> None:

@@ -352,6 +352,72 @@ def test_benchmark_pipeline_mode(fp32_engine: Path, test_images: Path, tmp_path:
     assert entry["pipelined_over_serial"] > 0 and entry["pipelined_nvjpeg_over_engine_only"] > 0
 
 
+def test_keep_fp32_choices_pin_less_and_less(onnx_path: Path) -> None:
+    """build_engine.py --keep_fp32 on the parsed SSD network: "heads" pins the heads' last
+    convolutions, "nms" only the box decoding, the NMS and what follows it, "none" nothing."""
+    builder = EngineBuilder()
+    builder.create_network(onnx_path)
+    trt = builder.trt
+    heads, nms = (builder._sensitive_layers(keep) for keep in ("heads", "nms"))
+    assert builder._sensitive_layers("none") == []
+    assert {layer.name for layer in nms} < {layer.name for layer in heads}
+    assert any(layer.type == trt.LayerType.CONVOLUTION for layer in heads)
+    assert not any(layer.type == trt.LayerType.CONVOLUTION for layer in nms)
+    assert any(layer.type == trt.LayerType.PLUGIN_V2 for layer in nms)
+
+
+@pytest.fixture(scope="session")
+def bare_engine(onnx_path: Path, work_dir: Path) -> Path:
+    """An engine as trtexec or NVIDIA's sample builds one: from a graph without create_onnx.py's
+    metadata, and no ``<engine>.json`` beside it."""
+    model = onnx.load(str(onnx_path))
+    del model.metadata_props[:]
+    bare = work_dir / f"bare_{cache_key(onnx_path, ['bare'])}.onnx"
+    onnx.save(model, str(bare))
+    engine = bare.with_suffix(".engine")
+    if not engine.is_file():
+        level = os.environ.get("TFOD_TRT_BUILD_LEVEL")
+        builder = EngineBuilder()
+        builder.create_network(bare)
+        engine.write_bytes(builder.build(BuildOptions(
+            workspace_gib=2, optimization_level=int(level) if level else None)))
+    assert not metadata_path(engine).exists()
+    return engine
+
+
+def test_benchmark_times_an_engine_without_metadata(bare_engine: Path, test_images: Path,
+                                                    tmp_path: Path) -> None:
+    """benchmark.py on an engine without metadata: random inputs of its bindings' shape and
+    dtype (latency and profile), the arrays of --inputs, and photos once --preprocessor says
+    how to preprocess them."""
+    import json
+
+    import benchmark
+
+    def bench(*extra: str) -> list[dict]:
+        out = tmp_path / "bench.json"
+        code = benchmark.main(["-e", str(bare_engine), "--cuda_graphs", "on", "--warmup", "0.1",
+                               "--duration", "0.2", "--iterations", "5", "--json", str(out),
+                               *extra])
+        assert code == 0, extra
+        return json.loads(out.read_text())["results"]
+
+    results = bench("--profile")
+    compute = [e for e in results if e.get("measure") == "compute"]
+    assert compute and all(e["precision"] == "unknown" and e["engine_metadata"] is False
+                           for e in compute)
+    assert ordered(compute[0]["latency_ms"])
+    (profile,) = [e for e in results if e["kind"] == "profile"]
+    assert profile["percent_by_kind"].get("plugin", 0) > 0  # EfficientNMS_TRT was timed
+    with TrtRunner(bare_engine) as runner:
+        shape = runner.input_shape
+    np.savez(tmp_path / "in.npz", input_tensor=np.full(shape, 127.5, np.float32))
+    assert [e["measure"] for e in bench("--inputs", str(tmp_path / "in.npz"))
+            if e["kind"] == "tensorrt"] == ["compute", "end_to_end", "infer_call"]
+    assert benchmark.main(["-e", str(bare_engine), "--images", str(test_images)]) == 2
+    assert bench("--images", str(test_images), "--preprocessor", "fixed_shape")
+
+
 def test_pipelined_infer_writes_what_the_serial_loop_writes(
         fp32_engine: Path, coco_dir: Path, tmp_path: Path) -> None:
     """Both folder paths on the engine, with a corrupt photo among the real ones: it is reported

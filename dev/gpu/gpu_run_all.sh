@@ -15,6 +15,8 @@
 #              Runtime CPU on each graph
 #   sweep8     SSD MobileNet v2 at batch 8 in FP32 / INT8
 #   frcnn      Faster R-CNN R50 640 at FP16 / FP32 / INT8 only
+#   versus     NVIDIA's retired sample against create_onnx.py (dev/gpu/gpu_versus_nvidia.sh;
+#              carry .cache/gpu_versus from dev/gpu/gpu_versus_carry.sh)
 # Each engine is measured (latency, profile) right after its build, in its own results folder:
 # a machine taken back mid-stage loses only the engine being built.
 # Results in $TFOD_TRT_RESULTS (/tmp/results), engines in /tmp/engines/STAGE.
@@ -66,6 +68,7 @@ run_stage() {
       bench_each sweep ssd_mobilenet_v2_b8_nhwc fp16 ;;
     sweep8)  # batch 8 in FP32 and INT8 (the sweep has FP16)
       bench_each sweep ssd_mobilenet_v2_b8_nhwc fp32 int8 ;;
+    versus) bash dev/gpu/gpu_versus_nvidia.sh "$TFOD_TRT_RESULTS/versus" ;;
     frcnn)  # Faster R-CNN R50 640 alone (re-measured after a change to its graph)
       bench_each models faster_rcnn_r50_640_b1_nhwc fp16 fp32 int8 ;;
     models)  # FP16 first (what most deploy), the CPU baseline last

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from tfod_trt.bench.feeds import Feed, sample_feed
 from tfod_trt.bench.timing import EventTimer, latency_stats, timed_loop, wall_ms
-from tfod_trt.detect.inputs import make_batcher
 from tfod_trt.errors import UsageError
 from tfod_trt.trt.runner import TrtRunner
 
@@ -52,34 +52,9 @@ def input_shape_for(runner: TrtRunner, batch: int) -> tuple[int, ...]:
     return (batch, *runner.profile_shapes[2][1:])
 
 
-def sample_input(shape: tuple[int, ...], images: Path | None, runner: Any) -> np.ndarray:
-    """Real preprocessed photos (repeated to fill the batch) when ``images`` is given, else
-    uniform noise in 0..255 (NMS time depends on the data: photos are the fairer input)."""
-    if images is None:
-        return np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
-
-    batcher = make_batcher(runner, images, batch_size=None if _static(runner) else
-                                 shape[0], max_images=shape[0])
-    batch = next(iter(batcher))
-    return np.resize(batch.data[: batch.count], shape).astype(np.float32)
-
-
-def whole_image_shapes(runner: Any, data: np.ndarray) -> np.ndarray | None:
-    """The true_image_shape feed of graphs that take one: every image fills the input."""
-    if not getattr(runner, "needs_true_image_shape", False):
-        return None
-    nchw = (runner.metadata or {}).get("input_format") == "NCHW"
-    height, width = data.shape[2:4] if nchw else data.shape[1:3]
-    return np.tile(np.float32([height, width]), (len(data), 1))
-
-
-def infer_once(runner: Any, data: np.ndarray) -> dict[str, np.ndarray]:
-    """``runner.infer`` on sample data (with whole-image true shapes where the graph wants)."""
-    return runner.infer(data, whole_image_shapes(runner, data))
-
-
-def _static(runner: Any) -> bool:
-    return not getattr(runner, "is_dynamic", False)
+def infer_once(runner: Any, feed: Feed) -> dict[str, np.ndarray]:
+    """``runner.infer`` on a sample feed (with its true_image_shape where the graph takes one)."""
+    return runner.infer(feed.image, feed.true_image_shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,10 +70,12 @@ def record(kind: str, source: Path, batch: int, measure: str, latencies: list[fl
 
 
 def engine_description(runner: TrtRunner) -> dict:
+    """What the records say about the engine; an engine built elsewhere (trtexec, NVIDIA's
+    sample) has no ``<engine>.json``: its precision is "unknown"."""
     engine = runner.metadata.get("engine", {})
     return {"precision": engine.get("precision", "unknown"), "dynamic": runner.is_dynamic,
             "input_shape": list(runner.input_shape), "input_format":
-            runner.metadata.get("input_format")}
+            runner.metadata.get("input_format"), "engine_metadata": bool(runner.metadata)}
 
 
 def bench_engine(path: Path, args: argparse.Namespace) -> list[dict]:
@@ -116,9 +93,9 @@ def bench_engine(path: Path, args: argparse.Namespace) -> list[dict]:
         try:
             for batch in batches:
                 shape = input_shape_for(runner, batch)
-                data = sample_input(shape, args.images, runner)
+                feed = sample_feed(runner, shape, args)
                 runner.set_input_shape(shape)
-                infer_once(runner, data)  # TensorRT's lazy set-up; the pinned input keeps the data
+                infer_once(runner, feed)  # TensorRT's lazy set-up; the pinned input keeps the data
 
                 def end_to_end() -> None:
                     runner.copy_inputs_async()
@@ -144,7 +121,7 @@ def bench_engine(path: Path, args: argparse.Namespace) -> list[dict]:
                 runner.release_graph()
                 records.append(record(
                     "tensorrt", path, batch, "infer_call",
-                    timed_loop(lambda d=data: wall_ms(lambda: infer_once(runner, d)), **loop),
+                    timed_loop(lambda f=feed: wall_ms(lambda: infer_once(runner, f)), **loop),
                     **described, cuda_graph=False, cuda_backend=runner.backend.name))
         finally:
             timer.close()

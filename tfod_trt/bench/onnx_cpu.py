@@ -8,7 +8,8 @@ from pathlib import Path
 
 import onnxruntime
 
-from tfod_trt.bench.latency import infer_once, record, sample_input
+from tfod_trt.bench.feeds import sample_feed
+from tfod_trt.bench.latency import infer_once, record
 from tfod_trt.bench.timing import timed_loop, wall_ms
 from tfod_trt.reference.runner import ReferenceRunner
 
@@ -21,8 +22,8 @@ def bench_onnx(path: Path, args: argparse.Namespace) -> dict:
     runner = ReferenceRunner(path)
     batch = int(runner.input_shape[0]) if str(runner.input_shape[0]).isdigit() else 1
     shape = (batch, *(int(d) for d in runner.input_shape[1:]))
-    data = sample_input(shape, args.images, runner)
-    latencies = timed_loop(lambda: wall_ms(lambda: infer_once(runner, data)), args.warmup,
+    feed = sample_feed(runner, shape, args)
+    latencies = timed_loop(lambda: wall_ms(lambda: infer_once(runner, feed)), args.warmup,
                            args.duration, args.iterations)
     return record("onnxruntime_cpu", path, batch, "infer_call", latencies,
                   onnxruntime_version=onnxruntime.__version__,

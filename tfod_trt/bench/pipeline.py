@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from tfod_trt.bench.latency import engine_description, graph_modes, infer_once, sample_input
+from tfod_trt.bench.feeds import sample_feed
+from tfod_trt.bench.latency import engine_description, graph_modes, infer_once
 from tfod_trt.bench.timing import EventTimer, latency_stats, timed_loop
 from tfod_trt.cuda_ctypes import CudaUnavailable
 from tfod_trt.detect.batch import box_frame, class_offset_of, run_batch
@@ -25,13 +26,13 @@ from tfod_trt.io.resize import load_preprocessed
 from tfod_trt.trt.runner import TrtRunner
 
 
-def repeated_batcher(runner: Any, images: Path, count: int, workers: int,
+def repeated_batcher(runner: Any, args: argparse.Namespace, count: int,
                      processes: bool = True, gpu_decode: bool = False) -> ImageBatcher:
-    """infer.py's batcher for the runner (decode processes by default), its image list cycled
-    to ``count`` images."""
+    """infer.py's batcher for the runner on the --pipeline images (decode processes by
+    default; --workers, --preprocessor), its image list cycled to ``count`` images."""
 
-    batcher = make_batcher(runner, images, workers=workers, processes=processes,
-                                 gpu_decode=gpu_decode)
+    batcher = make_batcher(runner, args.pipeline, args.preprocessor, workers=args.workers,
+                           processes=processes, gpu_decode=gpu_decode)
     repeats = -(-count // len(batcher.images))
     batcher.images = (batcher.images * repeats)[:count]
     return batcher
@@ -71,13 +72,12 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
     loop = {"warmup_s": args.warmup, "duration_s": args.duration,
             "min_iterations": args.iterations}
     with TrtRunner(path, args.cuda_backend) as runner:
-        batcher = repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers)
+        batcher = repeated_batcher(runner, args, args.pipeline_images)
         batch = batcher.batch_size
         shape = batcher.shape
         described = engine_description(runner)
         runner.set_input_shape(shape)
-        data = sample_input(shape, args.pipeline, runner)
-        infer_once(runner, data)
+        infer_once(runner, sample_feed(runner, shape, args, images=args.pipeline))
         timer = EventTimer(runner.backend)
         try:
             engine_only = {}
@@ -97,13 +97,11 @@ def bench_pipeline(path: Path, args: argparse.Namespace) -> dict:
             return sum(1 for _ in detect_folder_pipelined(runner, source,
                                                                 depth=args.pipeline_depth))
 
-        warm = repeated_batcher(runner, args.pipeline, min(4 * batch, len(batcher)),
-                                args.workers)
+        warm = repeated_batcher(runner, args, min(4 * batch, len(batcher)))
         pipelined(warm)  # worker processes, page cache, TensorRT with the pipeline's buffers
         serial_loop(runner, warm)
 
-        threaded = repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers,
-                                    processes=False)
+        threaded = repeated_batcher(runner, args, args.pipeline_images, processes=False)
         runs = [("pipelined", pipelined, batcher), ("pipelined_threads", pipelined, threaded),
                 ("serial", lambda b: serial_loop(runner, b), batcher)]
         gpu_decoded, unavailable = nvjpeg_batchers(runner, args, warm)
@@ -153,8 +151,7 @@ def nvjpeg_batchers(runner: Any, args: argparse.Namespace, warm: ImageBatcher
 
     batcher = None
     try:
-        batcher = repeated_batcher(runner, args.pipeline, args.pipeline_images, args.workers,
-                                   gpu_decode=True)
+        batcher = repeated_batcher(runner, args, args.pipeline_images, gpu_decode=True)
         measured = batcher.images
         batcher.images = measured[:len(warm)]
         sum(1 for _ in detect_folder_pipelined(runner, batcher, depth=args.pipeline_depth))

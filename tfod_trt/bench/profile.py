@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tfod_trt.bench.latency import engine_description, infer_once, input_shape_for, sample_input
+from tfod_trt.bench.feeds import sample_feed
+from tfod_trt.bench.latency import engine_description, infer_once, input_shape_for
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.runner import TrtRunner
 
@@ -56,9 +57,9 @@ def profile_engine(path: Path, args: argparse.Namespace) -> dict:
     with TrtRunner(path, args.cuda_backend) as runner:
         batch = runner.batch_size
         shape = input_shape_for(runner, batch)
-        data = sample_input(shape, args.images, runner)
+        feed = sample_feed(runner, shape, args)
         described = engine_description(runner)
-        infer_once(runner, data)  # set-up, before the profiler is attached
+        infer_once(runner, feed)  # set-up, before the profiler is attached
         profiler = layer_profiler(trt_compat.require_tensorrt())
         context: trt.IExecutionContext = runner.context
         context.profiler = profiler

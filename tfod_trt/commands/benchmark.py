@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from tfod_trt.bench.feeds import read_npz
 from tfod_trt.bench.latency import bench_engine, find_engines
 from tfod_trt.bench.onnx_cpu import bench_onnx
 from tfod_trt.bench.pipeline import bench_pipeline
@@ -21,12 +22,13 @@ from tfod_trt.bench.profile import print_profile, profile_engine
 from tfod_trt.bench.timing import PERCENTILES
 from tfod_trt.cli import run_main
 from tfod_trt.convert.onnx_file import read_detector
+from tfod_trt.detect.inputs import preprocessor_argument
 from tfod_trt.errors import UsageError
 from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_file
 from tfod_trt.io.images import find_images, images_read_from
 from tfod_trt.io.processes import DEFAULT_WORKERS
 from tfod_trt.trt import compat as trt_compat
-from tfod_trt.trt.engine_file import metadata_path
+from tfod_trt.trt.engine_file import EngineError, metadata_path, read_engine_metadata
 
 PROG = "benchmark.py"
 DESCRIPTION = ("Benchmarks TensorRT engines (GPU) and their ONNX graphs on ONNX Runtime "
@@ -96,12 +98,35 @@ def check_files(args: argparse.Namespace) -> list[Path]:
                 find_images(images)
             except (FileNotFoundError, ValueError) as err:
                 raise UsageError(f"{flag}: {err}") from err
+    if args.inputs is not None:
+        read_npz(args.inputs)
+    if args.images is not None or args.pipeline is not None:
+        check_preprocessing_known(engines, args.preprocessor)
     if args.json:
         check_writable_file(args.json, "--json")
     check_outputs({"--engine": [*engines, *map(metadata_path, engines)], "--onnx": args.onnx,
                    "--images": images_read_from(args.images),
-                   "--pipeline": images_read_from(args.pipeline)}, {"--json": args.json})
+                   "--pipeline": images_read_from(args.pipeline),
+                   "--inputs": args.inputs}, {"--json": args.json})
     return engines
+
+
+def check_preprocessing_known(engines: list[Path], preprocessor: str | None) -> None:
+    """Photos need to know how the model preprocesses them: from ``<engine>.json``
+    (build_engine.py writes it) or from --preprocessor."""
+    if preprocessor is not None:
+        return
+    for engine in engines:
+        try:
+            known = "preprocessor" in read_engine_metadata(engine)
+        except EngineError as err:
+            raise UsageError(str(err)) from err
+        if not known:
+            raise UsageError(
+                f"{engine}: how to preprocess photos for it is unknown (no "
+                f"{metadata_path(engine).name} from build_engine.py on a create_onnx.py graph "
+                "beside it); pass --preprocessor (e.g. fixed_shape), or time it on --inputs "
+                "FILE.npz or on random inputs (no --images)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +179,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="time inference with CUDA graphs, without, or both (default)")
     parser.add_argument("--cuda_backend", choices=("auto", "cuda-python", "pycuda"),
                         default="auto")
-    parser.add_argument("--images", type=Path,
-                        help="feed real preprocessed photos from this folder (default: noise)")
+    feed = parser.add_mutually_exclusive_group()
+    feed.add_argument("--images", type=Path,
+                      help="feed real preprocessed photos from this folder (default: random "
+                           "values of each input's shape and dtype)")
+    feed.add_argument("--inputs", type=Path, metavar="FILE.npz",
+                      help="feed these arrays, named after the inputs (numpy.savez); their "
+                           "batch is repeated or cut to the engine's")
+    parser.add_argument("-p", "--preprocessor", type=preprocessor_argument,
+                        help="--images / --pipeline on engines without build_engine.py's "
+                             "metadata: fixed_shape (the input's size), fixed_shape:HxW or "
+                             "keep_aspect_ratio:MIN:MAX (default: from the metadata)")
     parser.add_argument("--pipeline", type=Path, metavar="IMAGES",
                         help="also measure infer.py's pipelined folder path and the serial "
                              "loop on these images, with the engine-only throughput")

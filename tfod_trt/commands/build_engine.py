@@ -11,7 +11,7 @@ from tfod_trt.errors import UsageError
 from tfod_trt.files import check_outputs
 from tfod_trt.io.images import images_read_from
 from tfod_trt.trt import compat as trt_compat
-from tfod_trt.trt.build_options import BuildError, BuildOptions
+from tfod_trt.trt.build_options import KEEP_FP32, BuildError, BuildOptions
 from tfod_trt.trt.builder import build
 from tfod_trt.trt.compat import TensorRTUnavailable
 from tfod_trt.trt.engine_file import metadata_path
@@ -25,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
         calib_num_images=args.calib_num_images, calib_batch_size=args.calib_batch_size,
         tf32=args.tf32, int8_mode=args.int8_mode, fp16_onnx=args.fp16_onnx,
         calib_method=args.calib_method, optimization_level=args.optimization_level,
+        keep_fp32=args.keep_fp32,
     )
     try:
         check_outputs({"--onnx": args.onnx, "--calib_input": images_read_from(args.calib_input)},
@@ -76,6 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimization_level", type=int, choices=range(6), metavar="0-5",
                         help="TensorRT's builder optimization level (default 3): lower builds "
                         "faster, possibly slower engines")
+    parser.add_argument("--keep_fp32", choices=list(KEEP_FP32), default="heads",
+                        help="FP16 / INT8 with TensorRT's precision flags: what stays FP32; "
+                        + "; ".join(f"{name}: {what}" for name, what in KEEP_FP32.items()))
     parser.add_argument("-v", "--verbose", action="store_true", help="TensorRT's verbose log")
     args = parser.parse_args(argv)
     for name in ("calib_num_images", "calib_batch_size"):

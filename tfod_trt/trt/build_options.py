@@ -13,6 +13,16 @@ class BuildError(RuntimeError):
     """Why no engine was built, as one line for the user."""
 
 
+# --keep_fp32: what an FP16 / INT8 build with TensorRT's precision flags pins to FP32.
+KEEP_FP32 = {
+    "heads": "the heads' last convolutions and what carries them to the NMS, the box "
+             "decoding, the plugins and everything after them",
+    "nms": "the box decoding, the plugins and everything after them; the heads in reduced "
+           "precision",
+    "none": "nothing: TensorRT picks every layer's precision (as NVIDIA's sample did)",
+}
+
+
 @dataclass
 class BuildOptions:
     """What the command line chooses (defaults as NVIDIA's sample)."""
@@ -29,6 +39,7 @@ class BuildOptions:
     fp16_onnx: bool = False  # fp16 from an FP16 ONNX also where the FP16 flag exists
     calib_method: str = "minmax"  # INT8 ranges: CALIBRATORS / ONNX Runtime's methods
     optimization_level: int | None = None  # TensorRT's builder level 0-5 (None: its default, 3)
+    keep_fp32: str = "heads"  # KEEP_FP32: the layers pinned to FP32 in FP16 / INT8 builds
 
     def typed_onnx(self, trt: Any) -> bool:
         """Whether the precision goes into the ONNX (FP16 graph or Q/DQ) before parsing."""

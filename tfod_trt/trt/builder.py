@@ -44,6 +44,11 @@ def check_options(options: BuildOptions, trt: Any, prequantized: bool = False) -
     reason = trt_compat.reduced_precision_unsupported(options.precision, trt, options.int8_mode)
     if reason:
         raise BuildError(reason)
+    if options.keep_fp32 != "heads" and options.precision != "fp32" and (
+            prequantized or options.typed_onnx(trt)):
+        raise BuildError(f"--keep_fp32 {options.keep_fp32} chooses layer precisions, which "
+                         "this build takes from a typed ONNX instead (FP16 graph or Q/DQ: "
+                         "--fp16_onnx, --int8_mode qdq, TensorRT 11); leave --keep_fp32 out")
     check_calibration_options(options, prequantized)
 
 
@@ -224,7 +229,7 @@ class EngineBuilder:
             self.config.set_flag(trt.BuilderFlag.INT8)
             calibrator = self._calibrator(options)
             self.config.int8_calibrator = calibrator
-        self._keep_sensitive_fp32()
+        self._keep_sensitive_fp32(options.keep_fp32)
         return calibrator
 
     def _calibrator(self, options: BuildOptions) -> Any:
@@ -242,18 +247,21 @@ class EngineBuilder:
         return calibrator_class(self.trt, options.calib_method)(batches, batch_size,
                                                                 options.calib_cache)
 
-    def _sensitive_layers(self) -> list[trt.ILayer]:
-        """Layers named after the anchors or box deltas; the heads' last convolutions and what
-        carries their outputs to the NMS (so that no calibrated range clips the class logits;
-        on the trained model this alone did not rescue the entropy calibrator, whose loss came
-        from the backbone: docs/engines.md); the NMS and everything downstream of it or of
-        the true_image_shape input (the clip window and its reciprocal: 1/h in FP16 moves
-        boxes by ~5e-4). Layers are in topological order."""
+    def _sensitive_layers(self, keep: str = "heads") -> list[trt.ILayer]:
+        """Layers named after the anchors or box deltas; with ``keep`` "heads" the heads' last
+        convolutions and what carries their outputs to the NMS (so that no calibrated range
+        clips the class logits; on the trained model this alone did not rescue the entropy
+        calibrator, whose loss came from the backbone: docs/engines.md); the NMS and
+        everything downstream of it or of the true_image_shape input (the clip window and its
+        reciprocal: 1/h in FP16 moves boxes by ~5e-4). None with ``keep`` "none" (KEEP_FP32).
+        Layers are in topological order."""
+        if keep == "none":
+            return []
         network: trt.INetworkDefinition = self.network
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         tensors = {id(layer): tuple({t.name for t in side} for side in _layer_tensors(layer))
                    for layer in layers}
-        head_outputs = self._head_outputs(layers, tensors)
+        head_outputs = self._head_outputs(layers, tensors) if keep == "heads" else set()
         after_nms = set(self.nms_tensors) | {TRUE_IMAGE_SHAPE}
         found = []
         for layer in layers:
@@ -282,15 +290,15 @@ class EngineBuilder:
                 todo += tensors[id(layer)][0]
         return found
 
-    def _keep_sensitive_fp32(self) -> None:
-        """Pins the sensitive layers to FP32 where TensorRT has per-layer precision (8.6-10.x);
-        integer and boolean work (NMS counts, masks) is left alone."""
+    def _keep_sensitive_fp32(self, keep: str = "heads") -> None:
+        """Pins the sensitive layers (``keep``: KEEP_FP32) to FP32 where TensorRT has per-layer
+        precision (8.6-10.x); integer and boolean work (NMS counts, masks) is left alone."""
         trt = self.trt
         if not trt_compat.supports_layer_precision(trt):
             return
         floats = (trt.DataType.FLOAT, trt.DataType.HALF)
         pinned = []
-        for layer in self._sensitive_layers():
+        for layer in self._sensitive_layers(keep):
             inputs, outputs = _layer_tensors(layer)
             computes = inputs or outputs
             if not any(t.dtype in floats for t in computes):
@@ -337,6 +345,7 @@ def engine_metadata(builder: EngineBuilder, onnx_path: Path, options: BuildOptio
             "optimization_level": options.optimization_level,
             # dynamic inputs' (min, opt, max) shapes (export_triton.py's batch sizes)
             "profile": builder.profile or None,
+            "keep_fp32": options.keep_fp32 if options.precision != "fp32" else None,
             "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     }

@@ -55,6 +55,8 @@ class TrtRunner:
         if not self.path.is_file():
             raise FileNotFoundError(f"engine {self.path} not found: build it with build_engine.py")
         self._trt = trt = trt_compat.require_tensorrt()
+        # build_engine.py's <engine>.json; {} for an engine built elsewhere (trtexec, NVIDIA's
+        # sample), which runs all the same: only preprocessing photos needs the metadata
         self.metadata = read_engine_metadata(self.path)
         self.backend = make_backend(cuda_backend)
         self.use_cuda_graph = use_cuda_graph
