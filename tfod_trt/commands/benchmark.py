@@ -25,7 +25,7 @@ from tfod_trt.convert.onnx_file import read_detector
 from tfod_trt.detect.inputs import preprocessor_argument
 from tfod_trt.errors import UsageError
 from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_file
-from tfod_trt.io.images import find_images, images_read_from
+from tfod_trt.io.images import find_images
 from tfod_trt.io.processes import DEFAULT_WORKERS
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.engine_file import EngineError, metadata_path, read_engine_metadata
@@ -92,10 +92,11 @@ def check_files(args: argparse.Namespace) -> list[Path]:
     engines = find_engines(args.engine)
     for model in args.onnx:  # before any engine is timed
         read_detector(model, load_external_data=False)
+    listed: dict[str, list[Path]] = {}  # the images each flag reads, listed once
     for flag, images in (("--images", args.images), ("--pipeline", args.pipeline)):
         if images is not None:
             try:
-                find_images(images)
+                listed[flag] = find_images(images)
             except (FileNotFoundError, ValueError) as err:
                 raise UsageError(f"{flag}: {err}") from err
     if args.inputs is not None:
@@ -105,8 +106,7 @@ def check_files(args: argparse.Namespace) -> list[Path]:
     if args.json:
         check_writable_file(args.json, "--json")
     check_outputs({"--engine": [*engines, *map(metadata_path, engines)], "--onnx": args.onnx,
-                   "--images": images_read_from(args.images),
-                   "--pipeline": images_read_from(args.pipeline),
+                   **listed,
                    "--inputs": args.inputs}, {"--json": args.json})
     return engines
 

@@ -39,24 +39,25 @@ def check_paths(args: argparse.Namespace) -> None:
             raise FileNotFoundError(f"{out}: the folder {parent} does not exist")
         if not os.access(parent, os.W_OK):
             raise PermissionError(f"{out}: the folder {parent} is not writable")
-    if args.validate:
-        check_validation_images(args.validate, args.validate_images)
+    validation = (check_validation_images(args.validate, args.validate_images)
+                  if args.validate else None)
     check_outputs({"--pipeline_config": args.pipeline_config, "--saved_model": args.saved_model,
-                   "--validate": find_images(args.validate) if args.validate else None},
+                   "--validate": validation},
                   {"--onnx": args.onnx, "--tf2onnx": args.tf2onnx})
 
 
-def check_validation_images(images: Path, count: int) -> None:
-    """--validate's images, before the conversion: at least one of the `count` it would use
-    must be readable."""
+def check_validation_images(images: Path, count: int) -> list[Path]:
+    """--validate's images (all of them), checked before the conversion: at least one of the
+    `count` it would use must be readable."""
     if not images.exists():
         raise FileNotFoundError(f"{images}: no such image file or folder")
-    candidates = find_images(images)[:count]  # raises for a folder without images
+    found = find_images(images)  # raises for a folder without images
+    candidates = found[:count]
     reasons = []
     for path in candidates:
         try:
             load_image(path)
-            return
+            return found
         except ImageError as err:
             reasons.append(err.reason)
     raise ValueError(f"{images}: none of the {len(candidates)} images that --validate would "
