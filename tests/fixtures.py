@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TFOD_TRT_SHARED", ROOT.parent / "shared"))  # use_data_folder
 CACHE = Path(os.environ.get("TFOD_TRT_CACHE", ROOT / ".cache" / "fixtures"))
 # Bump when the fixture recipe (tools/make_tfod_model.py) changes: old cached models go stale.
-RECIPE = "v3"
+RECIPE = "v3"  # the fixture models
+ONNX_RECIPE = "v4"  # their converted graphs (v4: per-class NMS)
 MODELS = CACHE / f"models-{RECIPE}"
 # Synthetic calibration images where the COCO photos are absent (their own folder and seed):
 # 2x2 mosaics of shapes images (calibration_mosaics).
@@ -298,7 +299,7 @@ def cached(root: Path, name: str) -> Path:
 def carried_onnx(path: Path) -> Path | None:
     """Without TensorFlow: a converted graph of that name carried from elsewhere (its key may
     differ: this machine's data folder may lack the zoo configs), the zoo one first."""
-    root = CACHE / f"onnx-{RECIPE}"
+    root = CACHE / f"onnx-{ONNX_RECIPE}"
     found = [root / path.name] if (root / path.name).is_file() else []
     return (found or sorted(root.glob(f"*/{path.name}")) or [None])[0]
 
@@ -330,7 +331,7 @@ def exported_model(name: str, input_type: str = "float_image_tensor") -> Path:
 def converted_onnx(name: str, batch_size: int = 1, input_format: str = "NHWC") -> Path:
     """The fixture model converted by create_onnx.py (cached)."""
     note_use(name)
-    path = (cached(CACHE / f"onnx-{RECIPE}", name)
+    path = (cached(CACHE / f"onnx-{ONNX_RECIPE}", name)
             / f"{name}_b{batch_size}_{input_format.lower()}.onnx")
     if path.is_file():
         return path
@@ -383,7 +384,7 @@ def trained_onnx() -> Path:
             pytest.skip(f"{saved_model} is absent and {CACHE / 'trained'} has no single graph")
         return carried[0]
     digest = hashlib.sha256((saved_model / "saved_model.pb").read_bytes()).hexdigest()[:12]
-    path = CACHE / "trained" / f"shapes_ssd_{digest}_b1_nhwc.onnx"
+    path = CACHE / "trained" / f"shapes_ssd_{digest}_{ONNX_RECIPE}_b1_nhwc.onnx"
     if path.is_file():
         return path
     if not have_tensorflow():

@@ -113,14 +113,20 @@ def test_a_failing_sample_is_reported_with_its_log(
 
 
 def test_graphs_of_another_model_are_not_kept(tmp_path: Path) -> None:
+    """The graphs stay for the same model (the same saved_model.pb, also moved elsewhere),
+    not for another one unless --force."""
+    def model(folder: str, graph: bytes) -> dict[str, Path]:
+        (tmp_path / folder / "saved_model").mkdir(parents=True)
+        (tmp_path / folder / "saved_model" / "saved_model.pb").write_bytes(graph)
+        return {"saved_model": tmp_path / folder / "saved_model",
+                "pipeline_config": tmp_path / folder / "pipeline.config"}
+
+    first, moved, other = model("a", b"graph a"), model("moved", b"graph a"), model("b", b"b")
     record = tmp_path / "graphs.json"
-    first = {"saved_model": tmp_path / "a" / "saved_model",
-             "pipeline_config": tmp_path / "a" / "pipeline.config"}
-    record.write_text(json.dumps({"model": {k: str(v) for k, v in first.items()},
-                                  "graphs": {"nvidia_b1": {"seconds": 1.0}}}))
-    assert nvidia_sample_onnx.load_record(record, first, force=False)["graphs"] == {
+    made = nvidia_sample_onnx.load_record(record, first, force=False)
+    record.write_text(json.dumps({**made, "graphs": {"nvidia_b1": {"seconds": 1.0}}}))
+    assert nvidia_sample_onnx.load_record(record, moved, force=False)["graphs"] == {
         "nvidia_b1": {"seconds": 1.0}}
-    other = {k: tmp_path / "b" / v.name for k, v in first.items()}
     with pytest.raises(UsageError) as err:
         nvidia_sample_onnx.load_record(record, other, force=False)
     assert str(err.value) == (f"{tmp_path} holds graphs of another model "

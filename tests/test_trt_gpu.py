@@ -516,6 +516,9 @@ SHAPES_ENGINES = {
     "fp32": ["-p", "fp32"],
     "fp16": ["-p", "fp16"],
     "fp16_onnx": ["-p", "fp16", "--fp16_onnx"],  # TensorRT 11's FP16 (typed ONNX)
+    # less kept in FP32 than the default (--keep_fp32 heads): what each pin is worth in mAP
+    "fp16_keep_nms": ["-p", "fp16", "--keep_fp32", "nms"],
+    "fp16_keep_none": ["-p", "fp16", "--keep_fp32", "none"],
     "int8": ["-p", "int8", "--int8_mode", "calibrator"],
     "int8_qdq": ["-p", "int8", "--int8_mode", "qdq"],  # TensorRT 11's INT8 (explicit Q/DQ)
 }

@@ -23,6 +23,7 @@ model is refused.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -218,16 +219,24 @@ def model_paths(args: argparse.Namespace, config: Path, output: Path) -> dict[st
     return {"saved_model": built / "saved_model", "pipeline_config": built / "pipeline.config"}
 
 
+def model_digest(model: dict[str, Path]) -> str:
+    """What identifies the model whatever folder it lies in: its saved_model.pb's digest."""
+    return hashlib.sha256((Path(model["saved_model"]) / "saved_model.pb").read_bytes()
+                          ).hexdigest()[:16]
+
+
 def load_record(path: Path, model: dict[str, Path], force: bool) -> dict:
     """graphs.json of an earlier run, refused when its graphs (which would be kept) were made
-    from another model."""
+    from another model (another saved_model.pb; the folder may have moved)."""
     record = json.loads(path.read_text()) if path.is_file() else {}
-    before = {k: str(Path(v).resolve()) for k, v in record.get("model", {}).items()}
     now = {k: str(Path(v).resolve()) for k, v in model.items()}
-    if before and before != now and record.get("graphs") and not force:
-        raise UsageError(f"{path.parent} holds graphs of another model ({before['saved_model']});"
-                         " choose another --output, or --force to make them all again")
-    return {**record, "model": now, "graphs": {} if force else record.get("graphs", {})}
+    digest = model_digest(model)
+    if record.get("graphs") and not force and record.get("model_digest") != digest:
+        raise UsageError(f"{path.parent} holds graphs of another model "
+                         f"({record.get('model', {}).get('saved_model')}); choose another "
+                         "--output, or --force to make them all again")
+    return {**record, "model": now, "model_digest": digest,
+            "graphs": {} if force else record.get("graphs", {})}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ cd "$ROOT"
 SHARED=${TFOD_TRT_SHARED:-$ROOT/../shared}
 PY=${PY:-$ROOT/.venv/bin/python}
 CARRY=$ROOT/.cache/gpu_carry
-RECIPE=$(sed -n 's/^RECIPE = "\(.*\)"/\1/p' tests/fixtures.py)
+RECIPE=$(sed -n 's/^ONNX_RECIPE = "\([^"]*\)".*/\1/p' tests/fixtures.py)
 rm -rf "$CARRY"
 mkdir -p "$CARRY/shared/data" "$CARRY/shared/tfod_configs" "$CARRY/site" "$CARRY/shapes" \
   "$CARRY/fixtures/onnx-$RECIPE" "$CARRY/fixtures/trained"
@@ -45,7 +45,7 @@ for spec in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_fpnlite_320 ssd_resnet50_fpn_6
 done
 FIXTURE=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.exported_model('ssd_mobilenet_v2'))")
 for batch in ${BENCH_BATCHES:-8 16 32}; do
-  onnx=.cache/bench_onnx/b$batch/ssd_mobilenet_v2_b${batch}_nhwc.onnx
+  onnx=.cache/bench_onnx/$RECIPE/b$batch/ssd_mobilenet_v2_b${batch}_nhwc.onnx
   mkdir -p "$(dirname "$onnx")"
   [ -f "$onnx" ] || "$PY" create_onnx.py -p "$FIXTURE/pipeline.config" -m "$FIXTURE/saved_model" \
     -o "$onnx" -b "$batch"

@@ -19,7 +19,7 @@ export TFOD_TRT_BUILD_LEVEL=${TFOD_TRT_BUILD_LEVEL:-1}  # test engines: faster b
 mkdir -p "$TFOD_TRT_RESULTS" "$TFOD_TRT_ENGINE_CACHE"
 # Large fixture graphs sent in parts (.cache/gpu_big) and unpacked to /tmp/onnx_big by
 # dev/gpu/gpu_unpack_big.sh: seen by the tests as cached fixtures.
-RECIPE=$(sed -n 's/^RECIPE = "\(.*\)"/\1/p' tests/fixtures.py)
+RECIPE=$(sed -n 's/^ONNX_RECIPE = "\([^"]*\)".*/\1/p' tests/fixtures.py)
 mkdir -p "$TFOD_TRT_CACHE/onnx-$RECIPE"
 for f in /tmp/onnx_big/*.onnx; do
   if [ -f "$f" ]; then ln -sf "$f" "$TFOD_TRT_CACHE/onnx-$RECIPE/"; fi

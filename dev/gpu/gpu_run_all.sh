@@ -32,7 +32,7 @@ if [ "${1:-}" = status ]; then
   pgrep -fa "build_engine|pytest|benchmark.py" | cut -c1-160
   exit 0
 fi
-RECIPE=$(sed -n 's/^RECIPE = "\(.*\)"/\1/p' tests/fixtures.py)
+RECIPE=$(sed -n 's/^ONNX_RECIPE = "\([^"]*\)".*/\1/p' tests/fixtures.py)
 link_graphs() {  # link_graphs DIR NAME... : the graphs to build, one folder per stage
   mkdir -p "$1"
   local dir=$1 name

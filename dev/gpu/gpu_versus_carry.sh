@@ -2,8 +2,8 @@
 # Prepares .cache/gpu_versus for dev/gpu/gpu_versus_nvidia.sh (NVIDIA's retired sample against
 # create_onnx.py, docs/benchmarks.md "Against NVIDIA's sample"), on the development machine:
 #   - the graphs of tools/nvidia_sample_onnx.py at batch 1 and 16 (the sample's create_onnx.py,
-#     ours, ours with --score_threshold 0.01), made once in $GRAPHS, packed with their weights
-#     stored once (dev/gpu/onnx_shared_weights.py: about 23 MiB for all six);
+#     ours, ours with --score_threshold 0.01, both also with --nms single), made once in
+#     $GRAPHS, packed with their weights stored once (dev/gpu/onnx_shared_weights.py);
 #   - the 64 photos (they also set the random model's BatchNorm statistics, as for the test
 #     fixtures) and the sample's folder (its build_engine.py, for SAMPLE_BUILD=1).
 # Carry `.cache/gpu_versus` (about 36 MiB) and `.gpu/tools` in the device call.
@@ -20,7 +20,8 @@ PHOTOS=$SHARED/data/coco_val2017_64/images
 calibration=()
 [ -d "$PHOTOS" ] && calibration=(--calibration_images "$PHOTOS")
 "$PY" tools/nvidia_sample_onnx.py -o "$GRAPHS" ${TRT_REPO:+--trt_repo "$TRT_REPO"} \
-  "${calibration[@]}" -b 1 16 --variant "t001=--score_threshold 0.01"
+  "${calibration[@]}" -b 1 16 --variant "t001=--score_threshold 0.01" \
+  --variant "single=--nms single" --variant "single-t001=--nms single --score_threshold 0.01"
 rm -rf "$CARRY"
 mkdir -p "$CARRY"
 "$PY" dev/gpu/onnx_shared_weights.py pack "$CARRY/graphs" "$GRAPHS"/*.onnx

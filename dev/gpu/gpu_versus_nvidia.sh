@@ -29,11 +29,15 @@ DURATION=${DURATION:-2}
 ENGINES=${ENGINES:-/tmp/versus/engines}
 ONNX=/tmp/versus/onnx
 IMAGES=$VERSUS/images
-# The sample's builds (TF32 on at FP32, nothing pinned at FP16) first, then ours: default,
-# the same build flags as the sample, and also the sample's score threshold (0.01).
-ROWS=${ROWS:-nvidia:fp32:--tf32 ours:fp32 ours:fp32:--tf32 ours-t001:fp32:--tf32 \
-nvidia:fp16:--keep_fp32=none ours:fp16 ours:fp16:--keep_fp32=none \
-ours-t001:fp16:--keep_fp32=none}
+# The sample's builds (TF32 on at FP32, nothing pinned at FP16) first, then ours with our
+# default builds, at the config's score threshold and at the sample's (0.01), then the same
+# graphs with the sample's build flags, then our graphs with one NMS over all classes
+# (--nms single, the sample's form).
+ROWS=${ROWS:-nvidia:fp32:--tf32 ours:fp32 ours-t001:fp32 ours:fp32:--tf32 \
+ours-t001:fp32:--tf32 nvidia:fp16:--keep_fp32=none ours:fp16 ours-t001:fp16 \
+ours:fp16:--keep_fp32=none ours-t001:fp16:--keep_fp32=none ours-single:fp32:--tf32 \
+ours-single-t001:fp32:--tf32 ours-single:fp16:--keep_fp32=none \
+ours-single-t001:fp16:--keep_fp32=none}
 mkdir -p "$OUT" "$ENGINES"
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/run.log"; }
 

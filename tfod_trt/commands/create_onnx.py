@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
             max_detections=args.max_detections, opset=args.opset, debug=tuple(args.debug),
             tf2onnx_path=args.tf2onnx,
-            true_image_shape=False if args.no_true_image_shape else None,
+            true_image_shape=False if args.no_true_image_shape else None, nms=args.nms,
         )
         if args.score_threshold is not None or args.iou_threshold is not None:
             check_thresholds(
@@ -127,6 +127,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="NMS IoU threshold (default: the config's)")
     parser.add_argument("-d", "--max_detections", type=int,
                         help="detections per image (default: the config's max_total_detections)")
+    parser.add_argument("--nms", choices=["per_class", "single"], default="per_class",
+                        help="SSD: per_class runs EfficientNMS_TRT for every class of every "
+                        "image side by side (faster, TFOD's per-class cap exactly); single runs "
+                        "one over all classes of an image, as NVIDIA's sample did")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     parser.add_argument("--tf2onnx", type=Path, metavar="PATH",
                         help="also keep the raw tf2onnx conversion of the network here")

@@ -30,6 +30,9 @@ class ConversionOptions:
     tf2onnx_path: Path | None = None
     # the `true_image_shape` input (None: present for keep_aspect_ratio models)
     true_image_shape: bool | None = None
+    # SSD: "per_class", one EfficientNMS_TRT segment per image and class (convert/class_nms.py),
+    # or "single", one per image over all classes (NVIDIA's sample's form)
+    nms: str = "per_class"
 
 
 def check_thresholds(score: float, iou: float, max_detections: int) -> None:

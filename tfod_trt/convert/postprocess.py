@@ -193,6 +193,16 @@ def per_image_window(graph: gs.Graph, true_shape: gs.Tensor, name: str) -> tuple
     return window, inverse
 
 
+def true_window(graph: gs.Graph, true_shape: gs.Tensor,
+                input_size: tuple[int, int]) -> tuple[gs.Variable, gs.Variable]:
+    """TFOD's SSD clip window of each image, (0, 0, h / H, w / W) for its true image shape
+    h, w in the H x W input, as per_image_window's (window [B,1,4], reciprocal)."""
+    (fraction,) = add_node(graph, "Div", [true_shape, const(
+        "true_window_input_size", list(input_size))], [variable(
+            "true_window_fraction", np.float32, [true_shape.shape[0], 2])])
+    return per_image_window(graph, fraction, "true_window")
+
+
 def clip_to_true_image(graph: gs.Graph, nms_outputs: list[gs.Variable], true_shape: gs.Tensor,
                        input_size: tuple[int, int], num_classes: int, max_per_class: int,
                        keep: int, to_true_image: bool) -> list[gs.Variable]:
@@ -203,11 +213,7 @@ def clip_to_true_image(graph: gs.Graph, nms_outputs: list[gs.Variable], true_sha
     per class and `keep` in all kept (score order, zero-filled, recounted); with
     `to_true_image` (change_coordinate_frame) the boxes are then normalised to the window."""
     num, boxes, scores, classes = nms_outputs
-    batch = true_shape.shape[0]
-    (fraction,) = add_node(graph, "Div", [true_shape, const(
-        "true_window_input_size", list(input_size))], [variable(
-            "true_window_fraction", np.float32, [batch, 2])])
-    window, inverse = per_image_window(graph, fraction, "true_window")
+    window, inverse = true_window(graph, true_shape, input_size)
     final = boxes.name
     boxes.name = "unwindowed_" + final
     clipped = clip_to_window(graph, boxes, window, "windowed_" + final if to_true_image
@@ -238,17 +244,17 @@ def cap_per_class(graph: gs.Graph, nms_outputs: list[gs.Variable], num_classes: 
     final = [t.name for t in nms_outputs]
     for tensor in nms_outputs:
         tensor.name = "uncapped_" + tensor.name
-    cap = _CapGraph(graph, prefix)
+    cap = CapGraph(graph, prefix)
     axis2 = cap.const("cap_axis2", [2], np.int64)
     kept = _within_class_cap(cap, num, classes, (batch, candidates), num_classes,
                              max_per_class, axis2)
     if keep_mask is not None:  # counted for the per-class cap above, dropped here
         kept = cap.node("And", [kept, keep_mask], "kept_nonempty", bool, [batch, candidates])
-    best, index, present, new_num = _best_kept(cap, kept, scores, keep, final[0])
-    return [new_num, *_gather_kept(cap, boxes, classes, best, index, present, final[1:], axis2)]
+    best, index, present, new_num = best_kept(cap, kept, scores, keep, final[0])
+    return [new_num, *gather_kept(cap, boxes, classes, best, index, present, final[1:], axis2)]
 
 
-class _CapGraph:
+class CapGraph:
     """Appends :func:`cap_per_class`'s nodes and constants, their names prefixed."""
 
     def __init__(self, graph: gs.Graph, prefix: str) -> None:
@@ -264,7 +270,7 @@ class _CapGraph:
         return gs.Constant(f"{self.prefix}{name}", np.asarray(value, dtype=dtype))
 
 
-def _within_class_cap(cap: _CapGraph, num: gs.Tensor, classes: gs.Tensor, shape: tuple,
+def _within_class_cap(cap: CapGraph, num: gs.Tensor, classes: gs.Tensor, shape: tuple,
                       num_classes: int, max_per_class: int, axis2: gs.Constant) -> gs.Variable:
     """[B,candidates] bool (``shape``): the valid detections (the first `num`) among the
     first `max_per_class` of their class (a running count of one-hot classes)."""
@@ -288,7 +294,7 @@ def _within_class_cap(cap: _CapGraph, num: gs.Tensor, classes: gs.Tensor, shape:
     return cap.node("And", [valid, within], "kept", bool, [batch, candidates])
 
 
-def _best_kept(cap: _CapGraph, kept: gs.Tensor, scores: gs.Tensor, keep: int,
+def best_kept(cap: CapGraph, kept: gs.Tensor, scores: gs.Tensor, keep: int,
                num_name: str) -> tuple[gs.Variable, gs.Variable, gs.Variable, gs.Variable]:
     """The best `keep` kept scores [B,keep] and their positions, which of them are present
     (scores >= 0: dropped ones rank at -1) and their count [B,1] named `num_name`."""
@@ -308,7 +314,7 @@ def _best_kept(cap: _CapGraph, kept: gs.Tensor, scores: gs.Tensor, keep: int,
     return best, index, present, new_num
 
 
-def _gather_kept(cap: _CapGraph, boxes: gs.Tensor, classes: gs.Tensor, best: gs.Tensor,
+def gather_kept(cap: CapGraph, boxes: gs.Tensor, classes: gs.Tensor, best: gs.Tensor,
                  index: gs.Tensor, present: gs.Tensor, names: list[str],
                  axis2: gs.Constant) -> list[gs.Variable]:
     """The boxes, scores and classes at `index`, zero where not present, named `names`."""

@@ -8,6 +8,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from tfod_trt.convert import tf_graph
+from tfod_trt.convert.class_nms import ClipWindow, add_per_class_nms
 from tfod_trt.convert.config_check import check_against_graph
 from tfod_trt.convert.graph_edits import (
     const,
@@ -34,14 +35,13 @@ from tfod_trt.convert.postprocess import (
     clip_to_true_image,
     guard_low_threshold,
     true_image_shape_input,
+    true_window,
 )
 
 
 def convert_ssd(config, saved_model: Path, options: ConversionOptions):
     """SSD: network -> normalisation input, score slicing, EfficientNMS_TRT on the anchors;
     with the `true_image_shape` input, TFOD's clip window as onnx_utils.clip_to_true_image."""
-
-
     score, iou, top_k = nms_settings(config, options)
     pre = config.preprocessor
     model_name = f"{saved_model} with {config.path}"
@@ -73,6 +73,51 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
     anchors = const("anchors", anchors_center_size(net.anchors))
     true_shape = true_image_shape_input(batch) if wants_true_image_shape(
         config, options) else None
+    to_true_image = true_shape is not None and ssd_change_coordinate_frame(config)
+    if true_shape is not None:
+        graph.inputs.append(true_shape)
+    nms = options.nms if min(config.max_detections_per_class, num_anchors) * (
+        config.num_classes) >= top_k else "single"  # per class: too few for the total
+    if nms == "per_class":
+        outputs = _per_class_nms(graph, config, deltas, scores, anchors, true_shape,
+                                 to_true_image, (score, iou, top_k))
+    else:
+        outputs = _single_nms(graph, config, deltas, scores, anchors, true_shape, to_true_image,
+                              (score, iou, top_k))
+    meta = metadata(config, saved_model, options, score, iou, top_k, true_shape is not None)
+    meta["nms"] = nms
+    if true_shape is not None:
+        meta["box_frame"] = "true_image" if to_true_image else "input"
+        meta["max_detections_per_class"] = config.max_detections_per_class
+    return finish(graph, outputs, options, meta)
+
+
+def _per_class_nms(graph: gs.Graph, config, deltas: gs.Tensor, scores: gs.Tensor,
+                   anchors: gs.Tensor, true_shape: gs.Tensor | None, to_true_image: bool,
+                   settings: tuple[float, float, int]) -> list[gs.Variable]:
+    """EfficientNMS_TRT per image and class (the default: convert/class_nms.py), merged with
+    TFOD's clip window (the true image, else the whole input) and caps."""
+    score, iou, top_k = settings
+    clip = None
+    if true_shape is not None:
+        pre = config.preprocessor
+        window, inverse = true_window(graph, true_shape, (pre.height, pre.width))
+        clip = ClipWindow(window, inverse if to_true_image else None)
+    return add_per_class_nms(
+        graph, deltas, scores, anchors, scores.shape[0], score_threshold=score,
+        iou_threshold=iou, max_per_class=min(config.max_detections_per_class, scores.shape[1]),
+        max_total=top_k, clip=clip)
+
+
+def _single_nms(graph: gs.Graph, config, deltas: gs.Tensor, scores: gs.Tensor,
+                anchors: gs.Tensor, true_shape: gs.Tensor | None, to_true_image: bool,
+                settings: tuple[float, float, int]) -> list[gs.Variable]:
+    """One EfficientNMS_TRT over all classes of an image (create_onnx.py --nms single: the
+    form of NVIDIA's sample), then the guard, the clip window and the caps as TFOD applies
+    them."""
+    score, iou, top_k = settings
+    batch, num_anchors = scores.shape[:2]
+    pre = config.preprocessor
     # With a clip window, TFOD caps the total after dropping the boxes the clip emptied: the
     # plugin then keeps every candidate it has (its pre-NMS pool) for the cap after the prune.
     candidates = top_k if true_shape is None else max(
@@ -83,16 +128,9 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
     )
     if score < NMS_SAFE_SCORE_FLOOR:
         outputs = guard_low_threshold(graph, outputs, score)
-    to_true_image = False
     if true_shape is not None:
-        graph.inputs.append(true_shape)
-        to_true_image = ssd_change_coordinate_frame(config)
         outputs = clip_to_true_image(
             graph, outputs, true_shape, (pre.height, pre.width), config.num_classes,
             min(config.max_detections_per_class, candidates), top_k, to_true_image)
     outputs[1] = clip_boxes(graph, outputs[1])
-    meta = metadata(config, saved_model, options, score, iou, top_k, true_shape is not None)
-    if true_shape is not None:
-        meta["box_frame"] = "true_image" if to_true_image else "input"
-        meta["max_detections_per_class"] = config.max_detections_per_class
-    return finish(graph, outputs, options, meta)
+    return outputs
