@@ -43,7 +43,7 @@ for spec in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_fpnlite_320 ssd_resnet50_fpn_6
   "$PY" dev/gpu/onnx_half_weights.py pack ".cache/fixtures/onnx-$RECIPE/${spec}_b1_nhwc.onnx" \
     "$BIG/${spec}_b1_nhwc.half.onnx"
 done
-FIXTURE=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.exported_model('ssd_mobilenet_v2'))")
+FIXTURE=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.exported_model('ssd_mobilenet_v2'))" | tail -1)
 for batch in ${BENCH_BATCHES:-8 16 32}; do
   onnx=.cache/bench_onnx/$RECIPE/b$batch/ssd_mobilenet_v2_b${batch}_nhwc.onnx
   mkdir -p "$(dirname "$onnx")"
