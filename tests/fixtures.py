@@ -329,10 +329,12 @@ def exported_model(name: str, input_type: str = "float_image_tensor") -> Path:
 
 
 def converted_onnx(name: str, batch_size: int = 1, input_format: str = "NHWC") -> Path:
-    """The fixture model converted by create_onnx.py (cached)."""
+    """The fixture model converted by create_onnx.py (cached); batch_size -1: a dynamic batch
+    (NAME_bdyn_LAYOUT.onnx)."""
     note_use(name)
+    batch = "dyn" if batch_size == -1 else batch_size
     path = (cached(CACHE / f"onnx-{ONNX_RECIPE}", name)
-            / f"{name}_b{batch_size}_{input_format.lower()}.onnx")
+            / f"{name}_b{batch}_{input_format.lower()}.onnx")
     if path.is_file():
         return path
     if not have_tensorflow():

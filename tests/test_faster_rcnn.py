@@ -143,6 +143,30 @@ def test_parity_large_models(name: str, coco_dir: Path) -> None:
     check_parity(name, coco_dir)
 
 
+def test_dynamic_batch_graph() -> None:
+    """create_onnx.py --batch_size -1: every input and output of the static graph with the
+    batch named 'batch', and the dynamic CropAndResize (TensorRT 8.6's static one takes no
+    run-time shapes)."""
+    static = onnx.load(str(converted_onnx(CI_MODEL)), load_external_data=False)
+    model = onnx.load(str(converted_onnx(CI_MODEL, -1)), load_external_data=False)
+
+    def io_dims(graph_model: onnx.ModelProto) -> dict[str, list]:
+        return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+                for v in [*graph_model.graph.input, *graph_model.graph.output]}
+
+    assert io_dims(model) == {name: ["batch", *shape[1:]]
+                              for name, shape in io_dims(static).items()}
+    assert len(nodes(model, "CropAndResizeDynamic")) == 1 and not nodes(model, "CropAndResize")
+    assert len(nodes(static, "CropAndResize")) == 1
+    assert read_metadata(model)["dynamic_batch"] is True
+
+
+@pytest.mark.slow
+def test_parity_dynamic_batch(coco_dir: Path) -> None:
+    """The dynamic graph, validated in batches of several images, against the SavedModel."""
+    check_parity(CI_MODEL, coco_dir, batch=-1)
+
+
 def test_reference_is_the_saved_model_signature(coco_dir: Path) -> None:
     """For a resizer that leaves a network-size image unchanged, parity's TF reference (resize
     loop bypassed) gives what the SavedModel's own signature gives; and the fixture's scores are

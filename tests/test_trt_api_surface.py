@@ -113,9 +113,14 @@ def test_the_ast_walk_finds_the_api(api: set[str]) -> None:
                 "IBuilderConfig.set_flag", "OnnxParser", "ParserError.desc",
                 "BuilderFlag.FP16", "ILayer.precision",
                 "IPluginRegistry.get_creator", "MemoryPoolType.WORKSPACE",
-                "IBuilderConfig.builder_optimization_level"}
+                "IBuilderConfig.builder_optimization_level",
+                # dynamic batch: the build's profile, the calibration's, the runner's shapes
+                "Builder.create_optimization_profile", "IOptimizationProfile.set_shape",
+                "IBuilderConfig.add_optimization_profile",
+                "IBuilderConfig.set_calibration_profile", "ICudaEngine.get_tensor_profile_shape"}
     assert expected <= api
-    assert {c for c in api if is_legacy(c)} >= {"BuilderFlag.FP16", "ILayer.set_output_type"}
+    assert {c for c in api if is_legacy(c)} >= {"BuilderFlag.FP16", "ILayer.set_output_type",
+                                                "IBuilderConfig.set_calibration_profile"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,12 +166,13 @@ from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.calibrator import CALIBRATORS, calibrator_class
 
 """ + EXISTS + r"""
-def cli(precision, *extra):
+def cli(precision, *extra, batch=None):
     err = io.StringIO()
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stderr(err):
         onnx = Path(tmp, "model.onnx")
         relu = helper.make_node("Relu", ["x"], ["y"])
-        save(helper.make_model(helper.make_graph([relu], "g", [], [])), onnx)
+        x, y = ([helper.make_tensor_value_info(n, 1, [batch, 3])] if batch else [] for n in "xy")
+        save(helper.make_model(helper.make_graph([relu], "g", x, y)), onnx)
         Path(tmp, "photo.jpg").write_bytes(b"")  # --calib_input {tmp} is a folder of images
         code = build_engine.main(["-o", str(onnx), "-e", str(Path(tmp, "e.engine")),
                                   "-p", precision, *[a.format(tmp=tmp) for a in extra]])
@@ -187,6 +193,9 @@ report = {
     "cli_int8_qdq": cli("int8", "--int8_mode", "qdq", "--calib_input", "{tmp}"),
     "cli_fp16_keep_none": cli("fp16", "--keep_fp32", "none"),
     "cli_fp16_onnx_keep_nms": cli("fp16", "--fp16_onnx", "--keep_fp32", "nms"),
+    "cli_dynamic_batch": cli("fp32", "--batch_profile", "1,2,4", batch="batch"),
+    "cli_dynamic_int8": cli("int8", "--int8_mode", "calibrator", "--calib_input", "{tmp}",
+                            batch="batch"),
     "int8_default": trt_compat.default_int8_mode(trt),
     "typed_onnx_fp16": trt_compat.needs_typed_onnx("fp16", trt),
     "typed_flags": {p: trt_compat.typed_onnx_flags(p, trt) for p in ("fp16", "int8")},
@@ -263,6 +272,17 @@ def test_reduced_precision_on_11_explains_what_is_needed(probe: dict) -> None:
             assert "strongly typed" in line and "--int8_mode qdq" in line
         else:
             assert "no usable NVIDIA GPU" in line, (key, line)
+
+
+def test_dynamic_batch_gets_as_far_as_the_builder(probe: dict) -> None:
+    """A dynamic-batch ONNX with --batch_profile (and INT8 with the calibrator, which needs a
+    calibration profile) passes every check before the builder (no GPU here); on 11 the
+    calibrator is refused as for a static graph."""
+    code, line = probe["cli_dynamic_batch"]
+    assert code == 2 and "no usable NVIDIA GPU" in line, line
+    code, line = probe["cli_dynamic_int8"]
+    expected = "--int8_mode qdq" if probe["trt_version"][0] >= 11 else "no usable NVIDIA GPU"
+    assert code == 2 and expected in line, line
 
 
 def test_keep_fp32_needs_the_precision_flags(probe: dict) -> None:

@@ -31,6 +31,7 @@ from tfod_trt.detections import Detections, split_batch
 from tfod_trt.evaluate.matching import SCORE_FLOOR, MatchResult, match_detections
 from tfod_trt.io.batcher import Batch, ImageBatcher
 from tfod_trt.io.images import find_images
+from tfod_trt.metadata import static_batch_size
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.backends import make_backend
 from tfod_trt.trt.builder import BuildOptions, EngineBuilder, engine_metadata
@@ -100,15 +101,17 @@ def fp32_engine(onnx_path: Path, work_dir: Path) -> Path:
 Reference = list[tuple[Batch, list[Detections]]]
 
 
-def reference_detections(onnx_path: Path, test_images: Path, count: int = TEST_IMAGES
-                         ) -> Reference:
-    """(batch, the CPU reference runner's detections per image) for the test images."""
+def reference_detections(onnx_path: Path, test_images: Path, count: int = TEST_IMAGES,
+                         batch_size: int | None = None) -> Reference:
+    """(batch, the CPU reference runner's detections per image) for the test images, in
+    batches of the graph's static batch size (a dynamic-batch graph: of ``batch_size``)."""
     from tfod_trt.reference.runner import ReferenceRunner
 
     runner = ReferenceRunner(onnx_path)
     meta = runner.metadata
     batcher = ImageBatcher(test_images, Preprocessor.from_dict(meta["preprocessor"]),
-                           batch_size=meta["batch_size"], layout=meta["input_format"])
+                           batch_size=static_batch_size(meta) or batch_size or 1,
+                           layout=meta["input_format"])
     batches = [(b, split_batch(run_batch(runner, b))[: b.count]) for b in batcher]
     assert sum(len(d) for _, d in batches) == count
     return batches

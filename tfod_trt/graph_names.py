@@ -4,3 +4,5 @@ models' pre- and postprocessing import them)."""
 INPUT_NAME = "input_tensor"
 TRUE_IMAGE_SHAPE = "true_image_shape"
 OUTPUT_NAMES = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
+# the symbolic batch dimension of a dynamic-batch graph (create_onnx.py --batch_size -1)
+BATCH_DIM = "batch"

@@ -8,9 +8,15 @@ from pathlib import Path
 import onnx
 
 # the graph's fixed names, here for the modules that import them from this one
-from tfod_trt.graph_names import INPUT_NAME, OUTPUT_NAMES, TRUE_IMAGE_SHAPE  # noqa: F401
+from tfod_trt.graph_names import (  # noqa: F401
+    BATCH_DIM,
+    INPUT_NAME,
+    OUTPUT_NAMES,
+    TRUE_IMAGE_SHAPE,
+)
 
 METADATA_KEY = "tfod_trt"
+DYNAMIC_BATCH = -1  # create_onnx.py --batch_size: a graph that takes any batch
 NMS_PLUGIN = "EfficientNMS_TRT"
 
 PLUGIN_OPS = {NMS_PLUGIN, "CropAndResize", "CropAndResizeDynamic"}
@@ -33,3 +39,12 @@ def read_metadata(model: onnx.ModelProto | str | Path) -> dict:
         if prop.key == METADATA_KEY:
             return json.loads(prop.value)
     return {}
+
+
+def static_batch_size(metadata: dict) -> int | None:
+    """The graph's fixed batch size, or None for a dynamic-batch graph (metadata
+    ``"dynamic_batch": true``, ``"batch_size": null``) or metadata that does not say."""
+    if metadata.get("dynamic_batch"):
+        return None
+    size = metadata.get("batch_size")
+    return int(size) if isinstance(size, int) and size > 0 else None

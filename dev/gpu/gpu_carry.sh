@@ -3,8 +3,9 @@
 # checkout; each call carries at most 64 MiB):
 #   .cache/gpu_carry/   photos + annotations, pure-Python wheels the bundle lacks, the SSD
 #                       fixture ONNX, the trained model's ONNX and its synthetic val set
-#   .cache/gpu_big/NAME.half.onnx   more fixture graphs ($BIG_MODELS) and the benchmark's batch
-#                       variants, with float16-stored weights (dev/gpu/onnx_half_weights.py);
+#   .cache/gpu_big/NAME.half.onnx   more fixture graphs ($BIG_MODELS), the dynamic-batch graphs
+#                       ($DYNAMIC_MODELS) and the benchmark's batch variants, with
+#                       float16-stored weights (dev/gpu/onnx_half_weights.py);
 #                       carry them a few per call (<= 64 MiB with the checkout); files over
 #                       40 MiB are split into NAME.half.onnx.partNN (+ NAME.half.onnx.parts,
 #                       the count) to carry one per call
@@ -42,6 +43,12 @@ for spec in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_fpnlite_320 ssd_resnet50_fpn_6
   "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$spec')"
   "$PY" dev/gpu/onnx_half_weights.py pack ".cache/fixtures/onnx-$RECIPE/${spec}_b1_nhwc.onnx" \
     "$BIG/${spec}_b1_nhwc.half.onnx"
+done
+# The dynamic-batch graphs of tests/test_trt_gpu_dynamic.py (create_onnx.py --batch_size -1),
+# NAME_bdyn_LAYOUT.onnx, also with float16-stored weights.
+for spec in ${DYNAMIC_MODELS:-ssd_mobilenet_v2:NHWC ssd_mobilenet_v2_keep_aspect:NCHW}; do
+  onnx=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.converted_onnx('${spec%%:*}', -1, '${spec##*:}'))" | tail -n 1)
+  "$PY" dev/gpu/onnx_half_weights.py pack "$onnx" "$BIG/$(basename "$onnx" .onnx).half.onnx"
 done
 FIXTURE=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.exported_model('ssd_mobilenet_v2'))" | tail -1)
 for batch in ${BENCH_BATCHES:-8 16 32}; do

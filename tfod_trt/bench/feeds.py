@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tfod_trt.detect.batch import dynamic_batch_range
 from tfod_trt.detect.inputs import input_layout, make_batcher
 from tfod_trt.errors import UsageError
 from tfod_trt.metadata import TRUE_IMAGE_SHAPE
@@ -106,7 +107,7 @@ def image_spec(runner: Any, shape: tuple[int, ...]) -> InputSpec:
 def photo_batch(runner: Any, shape: tuple[int, ...], images: Path,
                 preprocessor: str | None) -> np.ndarray:
     """Real photos preprocessed as infer.py does, repeated to fill the batch."""
-    static = not getattr(runner, "is_dynamic", False)
+    static = dynamic_batch_range(runner) is None
     batcher = make_batcher(runner, images, preprocessor, None if static else shape[0],
                            max_images=shape[0])
     batch = next(iter(batcher))

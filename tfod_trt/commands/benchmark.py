@@ -27,6 +27,7 @@ from tfod_trt.errors import UsageError
 from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_file
 from tfod_trt.io.images import find_images
 from tfod_trt.io.processes import DEFAULT_WORKERS
+from tfod_trt.metadata import INPUT_NAME
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.engine_file import EngineError, metadata_path, read_engine_metadata
 
@@ -103,12 +104,33 @@ def check_files(args: argparse.Namespace) -> list[Path]:
         read_npz(args.inputs)
     if args.images is not None or args.pipeline is not None:
         check_preprocessing_known(engines, args.preprocessor)
+    if args.batch:
+        check_batches_fit(engines, args.batch)
     if args.json:
         check_writable_file(args.json, "--json")
     check_outputs({"--engine": [*engines, *map(metadata_path, engines)], "--onnx": args.onnx,
                    **listed,
                    "--inputs": args.inputs}, {"--json": args.json})
     return engines
+
+
+def check_batches_fit(engines: list[Path], batches: list[int]) -> None:
+    """Refuses a --batch_size beyond the optimization profile that build_engine.py recorded
+    in a dynamic-batch engine's ``<engine>.json`` (static engines run at their own batch)."""
+    for engine in engines:
+        try:
+            profile = (read_engine_metadata(engine).get("engine") or {}).get("profile") or {}
+        except EngineError as err:
+            raise UsageError(str(err)) from err
+        shapes = profile.get(INPUT_NAME)
+        if not shapes:
+            continue
+        low, high = shapes[0][0], shapes[2][0]
+        outside = [b for b in batches if not low <= b <= high]
+        if outside:
+            raise UsageError(
+                f"--batch_size {outside[0]}: {engine} takes batches of {low} to {high} (its "
+                "optimization profile, build_engine.py --batch_profile)")
 
 
 def check_preprocessing_known(engines: list[Path], preprocessor: str | None) -> None:
@@ -172,9 +194,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds measured at least, per measure (3)")
     parser.add_argument("--iterations", type=int, default=10,
                         help="iterations measured at least, per measure (10)")
-    parser.add_argument("--batch", type=int, nargs="+",
+    parser.add_argument("-b", "--batch_size", "--batch", dest="batch", type=int, nargs="+",
                         help="batch sizes for dynamic-batch engines (default: the profile's "
-                             "min, opt, max); static engines run at their own batch")
+                             "min, opt, max; a size beyond an engine's profile is refused) "
+                             "and dynamic-batch ONNX graphs (default 1); static ones run at "
+                             "their own batch")
     parser.add_argument("--cuda_graphs", choices=("off", "on", "both"), default="both",
                         help="time inference with CUDA graphs, without, or both (default)")
     parser.add_argument("--cuda_backend", choices=("auto", "cuda-python", "pycuda"),
@@ -219,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.warmup < 0 or args.duration < 0:
         parser.error("--warmup and --duration must not be negative")
     if args.batch and min(args.batch) < 1:
-        parser.error("--batch sizes must be at least 1")
+        parser.error(f"--batch_size {min(args.batch)}: batch sizes must be at least 1")
     if args.workers is None:
         args.workers = DEFAULT_WORKERS
     return args

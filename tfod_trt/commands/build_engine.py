@@ -11,6 +11,7 @@ from tfod_trt.errors import UsageError
 from tfod_trt.files import check_outputs
 from tfod_trt.io.images import images_read_from
 from tfod_trt.trt import compat as trt_compat
+from tfod_trt.trt.batch_profile import DEFAULT_BATCH_PROFILE, parse_batch_profile
 from tfod_trt.trt.build_options import KEEP_FP32, BuildError, BuildOptions
 from tfod_trt.trt.builder import build
 from tfod_trt.trt.compat import TensorRTUnavailable
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         calib_num_images=args.calib_num_images, calib_batch_size=args.calib_batch_size,
         tf32=args.tf32, int8_mode=args.int8_mode, fp16_onnx=args.fp16_onnx,
         calib_method=args.calib_method, optimization_level=args.optimization_level,
-        keep_fp32=args.keep_fp32,
+        keep_fp32=args.keep_fp32, batch_profile=args.batch_profile,
     )
     try:
         check_outputs({"--onnx": args.onnx, "--calib_input": images_read_from(args.calib_input)},
@@ -36,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"build_engine.py: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def batch_profile_argument(text: str) -> tuple[int, int, int]:
+    """The argparse type of --batch_profile."""
+    try:
+        return parse_batch_profile(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,6 +79,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="INT8: at most this many calibration images")
     parser.add_argument("--calib_batch_size", type=int, default=8,
                         help="INT8: calibration batch size (a static ONNX batch size wins)")
+    parser.add_argument("--batch_profile", type=batch_profile_argument, metavar="MIN,OPT,MAX",
+                        help="a dynamic-batch ONNX (create_onnx.py --batch_size -1): the "
+                        "batch sizes the engine takes, MIN to MAX, its kernels tuned for OPT "
+                        f"(default {','.join(map(str, DEFAULT_BATCH_PROFILE))}); refused for "
+                        "a static-batch ONNX")
     parser.add_argument("--timing_cache", type=Path,
                         help="timing cache file to read and update (faster rebuilds)")
     parser.add_argument("--tf32", action="store_true",

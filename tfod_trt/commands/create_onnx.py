@@ -19,6 +19,7 @@ from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.parity import validate
 from tfod_trt.files import check_outputs
 from tfod_trt.io.images import ImageError, find_images, load_image
+from tfod_trt.metadata import DYNAMIC_BATCH
 
 log = logging.getLogger("create_onnx")
 
@@ -119,7 +120,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-m", "--saved_model", required=True, type=Path,
                         help="the exported saved_model folder (input_type float_image_tensor)")
     parser.add_argument("-o", "--onnx", required=True, type=Path, help="the ONNX file to write")
-    parser.add_argument("-b", "--batch_size", type=int, default=1, help="static batch size")
+    parser.add_argument("-b", "--batch_size", type=int, default=1,
+                        help="static batch size, or -1 for a dynamic batch: the graph takes "
+                        "any batch (dimension 'batch'); build_engine.py --batch_profile "
+                        "then chooses the engine's range")
     parser.add_argument("--input_format", choices=["NHWC", "NCHW"], default="NHWC")
     parser.add_argument("-t", "--score_threshold", type=float,
                         help="NMS score threshold (default: the config's)")
@@ -145,8 +149,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validate_images", type=int, default=16,
                         help="how many images --validate uses")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch_size must be at least 1")
+    if args.batch_size < 1 and args.batch_size != DYNAMIC_BATCH:
+        parser.error(f"--batch_size {args.batch_size}: give a batch size of at least 1, or "
+                     f"{DYNAMIC_BATCH} for a dynamic batch")
     if args.validate_images < 1:
         parser.error("--validate_images must be at least 1")
     if not 11 <= args.opset <= 21:  # Clip and Slice take their bounds as inputs from 11

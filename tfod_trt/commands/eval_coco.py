@@ -36,7 +36,7 @@ def detect_all(runner: Runner, images: dict[Path, int], args: argparse.Namespace
     """Runs ``runner`` over ``images`` with a progress bar: results, and unreadable images."""
     preprocessor = None if args.saved_model else args.preprocessor  # already applied
     try:
-        batcher = make_batcher(runner, args.input, preprocessor)
+        batcher = make_batcher(runner, args.input, preprocessor, args.batch_size)
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx or args.saved_model}: {err}") from err
     batcher.images = list(images)
@@ -133,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "model's classes are category ids 1..num_classes)")
     parser.add_argument("-t", "--score_threshold", type=float, default=0.0,
                         help="score only detections at least this (default: all)")
+    parser.add_argument("-b", "--batch_size", type=int,
+                        help="images per batch (default: the model's; a static-batch engine or "
+                        "ONNX takes only its own, a dynamic-batch engine its profile's MIN to "
+                        "MAX (default MAX), a dynamic-batch ONNX any (default 1))")
     parser.add_argument("--results", type=Path, help="write the detections to this COCO JSON")
     parser.add_argument("--per_category", action="store_true",
                         help="also print AP and AP50 per category")
@@ -143,10 +147,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0.0 <= args.score_threshold <= 1.0:
         parser.error(f"--score_threshold {args.score_threshold} must lie in [0, 1]")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f"--batch_size {args.batch_size} must be at least 1")
     if args.detections:
         used = [flag for flag, value in (("-p", args.preprocessor), ("-l", args.labels),
                                          ("--pipeline_config", args.pipeline_config),
-                                         ("--results", args.results)) if value]
+                                         ("--results", args.results),
+                                         ("-b", args.batch_size)) if value]
         if used:
             parser.error(f"{', '.join(used)}: not with --detections (it only scores the file)")
     elif args.input is None:

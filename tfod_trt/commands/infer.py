@@ -135,7 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "scores down to 1e-8, so pass e.g. 0.3 for readable pictures)")
     parser.add_argument("-b", "--batch_size", type=int,
                         help="images per batch (default: the model's; a static model takes "
-                             "only its own)")
+                             "only its own, a dynamic-batch engine its profile's MIN to MAX "
+                             "(default MAX), a dynamic-batch ONNX any (default 1))")
     parser.add_argument("--no_pictures", action="store_true",
                         help="write no .png pictures, only .txt and detections.json")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,

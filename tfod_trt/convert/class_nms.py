@@ -48,7 +48,7 @@ class ClipWindow:
 
 
 def add_per_class_nms(
-    graph: gs.Graph, deltas: gs.Tensor, logits: gs.Tensor, anchors: gs.Tensor, batch: int, *,
+    graph: gs.Graph, deltas: gs.Tensor, logits: gs.Tensor, anchors: gs.Tensor, batch: int | str, *,
     score_threshold: float, iou_threshold: float, max_per_class: int, max_total: int,
     clip: ClipWindow | None = None,
 ) -> list[gs.Variable]:
@@ -62,8 +62,10 @@ def add_per_class_nms(
     if min(max_per_class, num_anchors) * num_classes < max_total:
         raise ValueError(f"per-class NMS: {num_classes} classes of at most "
                          f"{min(max_per_class, num_anchors)} detections cannot fill {max_total}")
-    segments = batch * num_classes
-    dense_only = segments > FILTER_PATH_MAX_SEGMENTS and score_threshold >= NMS_SAFE_SCORE_FLOOR
+    # a dynamic batch (a named dimension) may exceed any limit
+    segments = batch * num_classes if isinstance(batch, int) else f"{batch}_x_classes"
+    many = not isinstance(segments, int) or segments > FILTER_PATH_MAX_SEGMENTS
+    dense_only = many and score_threshold >= NMS_SAFE_SCORE_FLOOR
     nms = add_efficient_nms(
         graph, _per_class_deltas(graph, deltas, batch, num_classes),
         _per_class_logits(graph, logits, segments), anchors, segments,
@@ -75,7 +77,7 @@ def add_per_class_nms(
                           dense=dense_only or score_threshold < NMS_SAFE_SCORE_FLOOR)
 
 
-def _per_class_logits(graph: gs.Graph, logits: gs.Tensor, segments: int) -> gs.Variable:
+def _per_class_logits(graph: gs.Graph, logits: gs.Tensor, segments: int | str) -> gs.Variable:
     """[B,N,C] -> [B*C,N,1]: each class of each image a segment of one class."""
     _, num_anchors, num_classes = logits.shape
     (by_class,) = add_node(graph, "Transpose", [logits], [variable(
@@ -87,11 +89,12 @@ def _per_class_logits(graph: gs.Graph, logits: gs.Tensor, segments: int) -> gs.V
     return flat
 
 
-def _per_class_deltas(graph: gs.Graph, deltas: gs.Tensor, batch: int,
+def _per_class_deltas(graph: gs.Graph, deltas: gs.Tensor, batch: int | str,
                       num_classes: int) -> gs.Variable:
     """[B,N,4] -> [B*C,N,4]: an image's box deltas repeated for each of its classes (the
     plugin decodes them against the shared anchors)."""
     num_anchors = deltas.shape[1]
+    segments = batch * num_classes if isinstance(batch, int) else f"{batch}_x_classes"
     (once,) = add_node(graph, "Unsqueeze", [deltas, const("deltas_class_axis", [1], np.int64)],
                        [variable("box_deltas_once", np.float32, [batch, 1, num_anchors, 4])])
     (each,) = add_node(graph, "Expand", [once, const(
@@ -99,11 +102,11 @@ def _per_class_deltas(graph: gs.Graph, deltas: gs.Tensor, batch: int,
             "box_deltas_each_class", np.float32, [batch, num_classes, num_anchors, 4])])
     (flat,) = add_node(graph, "Reshape", [each, const(
         "box_deltas_segment_shape", [-1, num_anchors, 4], np.int64)], [variable(
-            "box_deltas_per_class", np.float32, [batch * num_classes, num_anchors, 4])])
+            "box_deltas_per_class", np.float32, [segments, num_anchors, 4])])
     return flat
 
 
-def _merge_classes(graph: gs.Graph, nms: list[gs.Variable], batch: int, num_classes: int,
+def _merge_classes(graph: gs.Graph, nms: list[gs.Variable], batch: int | str, num_classes: int,
                    score_threshold: float, max_total: int, clip: ClipWindow,
                    dense: bool) -> list[gs.Variable]:
     """The plugin's per-segment outputs -> the best `max_total` detections of each image
@@ -128,10 +131,9 @@ def _merge_classes(graph: gs.Graph, nms: list[gs.Variable], batch: int, num_clas
     clipped = clip_to_window(graph, image_boxes, clip.window, f"{PREFIX}clipped_boxes")
     nonempty = nonempty_boxes(graph, clipped, f"{PREFIX}nonempty")
     kept = cap.node("And", [valid, nonempty], "kept", bool, [batch, candidates])
-    image_classes = cap.node("Expand", [cap.const(
-        "merge_class_ids", np.repeat(np.arange(num_classes), per_class)[None], np.int32),
-        cap.const("merge_class_shape", [batch, 1], np.int64)], "image_classes", np.int32,
-        [batch, candidates])
+    # the class of each candidate, the same in every image
+    image_classes = cap.const("merge_class_ids", np.repeat(np.arange(num_classes), per_class),
+                              np.int32)
     best, index, present, new_num = best_kept(cap, kept, image_scores, max_total,
                                               "num_detections")
     boxes_name = "detection_boxes" if clip.inverse is None else "window_detection_boxes"

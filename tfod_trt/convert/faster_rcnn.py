@@ -25,6 +25,9 @@ input `true_image_shape` [B,2] float32, each image's height and width in pixels 
 input, and do exactly that; their detection boxes are normalised to the true image (metadata
 `box_frame: true_image`). Without it (fixed_shape_resizer, or --no_true_image_shape) the whole
 input is the clip window and boxes are normalised to the input.
+
+A dynamic batch (create_onnx.py --batch_size -1) leaves both network parts' batch free (the crops
+are [B*R,s,s,C] for any B) and crops with CropAndResizeDynamic.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from tfod_trt.convert.graph_edits import (
     const,
     fold_inverse_transposes,
     replace_input_with_normalization,
+    reshape_dims,
     rewire,
     save_model,
     slice_last_axis,
@@ -172,8 +176,10 @@ def _find_cropped_features(index: GraphIndex, crops: str, rpn_logits: str,
     return found
 
 
-def convert_network(saved_model: Path, config, batch_size: int, opset: int) -> TwoStageNetwork:
-    """SavedModel -> ONNX of both network parts, plus the RPN anchors (see module docstring)."""
+def convert_network(saved_model: Path, config, batch_size: int | None,
+                    opset: int) -> TwoStageNetwork:
+    """SavedModel -> ONNX of both network parts (batch_size None: the batch left free), plus
+    the RPN anchors (see module docstring)."""
     tf = optional.tensorflow()
 
     model_name = config.path.name
@@ -183,14 +189,15 @@ def convert_network(saved_model: Path, config, batch_size: int, opset: int) -> T
     check_against_graph(config, saved_model, graph_def, cut.image, cut.box_logits,
                         outputs["raw_detection_boxes"])
     image = {"image": (cut.image, [batch_size, height, width, 3])}
+    probe = batch_size or 1  # the anchors are the same for every image
     first = tf_graph.prune_graph(graph_def, image, [cut.rpn_anchors, *cut.features])
-    anchors, *features = first(tf.zeros([batch_size, height, width, 3], tf.float32))
-    anchors = anchors.numpy().reshape(batch_size, -1, 4)[0]
+    anchors, *features = first(tf.zeros([probe, height, width, 3], tf.float32))
+    anchors = anchors.numpy().reshape(probe, -1, 4)[0]
     levels = sorted(zip(cut.features, features, strict=True), key=lambda lv: -lv[1].shape[1])
 
     proposals = config.two_stage.max_proposals
     crop = config.two_stage.initial_crop_size
-    crops_shape = [batch_size * proposals, crop, crop, features[0].shape[-1]]
+    crops_shape = [batch_size and batch_size * proposals, crop, crop, features[0].shape[-1]]
     fetches = [cut.rpn_logits, cut.rpn_encodings, cut.box_logits, cut.box_encodings,
                *(name for name, _ in levels)]
     both = tf_graph.prune_graph(graph_def, {**image, "crops": (cut.crops, crops_shape)}, fetches)
@@ -212,9 +219,9 @@ def convert(config, saved_model: Path, options):
     """SavedModel + ModelConfig -> onnx.ModelProto: both stages, two EfficientNMS_TRT and one
     CropAndResize (see module docstring). `options` are create_onnx.ConversionOptions."""
     score, iou, top_k = nms_settings(config, options)
-    pre, batch = config.preprocessor, options.batch_size
+    pre, batch = config.preprocessor, options.batch_dim
     proposals = config.two_stage.max_proposals
-    net = convert_network(saved_model, config, batch, options.opset)
+    net = convert_network(saved_model, config, options.static_batch, options.opset)
     if options.tf2onnx_path:
         save_model(net.onnx_model, options.tf2onnx_path)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(net.onnx_model))
@@ -313,9 +320,10 @@ def _crop(graph, features: list, rois, two_stage, window: np.ndarray):
         levels.append(add_crop_and_resize(graph, nchw, crop_rois, crop, crop,
                                              f"crops_level_{level}"))
     crops = levels[0] if len(levels) == 1 else _select_levels(graph, levels, rois, window)
-    count = batch * rois.shape[1]
-    (flat,) = add_node(graph, "Reshape", [crops, const(
-        "crops_shape", [count, channels, crop, crop], np.int64)], [variable(
+    batch, proposals = rois.shape[:2]
+    count = batch * proposals if isinstance(batch, int) else f"{batch}*{proposals}"
+    (flat,) = add_node(graph, "Reshape", [crops, reshape_dims(
+        "crops_shape", [count, channels, crop, crop])], [variable(
             "crops_flat", np.float32, [count, channels, crop, crop])])
     (nhwc,) = add_node(graph, "Transpose", [flat], [variable(
         "crops", np.float32, [count, crop, crop, channels])], perm=[0, 2, 3, 1])

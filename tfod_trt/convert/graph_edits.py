@@ -18,6 +18,18 @@ def const(name: str, value: Any, dtype: type = np.float32) -> gs.Constant:
     return gs.Constant(name, np.asarray(value, dtype=dtype))
 
 
+def reshape_dims(name: str, dims: list) -> gs.Constant:
+    """A Reshape's target shape; a symbolic dimension (the dynamic batch) becomes -1, which
+    Reshape infers."""
+    return const(name, [d if isinstance(d, int) else -1 for d in dims], np.int64)
+
+
+def broadcast_dims(name: str, dims: list) -> gs.Constant:
+    """An Expand's target shape; a symbolic dimension (the dynamic batch) becomes 1, which
+    Expand broadcasts to the input's size."""
+    return const(name, [d if isinstance(d, int) else 1 for d in dims], np.int64)
+
+
 def add_node(graph: gs.Graph, op: str, inputs: list, outputs: list, **attrs) -> list:
     """Appends a node named after its first output (made unique: outputs get renamed)."""
     name, taken = f"{outputs[0].name}/{op}", {node.name for node in graph.nodes}

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 
 from tfod_trt.config.text_proto import parse_text_proto
 from tfod_trt.convert.graph_edits import check_model
-from tfod_trt.metadata import TRUE_IMAGE_SHAPE, set_metadata
+from tfod_trt.metadata import BATCH_DIM, DYNAMIC_BATCH, TRUE_IMAGE_SHAPE, set_metadata
 
 DEFAULT_OPSET = 17  # the newest opset TensorRT 8.6's parser reads
 
@@ -20,7 +20,7 @@ DEFAULT_OPSET = 17  # the newest opset TensorRT 8.6's parser reads
 class ConversionOptions:
     """Overrides of the pipeline config and output choices (None keeps the config's value)."""
 
-    batch_size: int = 1
+    batch_size: int = 1  # DYNAMIC_BATCH (-1): any batch, the dimension named BATCH_DIM
     input_format: str = "NHWC"
     score_threshold: float | None = None
     iou_threshold: float | None = None
@@ -33,6 +33,20 @@ class ConversionOptions:
     # SSD: "per_class", one EfficientNMS_TRT segment per image and class (convert/class_nms.py),
     # or "single", one per image over all classes (NVIDIA's sample's form)
     nms: str = "per_class"
+
+    @property
+    def dynamic_batch(self) -> bool:
+        return self.batch_size == DYNAMIC_BATCH
+
+    @property
+    def static_batch(self) -> int | None:
+        """The fixed batch size, None for a dynamic batch (TensorFlow's unknown dimension)."""
+        return None if self.dynamic_batch else self.batch_size
+
+    @property
+    def batch_dim(self) -> int | str:
+        """The batch dimension of the graph's tensors: the static size, or BATCH_DIM."""
+        return BATCH_DIM if self.dynamic_batch else self.batch_size
 
 
 def check_thresholds(score: float, iou: float, max_detections: int) -> None:
@@ -100,7 +114,8 @@ def metadata(config, saved_model: Path, options: ConversionOptions, score: float
         "num_classes": config.num_classes,
         "preprocessor": config.preprocessor.to_dict(),
         "input_format": options.input_format,
-        "batch_size": options.batch_size,
+        "batch_size": options.static_batch,
+        "dynamic_batch": options.dynamic_batch,
         "normalization": {"scale": list(scale), "offset": list(offset)},
         "score_threshold": score,
         "iou_threshold": iou,

@@ -10,7 +10,14 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from tfod_trt.convert.graph_edits import add_node, const, slice_last_axis, variable
+from tfod_trt.convert.graph_edits import (
+    add_node,
+    broadcast_dims,
+    const,
+    reshape_dims,
+    slice_last_axis,
+    variable,
+)
 from tfod_trt.metadata import NMS_PLUGIN, TRUE_IMAGE_SHAPE
 
 # Below this score threshold EfficientNMS_TRT takes a "dense" path that can emit below-threshold
@@ -24,7 +31,7 @@ def box_deltas(graph: gs.Graph, encodings: gs.Tensor, shape: list,
     """TFOD's box encodings reshaped to `shape` and divided by its box coder's scale factors
     (EfficientNMS_TRT decodes without variances)."""
     (reshaped,) = add_node(
-        graph, "Reshape", [encodings, const(prefix + "box_shape", shape, np.int64)],
+        graph, "Reshape", [encodings, reshape_dims(prefix + "box_shape", shape)],
         [variable(prefix + "box_encodings", np.float32, shape)],
     )
     (deltas,) = add_node(graph, "Div", [reshaped, const(prefix + "box_coder_scales", scales)],
@@ -61,10 +68,13 @@ def corners_to_center_size(graph: gs.Graph, boxes: gs.Tensor, name: str) -> gs.V
 def add_crop_and_resize(graph: gs.Graph, features: gs.Tensor, rois: gs.Tensor, crop_height: int,
                         crop_width: int, name: str) -> gs.Variable:
     """Appends the CropAndResize plugin (v1): features NCHW [B,C,H,W], rois [B,R,4] normalised
-    (y1, x1, y2, x2) -> [B,R,C,crop_height,crop_width], as tf.image.crop_and_resize samples."""
+    (y1, x1, y2, x2) -> [B,R,C,crop_height,crop_width], as tf.image.crop_and_resize samples.
+    A dynamic batch takes CropAndResizeDynamic (same inputs and output): TensorRT 8.6's static
+    CropAndResize cannot take shapes chosen at run time."""
     batch, channels = features.shape[:2]
+    op = "CropAndResize" if isinstance(rois.shape[0], int) else "CropAndResizeDynamic"
     (crops,) = add_node(
-        graph, "CropAndResize", [features, rois],
+        graph, op, [features, rois],
         [variable(name, np.float32, [batch, rois.shape[1], channels, crop_height, crop_width])],
         plugin_version="1", crop_width=int(crop_width), crop_height=int(crop_height),
     )
@@ -317,16 +327,19 @@ def best_kept(cap: CapGraph, kept: gs.Tensor, scores: gs.Tensor, keep: int,
 def gather_kept(cap: CapGraph, boxes: gs.Tensor, classes: gs.Tensor, best: gs.Tensor,
                  index: gs.Tensor, present: gs.Tensor, names: list[str],
                  axis2: gs.Constant) -> list[gs.Variable]:
-    """The boxes, scores and classes at `index`, zero where not present, named `names`."""
+    """The boxes, scores and classes at `index`, zero where not present, named `names`;
+    `classes` [B,candidates], or [candidates] when every image's candidates have the same."""
     batch, keep = best.shape
     box_index = cap.node("Unsqueeze", [index, axis2], "box_index", np.int64, [batch, keep, 1])
-    box_index = cap.node("Expand", [box_index, cap.const("cap_box_shape", [batch, keep, 4],
-                                                         np.int64)],
+    box_index = cap.node("Expand", [box_index, broadcast_dims(f"{cap.prefix}cap_box_shape",
+                                                              [batch, keep, 4])],
                          "box_index4", np.int64, [batch, keep, 4])
     picked_boxes = cap.node("GatherElements", [boxes, box_index], "boxes",
                             shape=[batch, keep, 4], axis=1)
-    picked_classes = cap.node("GatherElements", [classes, index], "classes", np.int32,
-                              [batch, keep], axis=1)
+    picked_classes = (cap.node("Gather", [classes, index], "classes", np.int32, [batch, keep])
+                      if len(classes.shape) == 1 else
+                      cap.node("GatherElements", [classes, index], "classes", np.int32,
+                               [batch, keep], axis=1))
     present4 = cap.node("Unsqueeze", [present, axis2], "present4", bool, [batch, keep, 1])
     outputs = []
     for value, mask, zero, name, shape in [
@@ -341,7 +354,8 @@ def gather_kept(cap: CapGraph, boxes: gs.Tensor, classes: gs.Tensor, best: gs.Te
 
 
 def prefix_sum(graph: gs.Graph, values: gs.Variable, name: str) -> gs.Variable:
-    """ONNX ``CumSum(values, axis=1)`` of a static float32 [B, N, C], built as two small MatMuls
+    """ONNX ``CumSum(values, axis=1)`` of a float32 [B, N, C] (N, C static; B may be the dynamic
+    batch), built as two small MatMuls
     with triangular constants over blocks of about sqrt(N): TensorRT 8.6's ONNX parser turns
     CumSum into a loop of N sequential steps (N = 1200 after a Faster R-CNN second-stage NMS,
     5000 in a keep_aspect SSD), the MatMuls are two GEMMs. Exact for counts (0/1 values summed
@@ -359,11 +373,10 @@ def prefix_sum(graph: gs.Graph, values: gs.Variable, name: str) -> gs.Variable:
 
     padded = values
     if padding:
-        (padded,) = add_node(graph, "Concat", [values, const(
-            "zeros", np.zeros((batch, padding, channels), np.float32))],
-            [out("padded", [batch, length + padding, channels])], axis=1)
-    (grid,) = add_node(graph, "Reshape", [padded, const(
-        "grid_shape", np.array([batch, blocks, block, channels], np.int64))],
+        padded = _zero_rows(graph, values, padding, out("padded", [batch, length + padding,
+                                                                    channels]), name)
+    (grid,) = add_node(graph, "Reshape", [padded, reshape_dims(
+        f"{name}_grid_shape", [batch, blocks, block, channels])],
         [out("grid", [batch, blocks, block, channels])])
     inclusive = np.tril(np.ones((block, block), np.float32))  # row i sums columns 0..i
     (within,) = add_node(graph, "MatMul", [const("within_block", inclusive), grid],
@@ -377,8 +390,8 @@ def prefix_sum(graph: gs.Graph, values: gs.Variable, name: str) -> gs.Variable:
                          [out("before4", [batch, blocks, 1, channels])])
     (sums,) = add_node(graph, "Add", [within, before], [out("sums", [batch, blocks, block,
                                                                      channels])])
-    (flat,) = add_node(graph, "Reshape", [sums, const(
-        "flat_shape", np.array([batch, length + padding, channels], np.int64))],
+    (flat,) = add_node(graph, "Reshape", [sums, reshape_dims(
+        f"{name}_flat_shape", [batch, length + padding, channels])],
         [out("flat" if padding else "", [batch, length + padding, channels])])
     if padding:
         (flat,) = add_node(graph, "Slice", [flat, const("start", np.array([0], np.int64)),
@@ -386,3 +399,15 @@ def prefix_sum(graph: gs.Graph, values: gs.Variable, name: str) -> gs.Variable:
                                             const("axis1", np.array([1], np.int64))],
                            [out("", [batch, length, channels])])
     return flat
+
+
+def _zero_rows(graph: gs.Graph, values: gs.Variable, rows: int, padded: gs.Variable,
+               name: str) -> gs.Variable:
+    """[B, N, C] -> ``padded`` [B, N + rows, C], the new rows zero: a Concat with a zero
+    constant for a static batch, a Pad for the dynamic batch (whose size no constant knows)."""
+    batch, _, channels = values.shape
+    if isinstance(batch, int):
+        zeros = gs.Constant(f"{name}_zeros", np.zeros((batch, rows, channels), np.float32))
+        return add_node(graph, "Concat", [values, zeros], [padded], axis=1)[0]
+    pads = const(f"{name}_pads", [0, 0, 0, 0, rows, 0], np.int64)
+    return add_node(graph, "Pad", [values, pads], [padded], mode="constant")[0]

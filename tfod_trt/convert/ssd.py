@@ -49,15 +49,15 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
     cut = tf_graph.find_network_cut(graph_def, outputs, model_name)
     check_against_graph(config, saved_model, graph_def, cut.image, cut.class_logits,
                         outputs["raw_detection_boxes"])
-    net = tf_graph.convert_network(graph_def, cut, model_name, options.batch_size, pre.height,
-                                   pre.width, options.opset)
+    net = tf_graph.convert_network(graph_def, cut, model_name, options.static_batch,
+                                   pre.height, pre.width, options.opset)
     if options.tf2onnx_path:
         save_model(net.onnx_model, options.tf2onnx_path)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(net.onnx_model))
     tensors = graph.tensors()
     logits, encodings = tensors[net.logits_name], tensors[net.boxes_name]
-    batch, num_anchors = options.batch_size, len(net.anchors)
-    check_head_shapes(config, logits.shape, encodings.shape, num_anchors)
+    batch, num_anchors = options.batch_dim, len(net.anchors)
+    check_head_shapes(config, net.logits_shape, net.boxes_shape, num_anchors)
 
     replace_input_with_normalization(
         graph, tensors[net.input_name], batch, pre.height, pre.width, options.input_format,

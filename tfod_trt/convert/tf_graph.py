@@ -49,6 +49,9 @@ class ConvertedNetwork:
     logits_name: str
     boxes_name: str
     anchors: np.ndarray  # [N,4] float32, corner form (ymin, xmin, ymax, xmax), normalised
+    # the heads' output shapes as TensorFlow ran them on one batch (a dynamic batch: of 1)
+    logits_shape: list[int]
+    boxes_shape: list[int]
 
 
 def serving_signature(saved_model: Path) -> tuple[Any, Any]:
@@ -230,8 +233,9 @@ def prune_graph(graph_def, feeds: dict[str, tuple], fetches: list[str]):
                          fetches=[get(name if ":" in name else name + ":0") for name in fetches])
 
 
-def cut_network(graph_def, cut: NetworkCut, batch_size: int, height: int, width: int):
-    """A tf.function-free concrete graph: static image input -> (logits, encodings, anchors)."""
+def cut_network(graph_def, cut: NetworkCut, batch_size: int | None, height: int, width: int):
+    """A tf.function-free concrete graph: image input (batch None: any batch) -> (logits,
+    encodings, anchors)."""
     return prune_graph(graph_def, {"image": (cut.image, [batch_size, height, width, 3])},
                        [cut.class_logits, cut.box_encodings, cut.anchors])
 
@@ -256,17 +260,18 @@ def to_onnx(function, output_names: list[str], opset: int, name: str):
 
 
 def convert_network(
-    graph_def, cut: NetworkCut, model_name: str, batch_size: int, height: int, width: int,
-    opset: int,
+    graph_def, cut: NetworkCut, model_name: str, batch_size: int | None, height: int,
+    width: int, opset: int,
 ) -> ConvertedNetwork:
-    """The frozen SavedModel graph's network part (`cut`) -> ONNX, plus the anchors (see
-    module docstring)."""
+    """The frozen SavedModel graph's network part (`cut`) -> ONNX (batch_size None: the batch
+    dimension left free), plus the anchors (see module docstring)."""
     tf = optional.tensorflow()
 
     try:
         pruned = cut_network(graph_def, cut, batch_size, height, width)
-        zeros = tf.zeros([batch_size, height, width, 3], tf.float32)
-        anchors = pruned(zeros)[2].numpy().reshape(batch_size, -1, 4)[0]
+        probe = batch_size or 1  # the anchors are the same for every image
+        logits, boxes, anchors = pruned(tf.zeros([probe, height, width, 3], tf.float32))
+        anchors = anchors.numpy().reshape(probe, -1, 4)[0]
     except (ValueError, tf.errors.OpError) as exc:
         first_line = str(exc).strip().splitlines()[0][:300]
         raise ConversionError(
@@ -277,7 +282,8 @@ def convert_network(
     input_name = pruned.inputs[0].name
     output_names = [t.name for t in pruned.outputs[:2]]
     model = to_onnx(pruned, output_names, opset, f"{model_name} network")
-    return ConvertedNetwork(model, input_name, output_names[0], output_names[1], anchors)
+    return ConvertedNetwork(model, input_name, output_names[0], output_names[1], anchors,
+                            logits.shape.as_list(), boxes.shape.as_list())
 
 
 def true_image_shapes(index: GraphIndex, image: str) -> str:

@@ -45,14 +45,37 @@ def true_image_shape_feed(runner: Runner, batch: Batch) -> np.ndarray | None:
     return batch.true_image_shape() if getattr(runner, "needs_true_image_shape", False) else None
 
 
+def dynamic_batch_range(runner: Runner) -> tuple[int, int | None] | None:
+    """(smallest, largest) batch that a dynamic-batch runner takes, from a TensorRT engine's
+    optimization profile (largest None: no limit, as on the CPU reference runtime); None for
+    a static batch (also for a runner that declares no input shape)."""
+    shape = getattr(runner, "input_shape", None)
+    dim = shape[0] if shape else 1
+    if isinstance(dim, (int, np.integer)) and dim > 0:
+        return None
+    profile = getattr(runner, "profile_shapes", None)
+    return (int(profile[0][0]), int(profile[2][0])) if profile else (1, None)
+
+
+def rows_to_run(runner: Runner, batch: Batch) -> int:
+    """How many rows of ``batch.data`` go through the runner: the whole padded batch for a
+    static batch; for a dynamic one only the real images (at least the profile's minimum)."""
+    allowed = dynamic_batch_range(runner)
+    if allowed is None:
+        return len(batch.data)
+    return min(len(batch.data), max(batch.count, allowed[0]))
+
+
 def run_batch(runner: Runner, batch: Batch) -> dict[str, np.ndarray]:
-    """``runner.infer`` on a batch, with its true_image_shape input where the graph has one;
-    ``runner.infer_photos`` on the batch's files for a runner that resizes photos itself
-    (``takes_photos``: TensorFlow on a keep_aspect_ratio model)."""
+    """``runner.infer`` on a batch, with its true_image_shape input where the graph has one
+    (a dynamic-batch runner gets a partial batch without its padding rows, see
+    :func:`rows_to_run`); ``runner.infer_photos`` on the batch's files for a runner that
+    resizes photos itself (``takes_photos``: TensorFlow on a keep_aspect_ratio model)."""
     if getattr(runner, "takes_photos", False):
         return runner.infer_photos(batch.paths)
-    feed = true_image_shape_feed(runner, batch)
-    return runner.infer(batch.data) if feed is None else runner.infer(batch.data, feed)
+    rows = rows_to_run(runner, batch)
+    data, feed = batch.data[:rows], true_image_shape_feed(runner, batch)
+    return runner.infer(data) if feed is None else runner.infer(data, feed[:rows])
 
 
 def box_frame(runner: Runner) -> str:

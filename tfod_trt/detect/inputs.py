@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from tfod_trt.config.preprocessor import FIXED_SHAPE, Preprocessor
-from tfod_trt.detect.batch import Runner
+from tfod_trt.detect.batch import Runner, dynamic_batch_range
 from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.io.nvjpeg import GpuImageBatcher
 
@@ -96,7 +96,8 @@ def choose_batch_size(
     size = requested or high or 1
     if size < low or (high is not None and size > high):
         raise ValueError(
-            f"--batch_size {size}: the engine's optimisation profile takes {low} to {high}"
+            f"--batch_size {size}: the engine's optimisation profile takes {low} to {high} "
+            "images per batch (build_engine.py --batch_profile MIN,OPT,MAX sets it)"
         )
     return size
 
@@ -116,9 +117,7 @@ def make_batcher(
     metadata = runner.metadata or {}
     layout, height, width = input_layout(runner.input_shape, metadata.get("input_format"))
     pre = resolve_preprocessor(preprocessor, metadata.get("preprocessor"), (height, width))
-    profile = getattr(runner, "profile_shapes", None)
-    batch_range = (profile[0][0], profile[2][0]) if profile else None
-    size = choose_batch_size(batch_size, runner.input_shape[0], batch_range)
+    size = choose_batch_size(batch_size, runner.input_shape[0], dynamic_batch_range(runner))
     if not gpu_decode:
         return ImageBatcher(images, pre, batch_size=size, layout=layout, **batcher_options)
     if not callable(getattr(runner, "pipeline", None)):

@@ -108,10 +108,12 @@ def open_saved_model(folder: Path, pre: Preprocessor, num_classes: int | None = 
 
 
 def open_model(args: argparse.Namespace) -> Runner:
-    """The runner that ``--engine``, ``--onnx`` or ``--saved_model`` asks for."""
+    """The runner that ``--engine``, ``--onnx`` or ``--saved_model`` asks for (the SavedModel
+    at ``--batch_size`` where the command line has one)."""
     if not args.saved_model:
         return open_runner(args)
     folder = saved_model_folder(args.saved_model)
     config = saved_model_config(folder, args.pipeline_config)
     pre, num_classes = saved_model_preprocessor(folder, config, args.preprocessor)
-    return open_saved_model(folder, pre, num_classes, box_frame=saved_model_box_frame(config))
+    return open_saved_model(folder, pre, num_classes, getattr(args, "batch_size", None) or 1,
+                            box_frame=saved_model_box_frame(config))

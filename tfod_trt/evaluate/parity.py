@@ -27,13 +27,14 @@ from tfod_trt.evaluate.matching import SCORE_FLOOR, MatchResult, match_detection
 from tfod_trt.io.batcher import Batch, ImageBatcher
 from tfod_trt.io.images import load_image
 from tfod_trt.io.resize import preprocess
-from tfod_trt.metadata import read_metadata
+from tfod_trt.metadata import read_metadata, static_batch_size
 from tfod_trt.reference.runner import ReferenceRunner
 from tfod_trt.reference.tensorflow import TensorFlowRunner
 
 # (min IoU, max |score diff|, min matched rate) of a detection pair, per meta-architecture
 TOLERANCES = {"ssd": (0.99, 1e-3, 0.99), "faster_rcnn": (0.98, 2e-3, 0.98)}
 PROPOSAL_MIN_IOU = 0.98
+DYNAMIC_VALIDATION_BATCH = 2  # --validate runs a dynamic-batch graph on batches of two images
 
 
 @dataclass
@@ -120,7 +121,8 @@ def validate(
         def reference(images: np.ndarray, true_shapes: None = None) -> dict[str, np.ndarray]:
             return infer(images)
     batcher = ImageBatcher(
-        images, Preprocessor.from_dict(meta["preprocessor"]), batch_size=meta["batch_size"],
+        images, Preprocessor.from_dict(meta["preprocessor"]),
+        batch_size=static_batch_size(meta) or DYNAMIC_VALIDATION_BATCH,
         layout=meta["input_format"], max_images=max_images,
     )
     report = ValidationReport(min_rate=min_rate, proposals=MatchResult() if two_stage else None)

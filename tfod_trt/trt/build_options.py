@@ -40,6 +40,8 @@ class BuildOptions:
     calib_method: str = "minmax"  # INT8 ranges: CALIBRATORS / ONNX Runtime's methods
     optimization_level: int | None = None  # TensorRT's builder level 0-5 (None: its default, 3)
     keep_fp32: str = "heads"  # KEEP_FP32: the layers pinned to FP32 in FP16 / INT8 builds
+    # a dynamic-batch ONNX: the engine's batches (MIN, OPT, MAX); None: batch_profile's default
+    batch_profile: tuple[int, int, int] | None = None
 
     def typed_onnx(self, trt: Any) -> bool:
         """Whether the precision goes into the ONNX (FP16 graph or Q/DQ) before parsing."""

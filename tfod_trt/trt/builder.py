@@ -20,6 +20,7 @@ from tfod_trt.quant.fp16 import convert_fp16
 from tfod_trt.quant.int8 import quantize_int8
 from tfod_trt.quant.sensitive import SENSITIVE_NAME_PARTS, QuantizeError, has_qdq, is_fp16
 from tfod_trt.trt import compat as trt_compat
+from tfod_trt.trt.batch_profile import profile_shapes
 from tfod_trt.trt.build_options import BuildError, BuildOptions
 from tfod_trt.trt.calibrator import calibration_batches, calibrator_class
 from tfod_trt.trt.engine_file import metadata_path
@@ -188,8 +189,9 @@ class EngineBuilder:
         dynamic = [n for n, s in self.input_shapes.items() if any(d < 0 for d in s)]
         if dynamic and not self.profiled:
             raise BuildError(f"the ONNX inputs {dynamic} have dynamic shapes "
-                             f"{[self.input_shapes[n] for n in dynamic]}; make the ONNX with a "
-                             "static batch size (create_onnx.py --batch_size)")
+                             f"{[self.input_shapes[n] for n in dynamic]} and no optimization "
+                             "profile gives their range (add_profile; build_engine.py adds "
+                             "one: --batch_profile)")
         check_options(options, self.trt, self.typed_precision is not None)
         trt_compat.set_workspace(self.config, int(options.workspace_gib * GIB), self.trt)
         if options.optimization_level is not None:
@@ -235,17 +237,34 @@ class EngineBuilder:
     def _calibrator(self, options: BuildOptions) -> Any:
         shapes = self.input_shapes
         images = {n: s for n, s in shapes.items() if n != TRUE_IMAGE_SHAPE}
-        if len(images) != 1 or any(d < 0 for s in shapes.values() for d in s):
+        if len(images) != 1 or any(d < 0 for s in shapes.values() for d in s[1:]):
             raise BuildError(f"INT8 calibration needs one image input (and optionally "
-                             f"{TRUE_IMAGE_SHAPE}) of static shape, got {shapes}")
+                             f"{TRUE_IMAGE_SHAPE}) of static shape but for the batch, got "
+                             f"{shapes}")
         batch_size = next(iter(images.values()))[0]
-        if options.calib_input is not None and batch_size != options.calib_batch_size:
+        if batch_size < 0:  # a dynamic batch: calibrated at --calib_batch_size
+            batch_size = options.calib_batch_size
+            self._set_calibration_profile(batch_size)
+        elif options.calib_input is not None and batch_size != options.calib_batch_size:
             log.info("the ONNX input has a static batch of %d: calibrating in batches of %d "
                      "(not --calib_batch_size %d)", batch_size, batch_size,
                      options.calib_batch_size)
         batches = calibration_batches(options, self.onnx_metadata, batch_size)
         return calibrator_class(self.trt, options.calib_method)(batches, batch_size,
                                                                 options.calib_cache)
+
+    def _set_calibration_profile(self, batch_size: int) -> None:
+        """The shapes TensorRT's calibration runs at (a profile of its own: every input at
+        ``batch_size``), which a network with a dynamic batch must be given."""
+        profile: trt.IOptimizationProfile = self.builder.create_optimization_profile()
+        for name, shape in self.input_shapes.items():
+            fixed = (batch_size, *shape[1:])
+            profile.set_shape(name, fixed, fixed, fixed)
+        if not self.config.set_calibration_profile(profile):
+            raise BuildError(f"TensorRT refused the calibration profile at batch {batch_size} "
+                             "(--calib_batch_size)")
+        log.info("calibrating the dynamic batch in batches of %d (--calib_batch_size)",
+                 batch_size)
 
     def _sensitive_layers(self, keep: str = "heads") -> list[trt.ILayer]:
         """Layers named after the anchors or box deltas; with ``keep`` "heads" the heads' last
@@ -358,11 +377,17 @@ def build(onnx_path: Path, engine_path: Path, options: BuildOptions,
 
     model = read_onnx(onnx_path, load_external_data=False)  # before TensorRT is looked for
     check_writable_file(engine_path, "-e")
+    batch_shapes = profile_shapes(model, onnx_path, options.batch_profile)
     prequantized = has_qdq(model)
     check_calibration_options(options, prequantized)
     check_options(options, trt_compat.require_tensorrt(), prequantized)
     builder = EngineBuilder(verbose)
     builder.create_network(onnx_path, options, model)
+    if batch_shapes:  # a dynamic batch
+        builder.add_profile(batch_shapes)
+        low, opt, high = (shape[0] for shape in next(iter(batch_shapes.values())))
+        log.info("dynamic batch: the engine takes batches of %d to %d, tuned for %d "
+                 "(--batch_profile)", low, high, opt)
     engine = builder.build(options)
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(engine_path, engine)

@@ -42,6 +42,7 @@ LEGACY_API = frozenset({
     "IInt8EntropyCalibrator2",
     "IInt8MinMaxCalibrator",
     "IBuilderConfig.int8_calibrator",
+    "IBuilderConfig.set_calibration_profile",
     "ILayer.precision",
     "ILayer.set_output_type",
     "IPluginRegistry.get_plugin_creator",
