@@ -101,6 +101,7 @@ def test_a_failing_sample_is_reported_with_its_log(
     config = tmp_path / "pipeline.config"
     config.write_text(pipeline_config_text(ARCHITECTURES["ssd_mobilenet_v2_320"]))
     (tmp_path / "saved_model").mkdir()
+    (tmp_path / "saved_model" / "saved_model.pb").write_bytes(b"not read by the fake sample")
     out = tmp_path / "out"
     code = nvidia_sample_onnx.main(["-o", str(out), "-m", str(tmp_path / "saved_model"), "-p",
                                     str(config), "--trt_repo", str(repo), "--cache_dir",
@@ -155,19 +156,20 @@ def test_variant_flags_are_split_as_a_shell_would() -> None:
 
 def test_graph_report_finds_the_post_processing(tmp_path: Path) -> None:
     """On the converter's own fixture graph (score threshold 1e-8): the preprocessing before
-    the first Conv, the box decoding and score slicing between the heads and the NMS, and the
-    guard and the Clip after it."""
+    the first Conv, the box decoding, score slicing and per-class layout between the heads and
+    the NMS, and the merge of the classes after it (threshold, clip, prune, TopK)."""
     (report,) = [compare_onnx_graphs.report(converted_onnx("ssd_mobilenet_v2"))]
     assert report["ops"]["EfficientNMS_TRT"] == 1 and report["ops"]["Conv"] > 50
     assert [n["op"] for n in report["preprocessing"]] == ["Mul", "Add", "Transpose"]
-    tail = [(n["op"], n["name"]) for n in report["heads_to_nms"][-3:]]
-    assert tail == [("Slice", "class_logits/Slice"), ("Reshape", "box_encodings/Reshape"),
-                    ("Div", "box_deltas/Div")]
-    assert report["heads_to_nms"][-1]["inputs"][1] == {"constant": [4],
-                                                       "values": [10.0, 10.0, 5.0, 5.0]}
+    before = {n["name"]: n for n in report["heads_to_nms"]}
+    assert {"class_logits/Slice", "box_deltas/Div", "logits_by_class/Transpose",
+            "logits_per_class/Reshape", "box_deltas_each_class/Expand",
+            "box_deltas_per_class/Reshape"} <= set(before)
+    assert before["box_deltas/Div"]["inputs"][1] == {"constant": [4],
+                                                     "values": [10.0, 10.0, 5.0, 5.0]}
     after = [n["op"] for n in report["nms_and_after"]]
-    assert after[0] == "EfficientNMS_TRT" and after[-1] == "Clip"
-    assert {"GreaterOrEqual", "ReduceSum", "Where"} <= set(after)  # the low-threshold guard
+    assert after[0] == "EfficientNMS_TRT"
+    assert {"GreaterOrEqual", "Min", "Max", "TopK", "GatherElements"} <= set(after)
     nms = report["nms_and_after"][0]["attributes"]
     assert nms["score_threshold"] == pytest.approx(1e-8) and nms["box_coding"] == 1
     out = tmp_path / "report.json"

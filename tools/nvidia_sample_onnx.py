@@ -221,8 +221,10 @@ def model_paths(args: argparse.Namespace, config: Path, output: Path) -> dict[st
 
 def model_digest(model: dict[str, Path]) -> str:
     """What identifies the model whatever folder it lies in: its saved_model.pb's digest."""
-    return hashlib.sha256((Path(model["saved_model"]) / "saved_model.pb").read_bytes()
-                          ).hexdigest()[:16]
+    graph = Path(model["saved_model"]) / "saved_model.pb"
+    if not graph.is_file():
+        raise UsageError(f"{model['saved_model']}: no saved_model.pb (not a SavedModel folder)")
+    return hashlib.sha256(graph.read_bytes()).hexdigest()[:16]
 
 
 def load_record(path: Path, model: dict[str, Path], force: bool) -> dict:

@@ -16,6 +16,9 @@ from tfod_trt.metadata import NMS_PLUGIN, PLUGIN_OPS, TRUE_IMAGE_SHAPE
 SENSITIVE_NAME_PARTS = ("anchors", "box_deltas")
 # Plugin inputs that carry boxes (op -> input positions): their producers' branch stays FP32.
 BOX_INPUTS = {NMS_PLUGIN: (0, 2), "CropAndResize": (1,), "CropAndResizeDynamic": (1,)}
+# Ops that only move values: a plugin input reached through them (per-class NMS transposes and
+# repeats the heads) keeps them and the op that made the values FP32.
+LAYOUT_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Expand"}
 
 
 class QuantizeError(UsageError):
@@ -63,8 +66,11 @@ def sensitive_nodes(model: onnx.ModelProto) -> set[str]:
             if name:
                 (box_inputs if i in BOX_INPUTS.get(plugin.op_type, ()) else other_inputs).append(
                     name)
-                if name in producer:
-                    sensitive.add(producer[name].name)
+                node = producer.get(name)
+                while node is not None:  # up through layout ops to the op that made the values
+                    sensitive.add(node.name)
+                    node = (producer.get(node.input[0]) if node.op_type in LAYOUT_OPS
+                            else None)
     sensitive |= ancestors(box_inputs) - ancestors(other_inputs)
     for node in nodes:
         if any(part in name for part in SENSITIVE_NAME_PARTS
