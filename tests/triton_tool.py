@@ -3,7 +3,8 @@ main one); each command prints its answer as JSON:
 
     configs REPO                  every config.pbtxt parsed by Triton's own ModelConfig schema
     detect URL MODEL IMAGE...     one request per --request group of images, through the
-                                  ensemble MODEL (HTTP): each image's detections, or the error
+                                  ensemble MODEL (HTTP): each image's detections (or why it
+                                  could not be read), or the request's error
     environment                   NumPy's version, and whether the package pulled TensorFlow in
 """
 
@@ -20,7 +21,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from tfod_trt.serve.interface import IMAGES, RESULTS, results_by_image
+from tfod_trt.serve.interface import IMAGES, RESULTS, unpack_answer
 
 
 def parse_configs(repo: Path) -> dict:
@@ -35,7 +36,7 @@ def detect(url: str, model: str, requests: list[list[str]]) -> list[dict]:
     client = httpclient.InferenceServerClient(url)
     answers = []
     for images in requests:
-        data = np.array([Path(image).read_bytes() for image in images], dtype=object)
+        data = np.array([[Path(image).read_bytes()] for image in images], dtype=object)
         tensor = httpclient.InferInput(IMAGES, list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
         try:
@@ -43,11 +44,11 @@ def detect(url: str, model: str, requests: list[list[str]]) -> list[dict]:
         except InferenceServerException as err:
             answers.append({"error": err.message()})
             continue
-        per_image = results_by_image({name: result.as_numpy(name) for name in RESULTS},
-                                     len(images))
-        answers.append({"images": [{name: values.tolist() if values.dtype != object else
-                                    [v.decode() for v in values] for name, values in d.items()}
-                                   for d in per_image]})
+        per_image = unpack_answer({name: result.as_numpy(name) for name in RESULTS})
+        answers.append({"images": [{"boxes": image.boxes.tolist(),
+                                    "scores": image.scores.tolist(),
+                                    "classes": image.classes.tolist(), "labels": image.labels,
+                                    "error": image.error} for image in per_image]})
     client.close()
     return answers
 

@@ -44,6 +44,11 @@ class DetectorIO:
         return (-1 if self.dynamic else self.max_batch, *spec.dims)
 
     @property
+    def max_detections(self) -> int:
+        """K: the detections each image's outputs have room for."""
+        return next(spec.dims[0] for spec in self.outputs if spec.name == OUTPUT_NAMES[2])
+
+    @property
     def takes_true_image_shape(self) -> bool:
         return any(spec.name == TRUE_IMAGE_SHAPE for spec in self.inputs)
 
