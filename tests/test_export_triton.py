@@ -23,7 +23,7 @@ from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.metadata import read_metadata
 from tfod_trt.serve.detector_io import io_from_metadata, io_from_onnx
-from tfod_trt.serve.interface import ERROR, IMAGE_SCALE, RESULTS, unpack_answer
+from tfod_trt.serve.interface import IMAGE_ERROR, IMAGE_SCALE, RESULTS, unpack_answer
 from tfod_trt.serve.postprocess import PostprocessSettings, postprocess_request
 from tfod_trt.serve.preprocess import PreprocessSettings, preprocess_request
 
@@ -138,7 +138,7 @@ def test_dynamic_engine_batches_up_to_its_profiles_max(exported: dict) -> None:
     pre = configs["dynamic_preprocess"]
     assert dims(pre["input"]) == {"images": [1]}
     assert dims(pre["output"]) == {"input_tensor": [3, 300, 300], "image_scale": [6],
-                                   "error": [1]}
+                                   "image_error": [1]}
     assert (settings_of(pre)["min_batch"], settings_of(pre)["max_batch"]) == (1, 8)
     assert dims(configs["dynamic"]["output"]) == {
         "num_detections": [1], "boxes": [100, 4], "scores": [100], "classes": [100],
@@ -163,7 +163,7 @@ def test_pre_and_post_settings_come_from_the_metadata_and_options(exported: dict
                                                                     "kind": "KIND_CPU"}]
     assert dims(pre["input"]) == {"images": [-1, 1]}
     assert dims(pre["output"]) == {"input_tensor": [4, 3, 300, 300], "image_scale": [-1, 6],
-                                   "error": [-1, 1]}
+                                   "image_error": [-1, 1]}
     assert settings_of(pre) == {
         "layout": "NCHW", "min_batch": 4, "max_batch": 4, "true_image_shape": False,
         "preprocessor": {"kind": "fixed_shape", "height": 300, "width": 300,
@@ -176,7 +176,7 @@ def test_pre_and_post_settings_come_from_the_metadata_and_options(exported: dict
     assert dims(post["input"]) == {
         "detector_num_detections": [4, 1], "detector_detection_boxes": [4, 100, 4],
         "detector_detection_scores": [4, 100], "detector_detection_classes": [4, 100],
-        "image_scale": [-1, 6], "error": [-1, 1]}
+        "image_scale": [-1, 6], "image_error": [-1, 1]}
     assert dims(post["output"]) == {"num_detections": [-1, 1], "boxes": [-1, 100, 4],
                                     "scores": [-1, 100], "classes": [-1, 100],
                                     "labels": [-1, 100], "error": [-1, 1]}
@@ -194,7 +194,8 @@ def test_ensemble_joins_the_steps(exported: dict) -> None:
                                                 ("preprocess", "detector", "postprocess")]
     assert steps[0]["outputMap"] == {"input_tensor": "input_tensor",
                                      "true_image_shape": "true_image_shape",
-                                     "image_scale": "image_scale", "error": "error"}
+                                     "image_scale": "image_scale",
+                                     "image_error": "image_error"}
     assert set(steps[1]["inputMap"]) == {"input_tensor", "true_image_shape"}
     # the detector's num_detections is not the answer's
     assert steps[1]["outputMap"]["num_detections"] == "detector_num_detections"
@@ -309,7 +310,7 @@ def test_an_image_that_cannot_be_read_is_answered_in_its_row() -> None:
     photo = io.BytesIO()
     Image.new("RGB", (32, 16), (200, 10, 10)).save(photo, format="PNG")
     inputs = preprocess_request([b"not an image", photo.getvalue()], settings)
-    assert inputs[ERROR].tolist() == [
+    assert inputs[IMAGE_ERROR].tolist() == [
         [b"not an image file (its format is not one Pillow reads)"], [b""]]
     assert not inputs["input_tensor"][0].any() and inputs["input_tensor"][1].any()
     assert inputs[IMAGE_SCALE][1].tolist() == [16, 32, 64, 64, 64, 64]  # stretched to 64x64

@@ -145,9 +145,9 @@ def model_results(args: argparse.Namespace, gt: COCO, labels: dict[int, str] | N
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="COCO mAP of a TensorRT engine, its ONNX model (CPU), Triton servers "
-                               "serving it (--triton) or the "
-                               "TFOD SavedModel (TensorFlow), or of a detections JSON.")
+        prog=PROG, description="COCO mAP of a TensorRT engine, its ONNX model (CPU), Triton "
+                               "servers serving it (--triton) or the TFOD SavedModel "
+                               "(TensorFlow), or of a detections JSON.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("-e", "--engine", type=Path, help="TensorRT engine (TensorRT and a GPU)")
     source.add_argument("--onnx", type=Path,

@@ -37,6 +37,7 @@ UNREAD = -1  # num_detections of an image that could not be read
 # images of one request
 MAX_IMAGES = "max_images"
 IMAGE_SCALE = "image_scale"  # INT32 [n, 6]: ImageScale's fields, one row per image
+IMAGE_ERROR = "image_error"  # BYTES [n, 1]: why an image could not be read ("" when it was)
 SCALE_FIELDS = len(fields(ImageScale))
 # Triton's data types, and the NumPy types PyTriton declares them with
 FP32, INT32, STRING = "TYPE_FP32", "TYPE_INT32", "TYPE_STRING"
@@ -135,7 +136,8 @@ def scales_from_rows(rows: np.ndarray) -> list[ImageScale]:
 
 
 def error_rows(errors: list[str]) -> np.ndarray:
-    """The ``error`` tensor [n, 1] of a request's images ("" for an image that was read)."""
+    """The ``image_error`` (or ``error``) tensor [n, 1] of a request's images ("" for an image
+    that was read)."""
     return np.array([[error.encode()] for error in errors], dtype=object).reshape(-1, 1)
 
 

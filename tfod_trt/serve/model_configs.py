@@ -15,7 +15,7 @@ import json
 from tfod_trt.serve.detector_io import DetectorIO, TensorSpec
 from tfod_trt.serve.interface import (
     DETECTOR_OUTPUT,
-    ERROR,
+    IMAGE_ERROR,
     IMAGE_SCALE,
     IMAGES,
     INT32,
@@ -59,7 +59,7 @@ def images_spec() -> TensorSpec:
 
 def side_specs() -> list[TensorSpec]:
     """What the preprocessing hands the postprocessing: each image's sizes and read error."""
-    return [TensorSpec(IMAGE_SCALE, INT32, (SCALE_FIELDS,)), TensorSpec(ERROR, STRING, (1,))]
+    return [TensorSpec(IMAGE_SCALE, INT32, (SCALE_FIELDS,)), TensorSpec(IMAGE_ERROR, STRING, (1,))]
 
 
 def result_specs(io: DetectorIO) -> list[TensorSpec]:
@@ -108,14 +108,14 @@ def detector_config(name: str, io: DetectorIO, instances: int, plan: bool) -> di
 
 
 def preprocess_config(name: str, io: DetectorIO, settings: dict, instances: int) -> dict:
-    """Encoded images -> the detector's inputs, image_scale and error."""
+    """Encoded images -> the detector's inputs, image_scale and image_error."""
     return python_model(name, io, request_tensors(io, [images_spec()]),
                         [*detector_tensors(io, io.inputs), *request_tensors(io, side_specs())],
                         instances, settings)
 
 
 def postprocess_config(name: str, io: DetectorIO, settings: dict, instances: int) -> dict:
-    """The detector's outputs, image_scale and error -> the answer."""
+    """The detector's outputs, image_scale and image_error -> the answer."""
     return python_model(name, io, [*detector_tensors(io, renamed_outputs(io)),
                                    *request_tensors(io, side_specs())],
                         request_tensors(io, result_specs(io)), instances, settings)

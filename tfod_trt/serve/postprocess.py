@@ -50,7 +50,7 @@ class PostprocessSettings:
 def postprocess_request(outputs: dict[str, np.ndarray], image_scale: np.ndarray,
                         errors: np.ndarray, settings: PostprocessSettings) -> dict[str, np.ndarray]:
     """The answer to a request (interface.py) from the detector's outputs and the request's
-    ``image_scale`` and ``error`` rows (one per image; the outputs' other rows are padding),
+    ``image_scale`` and ``image_error`` rows (one per image; the outputs' other rows are padding),
     padded to the detector's max detections."""
     scales = scales_from_rows(image_scale)
     results = outputs_results(outputs, item_names(len(scales)), scales, settings.class_offset,

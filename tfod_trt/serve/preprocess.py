@@ -15,7 +15,7 @@ from tfod_trt.io.batcher import Batch
 from tfod_trt.io.images import ImageError, load_image
 from tfod_trt.io.resize import ImageScale, preprocess
 from tfod_trt.serve.interface import (
-    ERROR,
+    IMAGE_ERROR,
     IMAGE_SCALE,
     IMAGES,
     error_rows,
@@ -72,9 +72,9 @@ def unread_scale(pre: Preprocessor) -> ImageScale:
 
 def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings
                        ) -> dict[str, np.ndarray]:
-    """The detector's inputs (padded to ``min_batch`` rows), ``image_scale`` and ``error`` for
+    """The detector's inputs (padded to ``min_batch`` rows), ``image_scale`` and ``image_error`` for
     a request's encoded images. An image that cannot be decoded keeps a padding row and its
-    reason in ``error`` (interface.py: answered in its row)."""
+    reason in ``image_error`` (interface.py: answered in its row)."""
     check_count(len(encoded), settings)
     pre = settings.preprocessor
     rows = max(len(encoded), settings.min_batch)
@@ -93,7 +93,7 @@ def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings
         batch.scales.append(scale)
         errors.append("")
     inputs = {INPUT_NAME: batch.data, IMAGE_SCALE: scale_rows(batch.scales),
-              ERROR: error_rows(errors)}
+              IMAGE_ERROR: error_rows(errors)}
     if settings.true_image_shape:
         inputs[TRUE_IMAGE_SHAPE] = batch.true_image_shape()
     return inputs

@@ -12,7 +12,7 @@ import numpy as np
 
 from tfod_trt.detect.batch import Runner
 from tfod_trt.graph_names import INPUT_NAME, TRUE_IMAGE_SHAPE
-from tfod_trt.serve.interface import ERROR, IMAGE_SCALE, IMAGES, RESULTS
+from tfod_trt.serve.interface import IMAGE_ERROR, IMAGE_SCALE, IMAGES, RESULTS
 from tfod_trt.serve.postprocess import PostprocessSettings, postprocess_request
 from tfod_trt.serve.preprocess import PreprocessSettings, preprocess_request
 
@@ -50,4 +50,4 @@ class DetectionService:
             outputs = self.runner.infer(inputs[INPUT_NAME], inputs[TRUE_IMAGE_SHAPE])
         else:
             outputs = self.runner.infer(inputs[INPUT_NAME])
-        return postprocess_request(outputs, inputs[IMAGE_SCALE], inputs[ERROR], self.post)
+        return postprocess_request(outputs, inputs[IMAGE_SCALE], inputs[IMAGE_ERROR], self.post)
