@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from fixtures import converted_onnx, shapes_dataset, trained_onnx
 from test_eval_coco import run_cli
+from test_export_triton import fake_engine
 from test_triton_server import assert_same_records
 from triton_server import (
     ROOT,
@@ -28,12 +29,13 @@ from triton_server import (
 
 import infer
 import serve_triton
+from tfod_trt.commands.serve_triton import max_batch
 from tfod_trt.detect.batch import detect_folder
 from tfod_trt.errors import UsageError
 from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.reference.runner import ReferenceRunner
 from tfod_trt.serve.client import parse_urls
-from tfod_trt.serve.detectors import onnx_detector
+from tfod_trt.serve.detectors import engine_detector, onnx_detector
 from tfod_trt.serve.interface import IMAGES, unpack_answer
 from tfod_trt.serve.service import DetectionService
 
@@ -232,6 +234,21 @@ def test_serve_triton_refuses_more_than_the_model_batches(tmp_path: Path) -> Non
     code, _, err = cli(serve_triton, "--onnx", trained_onnx(), "--max_batch", "2")
     assert code == 2 and err == (f"serve_triton.py: error: --max_batch 2: {trained_onnx()} "
                                  "takes at most 1 images per batch (its static batch)\n")
+
+
+def test_an_engine_with_a_profile_is_served_up_to_its_max(tmp_path: Path) -> None:
+    """An engine whose ENGINE.json has an optimization profile: batches of up to the
+    profile's max (8), padded only to its min (1); more is refused."""
+    shape = [3, 300, 300]
+    engine = fake_engine(tmp_path, converted_onnx("ssd_mobilenet_v2", 4, "NCHW"), {
+        "input_tensor": [[1, *shape], [4, *shape], [8, *shape]]})
+    detector = engine_detector(engine)
+    assert max_batch(serve_triton.parse_args(["--engine", str(engine)]), detector) == 8
+    pre = detector.preprocess_settings()
+    assert (pre.min_batch, pre.max_batch) == (1, 8)
+    code, _, err = cli(serve_triton, "--engine", engine, "--max_batch", "16")
+    assert code == 2 and err == (f"serve_triton.py: error: --max_batch 16: {engine} takes at "
+                                 "most 8 images per batch (its profile's max)\n")
 
 
 def test_serve_triton_without_pytriton_says_where_to_run_it() -> None:

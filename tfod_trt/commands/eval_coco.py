@@ -102,22 +102,11 @@ def run(args: argparse.Namespace) -> int:
         evaluated = list(images.values()) or gt.getImgIds()
         what = str(args.detections)
     else:
-        labels = load_labels(args.labels) if args.labels else None
-        if args.results:
-            check_writable_file(args.results, "--results")
-        results, skipped, failed = model_results(args, gt, labels, images)
-        for path, reason in skipped:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
-        report_failures(PROG, failed)
-        if not results:
-            print(f"{PROG}: no image could be read", file=sys.stderr)
+        detected = detect_records(args, gt, images)
+        if detected is None:
             return 1
+        records, evaluated, failed = detected
         what = str(args.engine or args.onnx or args.saved_model or args.triton)
-        records, dropped = to_records(results, images, gt, what)
-        settle(dropped, args.strict, PROG)
-        if args.results:
-            write_results(args.results, records)
-        evaluated = [images[result.path] for result in results]
     scores = score_detections(gt, records, evaluated)
     print(f"{what}: {len(evaluated)} images, {len(records)} detections")
     print(scores.table())
@@ -128,6 +117,29 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def detect_records(args: argparse.Namespace, gt: COCO, images: dict[Path, int]
+                   ) -> tuple[list[dict], list[int], list[tuple[Path, str]]] | None:
+    """The model run over the images: (COCO records, the image ids evaluated, images that
+    no server answered); None (reported) where no image gave a result."""
+    labels = load_labels(args.labels) if args.labels else None
+    if args.results:
+        check_writable_file(args.results, "--results")
+    results, skipped, failed = model_results(args, gt, labels, images)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    report_failures(PROG, failed)
+    if not results:
+        if not failed:
+            print(f"{PROG}: no image could be read", file=sys.stderr)
+        return None
+    what = str(args.engine or args.onnx or args.saved_model or args.triton)
+    records, dropped = to_records(results, images, gt, what)
+    settle(dropped, args.strict, PROG)
+    if args.results:
+        write_results(args.results, records)
+    return records, [images[result.path] for result in results], failed
 
 
 def model_results(args: argparse.Namespace, gt: COCO, labels: dict[int, str] | None,

@@ -113,12 +113,13 @@ class TritonPool:
         for server in self.servers:
             self._check(server)
 
-    def _client(self, url: str):
+    def client(self, url: str):
+        """A client of one server (HTTP; one per thread)."""
         return self.http.InferenceServerClient(url, connection_timeout=CONNECT_TIMEOUT_S,
                                                network_timeout=TIMEOUT_S)
 
     def _check(self, server: Server) -> None:
-        client = self._client(server.url)
+        client = self.client(server.url)
         try:
             if not client.is_server_live():
                 raise ServerDown("not live")
@@ -279,7 +280,7 @@ class RemoteRun:
 
     def _work(self, server: Server) -> None:
         """A worker: sends requests until the queue is empty or its server has failed."""
-        client = self.pool._client(server.url)
+        client = self.pool.client(server.url)
         try:
             while not server.failed and not self._stop.is_set():
                 try:

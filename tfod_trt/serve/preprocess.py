@@ -72,9 +72,9 @@ def unread_scale(pre: Preprocessor) -> ImageScale:
 
 def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings
                        ) -> dict[str, np.ndarray]:
-    """The detector's inputs (padded to ``min_batch`` rows), ``image_scale`` and ``image_error`` for
-    a request's encoded images. An image that cannot be decoded keeps a padding row and its
-    reason in ``image_error`` (interface.py: answered in its row)."""
+    """The detector's inputs (padded to ``min_batch`` rows), ``image_scale`` and
+    ``image_error`` for a request's encoded images. An image that cannot be decoded keeps a
+    padding row and its reason in ``image_error`` (interface.py: answered in its row)."""
     check_count(len(encoded), settings)
     pre = settings.preprocessor
     rows = max(len(encoded), settings.min_batch)
