@@ -34,7 +34,7 @@ from tfod_trt.detect.batch import detect_folder
 from tfod_trt.errors import UsageError
 from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.reference.runner import ReferenceRunner
-from tfod_trt.serve.client import parse_urls
+from tfod_trt.serve.client import check_protocol, images_per_request, parse_urls
 from tfod_trt.serve.detectors import engine_detector, onnx_detector
 from tfod_trt.serve.interface import IMAGES, unpack_answer
 from tfod_trt.serve.service import DetectionService
@@ -304,3 +304,22 @@ def test_server_lists_are_checked(text: str, message: str) -> None:
 def test_urls_take_an_http_prefix() -> None:
     assert parse_urls("http://a:8000/, b:9000") == ["a:8000", "b:9000"]
 
+
+
+@pytest.mark.parametrize(("config", "size"), [
+    ({"max_batch_size": 8}, 8),  # a batching model (serve_triton.py, a dynamic engine's)
+    ({"max_batch_size": 0, "parameters": {"max_images": {"string_value": "4"}}}, 4),
+    ({"max_batch_size": 0}, 1),  # no word of it: one image per request
+])
+def test_requests_carry_what_the_model_takes(config: dict, size: int) -> None:
+    assert images_per_request(config) == size
+
+
+def test_a_model_of_another_protocol_is_refused() -> None:
+    config = {"input": [{"name": "input_tensor"}], "output": [{"name": "num_detections"}]}
+    with pytest.raises(UsageError) as raised:
+        check_protocol("h:8000", "ssd_detector", config)
+    assert str(raised.value) == (
+        "h:8000: the model 'ssd_detector' takes ['input_tensor'] and gives ['num_detections'], "
+        "not encoded images in and detections out: serve it with serve_triton.py or "
+        "export_triton.py")

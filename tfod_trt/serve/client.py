@@ -109,17 +109,19 @@ class TritonPool:
         self.http, self.utils = tritonclient_http(what, example)
         self.model, self.concurrency = model, concurrency
         self.servers = [Server(url) for url in urls]
-        self.per_request = 1
-        for server in self.servers:
-            self._check(server)
+        sizes = [self._check(server) for server in self.servers]
+        # what every server takes: a request may go to any of them
+        self.per_request = min((size for size in sizes if size), default=1)
 
     def client(self, url: str):
         """A client of one server (HTTP; one per thread)."""
         return self.http.InferenceServerClient(url, connection_timeout=CONNECT_TIMEOUT_S,
                                                network_timeout=TIMEOUT_S)
 
-    def _check(self, server: Server) -> None:
+    def _check(self, server: Server) -> int:
+        """The most images the server takes per request; 0 where it does not answer."""
         client = self.client(server.url)
+        size = 0
         try:
             if not client.is_server_live():
                 raise ServerDown("not live")
@@ -132,11 +134,12 @@ class TritonPool:
             server.failed = f"not reachable ({err})"
         else:
             check_protocol(server.url, self.model, config)
-            self.per_request = max(self.per_request, images_per_request(config))
+            size = images_per_request(config)
         finally:
             client.close()
         if server.failed:
             log.warning("%s: %s: the other servers take its share", server.url, server.failed)
+        return size
 
     def send(self, client, paths: list[Path]) -> list[ImageAnswer]:
         """Each file's answer (one that cannot be read here is not sent: its answer says
