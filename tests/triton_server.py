@@ -195,6 +195,9 @@ def triton_server(repo: Path, folder: Path) -> Iterator[Server]:
 # serve_triton.py in the serving environment
 
 MARKER = "TFOD_TRT_TEST_SERVER"  # in the environment of a test's server and of all its children
+# where tritonserver writes the folder of a model loaded with its files (PyTriton's), whatever
+# TMPDIR says; removed when the model is unloaded
+TRITON_TMP = Path("/tmp")
 
 
 def run_serving_unchecked(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -214,6 +217,7 @@ class ServeTriton:
     log: Path
     marker: str
     scratch: Path  # its PyTriton workspace and temporary files (removed at the stop)
+    model_folders: set[Path] = field(default_factory=set)  # TRITON_TMP's before its start
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -247,6 +251,10 @@ class ServeTriton:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if signum == signal.SIGKILL:  # a killed tritonserver leaves its model's folder
+            for folder in set(TRITON_TMP.glob("folder*")) - self.model_folders:
+                if (folder / "config.pbtxt").is_file():
+                    shutil.rmtree(folder, ignore_errors=True)
         return code, left
 
 
@@ -282,12 +290,13 @@ def start_serve_triton(model: Path, folder: Path, *args: str) -> ServeTriton:
     env = {**os.environ, MARKER: marker, "XDG_CACHE_HOME": str(scratch / "cache"),
            "TMPDIR": str(scratch / "tmp")}
     log = folder / "serve_triton.log"
+    before = set(TRITON_TMP.glob("folder*"))
     with open(log, "wb") as output:
         process = subprocess.Popen(
             [str(serving_python()), "serve_triton.py", "--onnx", str(model), "--http_port",
              str(http_port), "--grpc_port", str(grpc_port), *args], cwd=ROOT, stdout=output,
             stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    server = ServeTriton(f"127.0.0.1:{http_port}", process, log, marker, scratch)
+    server = ServeTriton(f"127.0.0.1:{http_port}", process, log, marker, scratch, before)
     try:
         server.wait_for_line("Ctrl-C stops it")
         wait_until_ready(Server(server.url, process, log))
