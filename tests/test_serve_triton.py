@@ -23,6 +23,7 @@ from triton_server import (
     ROOT,
     free_port,
     run_serving_unchecked,
+    run_tool,
     serving_python,
     start_serve_triton,
 )
@@ -167,6 +168,27 @@ def test_no_server_there_fails_every_image_in_one_line_each(photos: Path,
                       for path in sorted(photos.iterdir())]
     assert f"infer.py: {PHOTOS + 1} images failed: no server answered them" in done.stderr
     assert detections(tmp_path / "out") == []
+
+
+def test_requests_that_arrive_together_are_one_batch(photos: Path, tmp_path: Path) -> None:
+    """A static batch-4 graph served with a long queue delay: three requests of one image
+    sent at once are one batch of the runner (padded to 4), each answered with its own
+    image's detections, as the same request alone."""
+    files = [str(path) for path in sorted(photos.glob("*.jpg"))[:3]]
+    served = start_serve_triton(converted_onnx("ssd_mobilenet_v2", 4, "NCHW"), tmp_path,
+                                "--name", "b4", "--queue_delay_us", "3000000", "--verbose")
+    try:
+        together = run_tool("detect", served.url, "b4", "--together",
+                            *[arg for file in files for arg in ("--request", file)])
+        alone = run_tool("detect", served.url, "b4", "--request", files[1])
+    finally:
+        served.stop()
+    assert "answered 3 images of 3 requests" in served.output()
+    assert [len(answer["images"]) for answer in together] == [1, 1, 1]
+    (batched,), (single,) = together[1]["images"], alone[0]["images"]
+    assert len(single["scores"]) > 0 and batched["classes"] == single["classes"]
+    np.testing.assert_allclose(batched["scores"], single["scores"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(batched["boxes"], single["boxes"], atol=1e-3)
 
 
 def test_sigterm_stops_the_server_and_its_processes(tmp_path: Path) -> None:
