@@ -191,6 +191,15 @@ def test_requests_that_arrive_together_are_one_batch(photos: Path, tmp_path: Pat
     np.testing.assert_allclose(batched["boxes"], single["boxes"], atol=1e-3)
 
 
+def test_a_model_the_server_does_not_have_is_refused(server, photos: Path,
+                                                     tmp_path: Path) -> None:
+    done = client("infer.py", "--triton", server.url, "--model", "ssd", "--input", photos,
+                  "--output", tmp_path / "out")
+    assert done.returncode == 2
+    assert done.stderr == f"infer.py: error: {server.url}: has no model 'ssd' (--model)\n"
+    assert not (tmp_path / "out").exists()
+
+
 def test_sigterm_stops_the_server_and_its_processes(tmp_path: Path) -> None:
     served = start_serve_triton(trained_onnx(), tmp_path, "--name", "demo")
     code, left = served.stop(signal.SIGTERM)
