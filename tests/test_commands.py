@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # script -> sub-command of python -m tfod_trt
 STEPS = {"create_onnx": "create-onnx", "build_engine": "build-engine", "quantize": "quantize",
          "infer": "infer", "eval_coco": "eval-coco", "compare_tf": "compare-tf",
-         "benchmark": "benchmark", "export_triton": "export-triton"}
+         "benchmark": "benchmark", "export_triton": "export-triton",
+         "serve_triton": "serve-triton"}
+CONSOLE_NAMES = {"serve_triton": "serve"}  # tfod-serve, not tfod-serve-triton
 
 
 def help_text(*command: str) -> str:
@@ -39,7 +41,7 @@ def console_scripts() -> dict[str, str]:
 
 def test_console_commands_point_at_the_commands() -> None:
     scripts = console_scripts()
-    expected = {f"tfod-{command}": f"tfod_trt.commands.{script}:main"
+    expected = {f"tfod-{CONSOLE_NAMES.get(script, command)}": f"tfod_trt.commands.{script}:main"
                 for script, command in STEPS.items()}
     expected["tfod-doctor"] = "tfod_trt.commands.doctor:main"
     assert scripts == expected

@@ -4,6 +4,7 @@ postprocessing against infer.py's, the package copy the Python models run, and b
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.metadata import read_metadata
 from tfod_trt.serve.detector_io import io_from_metadata, io_from_onnx
-from tfod_trt.serve.interface import IMAGE_SCALE, RESULTS, results_by_image
+from tfod_trt.serve.interface import IMAGE_ERROR, IMAGE_SCALE, RESULTS, unpack_answer
 from tfod_trt.serve.postprocess import PostprocessSettings, postprocess_request
 from tfod_trt.serve.preprocess import PreprocessSettings, preprocess_request
 
@@ -126,21 +127,43 @@ def test_static_engine_is_a_plan_of_its_full_dims(exported: dict) -> None:
 
 
 def test_dynamic_engine_batches_up_to_its_profiles_max(exported: dict) -> None:
-    config = exported["configs"]["dynamic_detector"]
-    assert config["maxBatchSize"] == 8 and config["dynamicBatching"] == {}
-    assert dims(config["input"]) == {"input_tensor": [3, 300, 300]}
-    assert dims(config["output"])["detection_boxes"] == [100, 4]
-    pre = exported["configs"]["dynamic_preprocess"]
-    assert dims(pre["output"])["input_tensor"] == [-1, 3, 300, 300]
+    """Every model of a dynamic-batch engine batches: one image's dims, max_batch_size = the
+    profile's max, a dynamic batcher; the ensemble answers one row per image."""
+    configs = exported["configs"]
+    for model in ("dynamic", "dynamic_preprocess", "dynamic_detector", "dynamic_postprocess"):
+        assert configs[model]["maxBatchSize"] == 8, model
+        assert model == "dynamic" or configs[model]["dynamicBatching"] == {}, model
+    assert dims(configs["dynamic_detector"]["input"]) == {"input_tensor": [3, 300, 300]}
+    assert dims(configs["dynamic_detector"]["output"])["detection_boxes"] == [100, 4]
+    pre = configs["dynamic_preprocess"]
+    assert dims(pre["input"]) == {"images": [1]}
+    assert dims(pre["output"]) == {"input_tensor": [3, 300, 300], "image_scale": [6],
+                                   "image_error": [1]}
     assert (settings_of(pre)["min_batch"], settings_of(pre)["max_batch"]) == (1, 8)
+    assert dims(configs["dynamic"]["output"]) == {
+        "num_detections": [1], "boxes": [100, 4], "scores": [100], "classes": [100],
+        "labels": [100], "error": [1]}
+    assert "parameters" not in configs["dynamic"]  # max_batch_size says how many images
+
+
+def test_profile_from_more_than_one_image_is_refused(tmp_path: Path, capsys) -> None:
+    shape = [3, 300, 300]
+    engine = fake_engine(tmp_path, fixture_graph("b4_nchw"), {
+        "input_tensor": [[2, *shape], [4, *shape], [8, *shape]]})
+    assert export("--engine", engine, "--repo", tmp_path / "repo") == 2
+    assert ("its optimization profile starts at a batch of 2, but Triton's batcher sends "
+            "batches from 1 image: build the engine with a profile from batch 1"
+            ) in capsys.readouterr().err
+    assert not (tmp_path / "repo").exists()
 
 
 def test_pre_and_post_settings_come_from_the_metadata_and_options(exported: dict) -> None:
     pre = exported["configs"]["static_preprocess"]
     assert pre["backend"] == "python" and pre["instanceGroup"] == [{"count": 3,
                                                                     "kind": "KIND_CPU"}]
-    assert dims(pre["input"]) == {"images": [-1]}
-    assert dims(pre["output"]) == {"input_tensor": [4, 3, 300, 300], "image_scale": [-1, 6]}
+    assert dims(pre["input"]) == {"images": [-1, 1]}
+    assert dims(pre["output"]) == {"input_tensor": [4, 3, 300, 300], "image_scale": [-1, 6],
+                                   "image_error": [-1, 1]}
     assert settings_of(pre) == {
         "layout": "NCHW", "min_batch": 4, "max_batch": 4, "true_image_shape": False,
         "preprocessor": {"kind": "fixed_shape", "height": 300, "width": 300,
@@ -150,8 +173,16 @@ def test_pre_and_post_settings_come_from_the_metadata_and_options(exported: dict
     assert settings_of(post) == {"class_offset": 0, "box_frame": "input",
                                  "score_threshold": 0.25,
                                  "labels": {"0": "person", "2": "carré \"A\""}}
-    assert dims(post["output"]) == {"boxes": [-1, 4], "scores": [-1], "classes": [-1],
-                                    "labels": [-1], "image_index": [-1]}
+    assert dims(post["input"]) == {
+        "detector_num_detections": [4, 1], "detector_detection_boxes": [4, 100, 4],
+        "detector_detection_scores": [4, 100], "detector_detection_classes": [4, 100],
+        "image_scale": [-1, 6], "image_error": [-1, 1]}
+    assert dims(post["output"]) == {"num_detections": [-1, 1], "boxes": [-1, 100, 4],
+                                    "scores": [-1, 100], "classes": [-1, 100],
+                                    "labels": [-1, 100], "error": [-1, 1]}
+    ensemble = exported["configs"]["static"]
+    assert "maxBatchSize" not in ensemble  # 0: a request is one batch of the engine's 4
+    assert ensemble["parameters"] == {"max_images": {"stringValue": "4"}}
 
 
 def test_ensemble_joins_the_steps(exported: dict) -> None:
@@ -163,8 +194,12 @@ def test_ensemble_joins_the_steps(exported: dict) -> None:
                                                 ("preprocess", "detector", "postprocess")]
     assert steps[0]["outputMap"] == {"input_tensor": "input_tensor",
                                      "true_image_shape": "true_image_shape",
-                                     "image_scale": "image_scale"}
+                                     "image_scale": "image_scale",
+                                     "image_error": "image_error"}
     assert set(steps[1]["inputMap"]) == {"input_tensor", "true_image_shape"}
+    # the detector's num_detections is not the answer's
+    assert steps[1]["outputMap"]["num_detections"] == "detector_num_detections"
+    assert steps[2]["inputMap"]["detector_num_detections"] == "detector_num_detections"
     assert [t["name"] for t in config["output"]] == list(RESULTS)
 
 
@@ -258,7 +293,6 @@ def test_preprocessing_equals_infers_batches(coco_dir: Path, tmp_path: Path) -> 
 @pytest.mark.parametrize(("images", "message"), [
     ([], "the request has no image: send one or more in 'images'"),
     ([b"x"] * 3, "the request has 3 images; this detector takes at most 2 per request"),
-    ([b"not an image"], "images[0]: not an image file (its format is not one Pillow reads)"),
 ])
 def test_preprocessing_refuses_a_bad_request(images: list[bytes], message: str) -> None:
     settings = PreprocessSettings(Preprocessor.fixed_shape(64, 64), "NHWC", 1, 2, False)
@@ -267,24 +301,47 @@ def test_preprocessing_refuses_a_bad_request(images: list[bytes], message: str) 
     assert str(raised.value) == message
 
 
-def test_postprocessing_maps_to_pixels_and_drops_the_padding() -> None:
-    """Two images of a batch of 3 (the third row is padding): the first has two detections
-    (one under the threshold), the second none."""
-    outputs = {"num_detections": np.array([[2], [0], [1]], np.int32),
-               "detection_boxes": np.zeros((3, 2, 4), np.float32),
-               "detection_scores": np.array([[0.9, 0.1], [0, 0], [0.8, 0]], np.float32),
-               "detection_classes": np.array([[1, 0], [0, 0], [1, 0]], np.int32)}
+def test_an_image_that_cannot_be_read_is_answered_in_its_row() -> None:
+    """Not a request's error: its other images are preprocessed, its own row is padding and
+    names the reason."""
+    from PIL import Image
+
+    settings = PreprocessSettings(Preprocessor.fixed_shape(64, 64), "NHWC", 3, 3, False)
+    photo = io.BytesIO()
+    Image.new("RGB", (32, 16), (200, 10, 10)).save(photo, format="PNG")
+    inputs = preprocess_request([b"not an image", photo.getvalue()], settings)
+    assert inputs[IMAGE_ERROR].tolist() == [
+        [b"not an image file (its format is not one Pillow reads)"], [b""]]
+    assert not inputs["input_tensor"][0].any() and inputs["input_tensor"][1].any()
+    assert inputs[IMAGE_SCALE][1].tolist() == [16, 32, 64, 64, 64, 64]  # stretched to 64x64
+
+
+def test_postprocessing_maps_to_pixels_and_pads_each_image() -> None:
+    """Three images of a batch of 4 (the last row is padding): the first has two detections
+    (one under the threshold), the second none, the third could not be read."""
+    outputs = {"num_detections": np.array([[2], [0], [1], [1]], np.int32),
+               "detection_boxes": np.zeros((4, 3, 4), np.float32),
+               "detection_scores": np.array([[0.9, 0.1, 0], [0, 0, 0], [0.8, 0, 0],
+                                             [0.7, 0, 0]], np.float32),
+               "detection_classes": np.array([[1, 0, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0]],
+                                             np.int32)}
     outputs["detection_boxes"][0, 0] = [0.25, 0.5, 0.75, 1.0]  # y1 x1 y2 x2 of the input
-    outputs["detection_boxes"][2, 0] = [0.1, 0.1, 0.2, 0.2]
+    outputs["detection_boxes"][2:, 0] = [0.1, 0.1, 0.2, 0.2]
     # 200 x 400 photos resized to 100 x 200 inside a 200 x 200 input: y normalised to it
-    scale = np.array([[200, 400, 100, 200, 200, 200], [200, 400, 100, 200, 200, 200]])
-    answer = postprocess_request(outputs, scale, PostprocessSettings(
+    scale = np.array([[200, 400, 100, 200, 200, 200]] * 3)
+    errors = np.array([[b""], [b""], [b"not an image file"]], dtype=object)
+    answer = postprocess_request(outputs, scale, errors, PostprocessSettings(
         0, "input", 0.5, {1: "square"}))
-    first, second = results_by_image(answer, 2)
-    np.testing.assert_allclose(first["boxes"], [[200.0, 100.0, 400.0, 200.0]])
-    assert first["scores"].tolist() == [pytest.approx(0.9)]
-    assert first["classes"].tolist() == [1] and first["labels"].tolist() == [b"square"]
-    assert second["boxes"].shape == (0, 4) and len(answer["image_index"]) == 1
+    assert answer["num_detections"].tolist() == [[1], [0], [-1]]
+    assert answer["boxes"].shape == (3, 3, 4) and answer["labels"].shape == (3, 3)
+    np.testing.assert_allclose(answer["boxes"][0, 0], [200.0, 100.0, 400.0, 200.0])
+    assert not answer["boxes"][0, 1:].any() and answer["labels"][0].tolist() == [
+        b"square", b"", b""]
+    first, second, third = unpack_answer(answer)
+    assert first.scores.tolist() == [pytest.approx(0.9)] and first.classes.tolist() == [1]
+    assert first.labels == ["square"] and first.error == ""
+    assert second.boxes.shape == (0, 4) and second.error == ""
+    assert third.error == "not an image file" and len(third.scores) == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,10 +17,11 @@ LAYERS = {  # README.md's package table, top to bottom
 }
 # Optional libraries that may be imported inside a function (they are heavy or absent on many
 # machines), each from one module only.
-LAZY = {"tensorflow": "optional.py", "tf2onnx": "optional.py",
+LAZY = {"tensorflow": "optional.py", "tf2onnx": "optional.py", "pytriton": "optional.py",
+        "tritonclient": "optional.py",
         "cuda": "trt/cuda_python.py", "pycuda": "trt/pycuda_backend.py"}
 SCRIPTS = ("create_onnx", "build_engine", "infer", "eval_coco", "compare_tf", "quantize",
-           "benchmark", "export_triton")
+           "benchmark", "export_triton", "serve_triton")
 HELPERS = ("onnx_utils", "image_batcher", "visualize")
 
 

@@ -1,7 +1,8 @@
 """A repository of export_triton.py run by a real Triton Inference Server (the tritonserver of
 the nvidia-pytriton wheel, in the serving environment) on the CPU, the ONNX stand-in in the
 engine's place: a client sends photo files' bytes to the ensemble and gets what infer.py --onnx
-finds in the same photos. The server is stopped at the end, leaving no process behind."""
+finds in the same photos; infer.py --triton against it writes what infer.py --onnx writes. The
+server is stopped at the end, leaving no process behind."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures import converted_onnx, trained_onnx
-from triton_server import run_tool, triton_server
+from triton_server import run_serving, run_tool, triton_server
 
 import export_triton
 import infer
@@ -54,6 +55,16 @@ def infer_detections(onnx_path: Path, images: Path, labels: Path, output: Path) 
     return found
 
 
+def assert_same_records(found: list[dict], expected: list[dict]) -> None:
+    """Two detections.json of infer.py: the same detections in the same order, boxes within
+    BOX_TOLERANCE_PX."""
+    assert [(r["file_name"], r["category_id"], r["category_name"], r["score"]) for r in found] == [
+        (r["file_name"], r["category_id"], r["category_name"], r["score"]) for r in expected]
+    assert len(expected) > 0
+    np.testing.assert_allclose([r["bbox"] for r in found], [r["bbox"] for r in expected],
+                               atol=BOX_TOLERANCE_PX)
+
+
 def assert_same(served: dict, expected: list[dict], image: str) -> None:
     """One image's detections from the server against infer.py's, in order."""
     assert len(served["scores"]) == len(expected), image
@@ -90,6 +101,9 @@ def served(coco_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         not_an_image.write_text("not an image")
         answers["bad"] = run_tool("detect", server.url, "demo", "--request", str(not_an_image),
                                   "--request", *map(str, photos[:2]))
+        run_serving("infer.py", "--triton", server.url, "--model", "batch4", "--input",
+                    str(photos[0].parent), "--output", str(folder / "client"), "--labels",
+                    str(labels), "--no_pictures")
     return {"folder": folder, "photos": photos, "labels": labels, "answers": answers,
             "server": server}
 
@@ -108,11 +122,24 @@ def test_served_detections_equal_infers(served: dict, name: str) -> None:
 
 
 def test_bad_requests_get_one_line_errors(served: dict) -> None:
+    """An image that cannot be read is answered in its row; a request of too many images is
+    refused whole."""
     assert served["answers"]["bad"] == [
-        {"error": "in ensemble 'demo', images[0]: not an image file (its format is not one "
-                  "Pillow reads)"},
+        {"images": [{"boxes": [], "scores": [], "classes": [], "labels": [],
+                     "error": "not an image file (its format is not one Pillow reads)"}]},
         {"error": "in ensemble 'demo', the request has 2 images; this detector takes at most "
                   "1 per request"}]
+
+
+def test_infer_through_the_ensemble_writes_what_infer_writes(served: dict) -> None:
+    """infer.py --triton against the exported batch-4 ensemble (requests of up to 4 images,
+    as its config says): the same detections.json as infer.py --onnx, within the rounding of
+    the FP32 boxes the server answers."""
+    onnx_path, _ = detectors()["batch4"]
+    local = infer_detections(onnx_path, served["photos"][0].parent, served["labels"],
+                             served["folder"] / "infer-client-local")
+    remote = json.loads((served["folder"] / "client" / "detections.json").read_text())
+    assert_same_records(remote, [r for name in sorted(local) for r in local[name]])
 
 
 def test_server_stops_cleanly(served: dict) -> None:

@@ -9,12 +9,15 @@ interpreter's own libpython first (its LIBDIR on LD_LIBRARY_PATH) and its venv o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -186,3 +189,118 @@ def triton_server(repo: Path, folder: Path) -> Iterator[Server]:
         yield server
     finally:
         server.left = stop(server)
+
+
+# ---------------------------------------------------------------------------------------------
+# serve_triton.py in the serving environment
+
+MARKER = "TFOD_TRT_TEST_SERVER"  # in the environment of a test's server and of all its children
+# where tritonserver writes the folder of a model loaded with its files (PyTriton's), whatever
+# TMPDIR says; removed when the model is unloaded
+TRITON_TMP = Path("/tmp")
+
+
+def run_serving_unchecked(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python ARGS`` in the serving environment, in the checkout, whatever its exit status."""
+    return subprocess.run([str(serving_python()), *args], cwd=ROOT, capture_output=True,
+                          encoding="utf-8", errors="replace", timeout=timeout)
+
+
+@dataclass
+class ServeTriton:
+    """A running serve_triton.py: its HTTP URL (host:port), process (leader of its own
+    process group, which tritonserver and its model processes join), output file and the
+    marker of its processes."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+    marker: str
+    scratch: Path  # its PyTriton workspace and temporary files (removed at the stop)
+    model_folders: set[Path] = field(default_factory=set)  # TRITON_TMP's before its start
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_line(self, text: str, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until a line of its output contains ``text``; fails the test where it exits
+        first or not in time."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"serve_triton.py printed no {text!r} "
+                            f"(exit {self.process.poll()}):\n{self.output()[-4000:]}")
+            time.sleep(0.02)
+
+    def stop(self, signum: int = signal.SIGTERM) -> tuple[int, list[int]]:
+        """Sends ``signum`` to serve_triton.py alone (SIGKILL: to its whole group, as a crash
+        of the machine's processes would); its exit status, and the processes of the marker
+        still running afterwards (they are killed)."""
+        if self.process.poll() is None:
+            if signum == signal.SIGKILL:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            else:
+                self.process.send_signal(signum)
+        try:
+            code = self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            code = self.process.wait()
+        left = marked_processes(self.marker)
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        if signum == signal.SIGKILL:  # a killed tritonserver leaves its model's folder
+            for folder in set(TRITON_TMP.glob("folder*")) - self.model_folders:
+                if (folder / "config.pbtxt").is_file():
+                    shutil.rmtree(folder, ignore_errors=True)
+        return code, left
+
+
+def marked_processes(marker: str) -> list[int]:
+    """The processes (not zombies) whose environment holds MARKER=marker, from /proc: a
+    server's children, wherever they were re-parented."""
+    entry = f"{MARKER}={marker}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry in environ.read_bytes().split(b"\0"):
+                state = (environ.parent / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def start_serve_triton(model: Path, folder: Path, *args: str) -> ServeTriton:
+    """serve_triton.py --onnx MODEL ARGS on free ports, ready (it printed its URLs and the
+    readiness endpoint answers), its output in ``folder``. Its PyTriton workspace and
+    temporary files go to a short folder of their own (they hold Unix sockets, whose paths
+    must stay under 108 bytes)."""
+    serving_python()
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="serve-"))
+    (scratch / "tmp").mkdir()
+    http_port, grpc_port = free_port(), free_port()
+    while grpc_port == http_port:
+        grpc_port = free_port()
+    marker = f"{os.getpid()}-{http_port}"
+    env = {**os.environ, MARKER: marker, "XDG_CACHE_HOME": str(scratch / "cache"),
+           "TMPDIR": str(scratch / "tmp")}
+    log = folder / "serve_triton.log"
+    before = set(TRITON_TMP.glob("folder*"))
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [str(serving_python()), "serve_triton.py", "--onnx", str(model), "--http_port",
+             str(http_port), "--grpc_port", str(grpc_port), *args], cwd=ROOT, stdout=output,
+            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    server = ServeTriton(f"127.0.0.1:{http_port}", process, log, marker, scratch, before)
+    try:
+        server.wait_for_line("Ctrl-C stops it")
+        wait_until_ready(Server(server.url, process, log))
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    return server

@@ -3,7 +3,9 @@ main one); each command prints its answer as JSON:
 
     configs REPO                  every config.pbtxt parsed by Triton's own ModelConfig schema
     detect URL MODEL IMAGE...     one request per --request group of images, through the
-                                  ensemble MODEL (HTTP): each image's detections, or the error
+                                  ensemble MODEL (HTTP): each image's detections (or why it
+                                  could not be read), or the request's error; --together:
+                                  all requests at once
     environment                   NumPy's version, and whether the package pulled TensorFlow in
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from tfod_trt.serve.interface import IMAGES, RESULTS, results_by_image
+from tfod_trt.serve.interface import IMAGES, RESULTS, unpack_answer
 
 
 def parse_configs(repo: Path) -> dict:
@@ -31,25 +34,30 @@ def parse_configs(repo: Path) -> dict:
     return parsed
 
 
-def detect(url: str, model: str, requests: list[list[str]]) -> list[dict]:
+def ask(url: str, model: str, images: list[str]) -> dict:
+    """One request: each image's answer, or the request's error."""
     client = httpclient.InferenceServerClient(url)
-    answers = []
-    for images in requests:
-        data = np.array([Path(image).read_bytes() for image in images], dtype=object)
-        tensor = httpclient.InferInput(IMAGES, list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        try:
-            result = client.infer(model, [tensor])
-        except InferenceServerException as err:
-            answers.append({"error": err.message()})
-            continue
-        per_image = results_by_image({name: result.as_numpy(name) for name in RESULTS},
-                                     len(images))
-        answers.append({"images": [{name: values.tolist() if values.dtype != object else
-                                    [v.decode() for v in values] for name, values in d.items()}
-                                   for d in per_image]})
-    client.close()
-    return answers
+    data = np.array([[Path(image).read_bytes()] for image in images], dtype=object)
+    tensor = httpclient.InferInput(IMAGES, list(data.shape), "BYTES")
+    tensor.set_data_from_numpy(data)
+    try:
+        result = client.infer(model, [tensor])
+    except InferenceServerException as err:
+        return {"error": err.message()}
+    finally:
+        client.close()
+    per_image = unpack_answer({name: result.as_numpy(name) for name in RESULTS})
+    return {"images": [{"boxes": image.boxes.tolist(), "scores": image.scores.tolist(),
+                        "classes": image.classes.tolist(), "labels": image.labels,
+                        "error": image.error} for image in per_image]}
+
+
+def detect(url: str, model: str, requests: list[list[str]], together: bool) -> list[dict]:
+    """The requests one after the other, or all at once (``together``: a thread each)."""
+    if not together:
+        return [ask(url, model, images) for images in requests]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        return list(pool.map(lambda images: ask(url, model, images), requests))
 
 
 def environment() -> dict:
@@ -67,12 +75,13 @@ def main() -> None:
     detect_args.add_argument("url")
     detect_args.add_argument("model")
     detect_args.add_argument("--request", action="append", nargs="+", required=True)
+    detect_args.add_argument("--together", action="store_true")
     commands.add_parser("environment")
     args = parser.parse_args()
     if args.command == "configs":
         answer = parse_configs(args.repo)
     elif args.command == "detect":
-        answer = detect(args.url, args.model, args.request)
+        answer = detect(args.url, args.model, args.request, args.together)
     else:
         answer = environment()
     print(json.dumps(answer))

@@ -17,6 +17,7 @@ from tfod_trt.commands import (
     export_triton,
     infer,
     quantize,
+    serve_triton,
 )
 
 PROG = "python -m tfod_trt"
@@ -39,6 +40,8 @@ COMMANDS: dict[str, Command] = {
     "benchmark": Command(benchmark.main, "latency, profiles and folder throughput"),
     "export-triton": Command(export_triton.main, "engine -> Triton Inference Server model "
                              "repository"),
+    "serve-triton": Command(serve_triton.main, "serve an engine with Triton from Python "
+                            "(PyTriton)"),
     doctor.PROG: Command(doctor.main, doctor.SUMMARY),
 }
 

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from pycocotools.coco import COCO
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -29,6 +30,30 @@ from tfod_trt.evaluate.coco import (
 )
 from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_file
 from tfod_trt.io.images import find_images
+from tfod_trt.serve.client import (
+    RemoteRun,
+    TritonPool,
+    add_triton_arguments,
+    check_triton_arguments,
+    parse_urls,
+    report_failures,
+)
+
+
+def detect_remote(images: dict[Path, int], args: argparse.Namespace
+                  ) -> tuple[list[ImageResult], list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """The images sent to the servers of --triton, with a progress bar: results, unreadable
+    images, and images that no server answered."""
+    pool = TritonPool(parse_urls(args.triton), args.model, args.concurrency, "--triton",
+                      "eval_coco.py --triton URL --model NAME ...")
+    remote = RemoteRun(pool, list(images), args.score_threshold)
+    results = []
+    with logging_redirect_tqdm(), tqdm(total=len(images), unit="image", desc=PROG) as bar:
+        for result in remote.results():
+            results.append(result)
+            bar.update(len(results) + len(remote.skipped) + len(remote.failed) - bar.n)
+        bar.update(len(images) - bar.n)
+    return results, remote.skipped, remote.failed
 
 
 def detect_all(runner: Runner, images: dict[Path, int], args: argparse.Namespace,
@@ -70,42 +95,71 @@ def run(args: argparse.Namespace) -> int:
     gt, dropped = load_annotations(args.annotations)
     settle(dropped, args.strict, PROG)
     images = annotated_images(found, gt, args.annotations) if args.input else {}
+    failed: list = []
     if args.detections:
         records, dropped = load_detections(args.detections, gt, args.score_threshold)
         settle(dropped, args.strict, PROG)
         evaluated = list(images.values()) or gt.getImgIds()
         what = str(args.detections)
     else:
-        labels = load_labels(args.labels) if args.labels else None
-        if args.results:
-            check_writable_file(args.results, "--results")
-        runner = open_model(args)
-        check_categories(gt, args.annotations, labels, args.labels,
-                         (runner.metadata or {}).get("num_classes"))
-        results, skipped = detect_all(runner, images, args)
-        for path, reason in skipped:
-            print(f"skipped {path}: {reason}", file=sys.stderr)
-        if not results:
-            print(f"{PROG}: no image could be read", file=sys.stderr)
+        detected = detect_records(args, gt, images)
+        if detected is None:
             return 1
-        what = str(args.engine or args.onnx or args.saved_model)
-        records, dropped = to_records(results, images, gt, what)
-        settle(dropped, args.strict, PROG)
-        if args.results:
-            write_results(args.results, records)
-        evaluated = [images[result.path] for result in results]
+        records, evaluated, failed = detected
+        what = str(args.engine or args.onnx or args.saved_model or args.triton)
     scores = score_detections(gt, records, evaluated)
     print(f"{what}: {len(evaluated)} images, {len(records)} detections")
     print(scores.table())
     if args.per_category:
         print(scores.category_table())
+    if failed:
+        print(f"{PROG}: the scores leave out the {len(failed)} images that failed",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def detect_records(args: argparse.Namespace, gt: COCO, images: dict[Path, int]
+                   ) -> tuple[list[dict], list[int], list[tuple[Path, str]]] | None:
+    """The model run over the images: (COCO records, the image ids evaluated, images that
+    no server answered); None (reported) where no image gave a result."""
+    labels = load_labels(args.labels) if args.labels else None
+    if args.results:
+        check_writable_file(args.results, "--results")
+    results, skipped, failed = model_results(args, gt, labels, images)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    report_failures(PROG, failed)
+    if not results:
+        if not failed:
+            print(f"{PROG}: no image could be read", file=sys.stderr)
+        return None
+    what = str(args.engine or args.onnx or args.saved_model or args.triton)
+    records, dropped = to_records(results, images, gt, what)
+    settle(dropped, args.strict, PROG)
+    if args.results:
+        write_results(args.results, records)
+    return records, [images[result.path] for result in results], failed
+
+
+def model_results(args: argparse.Namespace, gt: COCO, labels: dict[int, str] | None,
+                  images: dict[Path, int]) -> tuple[list[ImageResult], list, list]:
+    """The model's results on the images: (results, skipped, failed), the categories checked
+    against what the model can produce."""
+    if args.triton:
+        check_categories(gt, args.annotations, labels, args.labels, None)
+        return detect_remote(images, args)
+    runner = open_model(args)
+    check_categories(gt, args.annotations, labels, args.labels,
+                     (runner.metadata or {}).get("num_classes"))
+    return (*detect_all(runner, images, args), [])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="COCO mAP of a TensorRT engine, its ONNX model (CPU) or the "
-                               "TFOD SavedModel (TensorFlow), or of a detections JSON.")
+        prog=PROG, description="COCO mAP of a TensorRT engine, its ONNX model (CPU), Triton "
+                               "servers serving it (--triton) or the TFOD SavedModel "
+                               "(TensorFlow), or of a detections JSON.")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("-e", "--engine", type=Path, help="TensorRT engine (TensorRT and a GPU)")
     source.add_argument("--onnx", type=Path,
@@ -113,9 +167,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--saved_model", type=Path,
                         help="TFOD SavedModel folder (or its export folder), run on TensorFlow "
                              "(a keep_aspect_ratio model on the original photos)")
+    source.add_argument("--triton", metavar="URL[,URL...]",
+                        help="send the images to Triton servers (HOST:PORT of their HTTP "
+                             "endpoint) serving --model (serve_triton.py, export_triton.py); "
+                             "needs the serving environment's Python (.venv-serve/bin/python)")
     source.add_argument("--detections", type=Path,
                         help="only score this detections JSON (COCO results with image_id, or "
                              "infer.py's detections.json with file_name)")
+    add_triton_arguments(parser)
     parser.add_argument("-i", "--input", type=Path,
                         help="folder of the annotated images (with --detections: optional, "
                              "restricts the evaluation to the images found there)")
@@ -160,6 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("-i/--input is required (the annotated images)")
     if args.pipeline_config and not args.saved_model:
         parser.error("--pipeline_config goes with --saved_model")
+    check_triton_arguments(parser, args, {"-p/--preprocessor": args.preprocessor})
     return args
 
 

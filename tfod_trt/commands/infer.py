@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -13,18 +15,25 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tfod_trt.cli import run_main
 from tfod_trt.config.labels import load_labels
-from tfod_trt.detect.batch import Runner, detect_folder
+from tfod_trt.detect.batch import detect_folder
 from tfod_trt.detect.inputs import make_batcher, preprocessor_argument
 from tfod_trt.detect.manifest import MANIFEST, claim_files, finish_files, read_manifest
 from tfod_trt.detect.pipeline import detect_folder_pipelined
-from tfod_trt.detect.results import output_stems
+from tfod_trt.detect.results import ImageResult, output_stems
 from tfod_trt.detect.runners import model_inputs, open_runner
 from tfod_trt.detect.writer import ResultWriter
 from tfod_trt.errors import UsageError
 from tfod_trt.files import atomic_write_bytes, check_output_folder, check_outputs
-from tfod_trt.io.batcher import ImageBatcher
 from tfod_trt.io.images import find_images
 from tfod_trt.io.processes import DEFAULT_WORKERS
+from tfod_trt.serve.client import (
+    RemoteRun,
+    TritonPool,
+    add_triton_arguments,
+    check_triton_arguments,
+    parse_urls,
+    report_failures,
+)
 
 PROG = "infer.py"
 DETECTIONS = "detections.json"
@@ -48,13 +57,19 @@ def check_paths(args: argparse.Namespace, images: list[Path], planned: list[str]
     return read_manifest(args.output) if args.output.is_dir() else set()
 
 
-def run(args: argparse.Namespace) -> int:
-    """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
-    images = find_images(args.input)
-    labels = load_labels(args.labels) if args.labels else {}
-    stems = output_stems(images)
-    planned = planned_files(stems, not args.no_pictures)
-    previous = check_paths(args, images, planned)
+@dataclass
+class Source:
+    """Where the results come from: the model run here, or Triton servers (--triton)."""
+
+    results: Iterator[ImageResult]
+    total: int  # images to go
+    skipped: list[tuple[Path, str]]  # (image, reason) of those that could not be read
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # no server answered them
+    close: Callable[[], None] = lambda: None
+
+
+def local_source(args: argparse.Namespace, images: list[Path]) -> Source:
+    """The engine or ONNX model, run here over the batcher (pipelined unless --serial)."""
     if args.decode == "nvjpeg" and (args.serial or args.onnx):
         raise UsageError("--decode nvjpeg runs on the pipelined path of an engine: drop "
                          "--serial / use --engine")
@@ -65,44 +80,65 @@ def run(args: argparse.Namespace) -> int:
                                processes=args.decode != "threads" and len(images) > 1)
     except ValueError as err:
         raise UsageError(f"{args.engine or args.onnx}: {err}") from err
-    args.output.mkdir(parents=True, exist_ok=True)
-    claimed = claim_files(args.output, previous, planned)
-    writer = ResultWriter(args.output, stems, labels, not args.no_pictures,
-                          threads=0 if args.serial else args.writers)
-    done, found, elapsed = detect_and_write(args, runner, batcher, writer)
-    finish_files(args.output, claimed, writer.written | {DETECTIONS})
-    for path, reason in batcher.skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"{done} images, {found} detections, {len(batcher.skipped)} skipped, "
-          f"{done / elapsed if elapsed > 0 else 0.0:.1f} images/s")
-    return 0 if done else 1
-
-
-def detect_and_write(args: argparse.Namespace, runner: Runner, batcher: ImageBatcher,
-                     writer: ResultWriter) -> tuple[int, int, float]:
-    """Runs the model over the batcher (pipelined unless --serial), each image's files
-    through ``writer``, then detections.json: (images, detections, seconds)."""
     threshold = args.score_threshold or 0.0
     if args.serial:  # one thing at a time, files written in this thread
         results = detect_folder(runner, batcher, threshold)
     else:
         results = detect_folder_pipelined(runner, batcher, threshold,
                                           depth=args.pipeline_depth)
+    return Source(results, len(batcher), batcher.skipped,
+                  close=getattr(batcher, "close", lambda: None))
+
+
+def remote_source(args: argparse.Namespace, images: list[Path]) -> Source:
+    """The servers of --triton, the images spread over them."""
+    pool = TritonPool(parse_urls(args.triton), args.model, args.concurrency, "--triton",
+                      "infer.py --triton URL --model NAME ...")
+    remote = RemoteRun(pool, images, args.score_threshold or 0.0)
+    return Source(remote.results(), len(images), remote.skipped, remote.failed, remote.close)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
+    images = find_images(args.input)
+    labels = load_labels(args.labels) if args.labels else {}
+    stems = output_stems(images)
+    planned = planned_files(stems, not args.no_pictures)
+    previous = check_paths(args, images, planned)
+    source = remote_source(args, images) if args.triton else local_source(args, images)
+    args.output.mkdir(parents=True, exist_ok=True)
+    claimed = claim_files(args.output, previous, planned)
+    writer = ResultWriter(args.output, stems, labels, not args.no_pictures,
+                          threads=0 if args.serial else args.writers)
+    done, found, elapsed = detect_and_write(args, source, writer)
+    finish_files(args.output, claimed, writer.written | {DETECTIONS})
+    for path, reason in source.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    report_failures(PROG, source.failed)
+    failed = f", {len(source.failed)} failed" if source.failed else ""
+    print(f"{done} images, {found} detections, {len(source.skipped)} skipped{failed}, "
+          f"{done / elapsed if elapsed > 0 else 0.0:.1f} images/s")
+    return 0 if done and not source.failed else 1
+
+
+def detect_and_write(args: argparse.Namespace, source: Source,
+                     writer: ResultWriter) -> tuple[int, int, float]:
+    """Each result's files through ``writer``, then detections.json: (images, detections,
+    seconds)."""
     done = found = 0
     start = time.perf_counter()
     try:
-        with logging_redirect_tqdm(), tqdm(total=len(batcher), unit="image", desc=PROG) as bar:
-            for result in results:
+        with logging_redirect_tqdm(), tqdm(total=source.total, unit="image", desc=PROG) as bar:
+            for result in source.results:
                 writer.put(result)
                 done, found = done + 1, found + len(result)
-                bar.update(done + len(batcher.skipped) - bar.n)
+                bar.update(done + len(source.skipped) + len(source.failed) - bar.n)
             records = writer.close()
-            bar.update(len(batcher) - bar.n)
+            bar.update(source.total - bar.n)
     finally:
-        results.close()
+        source.results.close()
         writer.close()
-        if hasattr(batcher, "close"):
-            batcher.close()
+        source.close()
     elapsed = time.perf_counter() - start
     body = ",\n".join(json.dumps(record) for record in records)
     atomic_write_bytes(args.output / DETECTIONS, f"[\n{body}\n]\n".encode())
@@ -111,12 +147,18 @@ def detect_and_write(args: argparse.Namespace, runner: Runner, batcher: ImageBat
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Detect objects with a TensorRT engine or its ONNX model (CPU).",
+        prog=PROG, description="Detect objects with a TensorRT engine, its ONNX model (CPU), or "
+                               "Triton servers serving it (--triton).",
     )
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("-e", "--engine", type=Path, help="TensorRT engine (TensorRT and a GPU)")
     model.add_argument("--onnx", type=Path,
                        help="ONNX model from create_onnx.py, run on the CPU without TensorRT")
+    model.add_argument("--triton", metavar="URL[,URL...]",
+                       help="send the images to Triton servers (HOST:PORT of their HTTP "
+                            "endpoint) serving --model (serve_triton.py, export_triton.py); "
+                            "needs the serving environment's Python (.venv-serve/bin/python)")
+    add_triton_arguments(parser)
     parser.add_argument("-i", "--input", required=True, type=Path,
                         help="an image, or a folder of images (.jpg .jpeg .png .bmp)")
     parser.add_argument("-o", "--output", required=True, type=Path,
@@ -163,6 +205,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--score_threshold {args.score_threshold} must lie in [0, 1]")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f"--batch_size {args.batch_size} must be at least 1")
+    check_triton_arguments(parser, args, {"-p/--preprocessor": args.preprocessor,
+                                          "-b/--batch_size": args.batch_size,
+                                          "--decode nvjpeg": args.decode == "nvjpeg",
+                                          "--serial": args.serial})
     return args
 
 

@@ -1,3 +1,4 @@
-"""Serving detectors with NVIDIA Triton Inference Server: the model repository (engine, Python
-preprocessing and postprocessing, ensemble) and the request-level pre- and postprocessing that
-the repository's Python models run."""
+"""Serving detectors with NVIDIA Triton Inference Server: the protocol clients speak
+(interface.py), the model repository of export_triton.py (engine, Python preprocessing and
+postprocessing, ensemble), the server of serve_triton.py (PyTriton), and the client of
+infer.py / eval_coco.py --triton."""

@@ -14,6 +14,9 @@ from tfod_trt.config.preprocessor import LAYOUTS, Preprocessor
 from tfod_trt.graph_names import INPUT_NAME, OUTPUT_NAMES, TRUE_IMAGE_SHAPE
 
 # NumPy dtype -> Triton's data type (model_config.proto's DataType)
+# A dynamic-batch ONNX on the CPU stand-in has no profile to bound its batch: Triton batches up
+# to this many images (the CPU runtime gains nothing from larger batches).
+DYNAMIC_ONNX_MAX_BATCH = 8
 TRITON_TYPES = {np.dtype(np.float32): "TYPE_FP32", np.dtype(np.float16): "TYPE_FP16",
                 np.dtype(np.int32): "TYPE_INT32", np.dtype(np.int64): "TYPE_INT64",
                 np.dtype(np.uint8): "TYPE_UINT8", np.dtype(np.bool_): "TYPE_BOOL"}
@@ -42,6 +45,11 @@ class DetectorIO:
     def full_dims(self, spec: TensorSpec) -> tuple[int, ...]:
         """A tensor's dims with the batch dimension: -1 where the batch is dynamic."""
         return (-1 if self.dynamic else self.max_batch, *spec.dims)
+
+    @property
+    def max_detections(self) -> int:
+        """K: the detections each image's outputs have room for."""
+        return next(spec.dims[0] for spec in self.outputs if spec.name == OUTPUT_NAMES[2])
 
     @property
     def takes_true_image_shape(self) -> bool:
@@ -101,8 +109,8 @@ def _spec(value: onnx.ValueInfoProto, source: Path) -> tuple[TensorSpec, int]:
 
 def io_from_onnx(model: onnx.ModelProto, source: Path) -> DetectorIO:
     """What an ONNX graph of create_onnx.py takes and gives (its detection outputs; --debug
-    ones are left out), read from the graph itself; its batch is static (create_onnx.py
-    --batch_size)."""
+    ones are left out), read from the graph itself: its static batch, or a dynamic one served
+    in batches of 1 to DYNAMIC_ONNX_MAX_BATCH."""
     inputs, batches = zip(*(_spec(value, source) for value in model.graph.input), strict=True)
     graph_outputs = {value.name: value for value in model.graph.output}
     outputs = tuple(_spec(graph_outputs[name], source)[0] for name in OUTPUT_NAMES
@@ -111,7 +119,9 @@ def io_from_onnx(model: onnx.ModelProto, source: Path) -> DetectorIO:
         raise ValueError(f"{source}: has no {INPUT_NAME!r} input: not a graph made by "
                          "create_onnx.py")
     batch = batches[0]
+    if all(b == -1 for b in batches):  # create_onnx.py --batch_size -1
+        return DetectorIO(tuple(inputs), outputs, 1, DYNAMIC_ONNX_MAX_BATCH, True)
     if batch < 1 or any(b != batch for b in batches):
-        raise ValueError(f"{source}: its inputs have no common static batch size "
-                         f"({list(batches)}); convert it with create_onnx.py --batch_size")
+        raise ValueError(f"{source}: its inputs have no common batch size ({list(batches)}); "
+                         "convert it with create_onnx.py --batch_size")
     return DetectorIO(tuple(inputs), outputs, batch, batch, False)

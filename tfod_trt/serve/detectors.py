@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.convert.onnx_file import read_detector
 from tfod_trt.errors import UsageError
 from tfod_trt.metadata import read_metadata
 from tfod_trt.serve.detector_io import DetectorIO, io_from_metadata, io_from_onnx
+from tfod_trt.serve.postprocess import PostprocessSettings
+from tfod_trt.serve.preprocess import PreprocessSettings
 from tfod_trt.trt.engine_file import REBUILD, EngineError, metadata_path, read_engine_metadata
 
 
@@ -22,6 +25,21 @@ class Detector:
     metadata: dict
     model_file: Path
     plan: bool
+
+    def preprocess_settings(self) -> PreprocessSettings:
+        """What the served preprocessing needs to know of the detector."""
+        io = self.io
+        return PreprocessSettings(Preprocessor.from_dict(self.metadata["preprocessor"]),
+                                  self.metadata.get("input_format") or "NHWC", io.min_batch,
+                                  io.max_batch, io.takes_true_image_shape)
+
+    def postprocess_settings(self, score_threshold: float = 0.0,
+                             labels: dict[int, str] | None = None) -> PostprocessSettings:
+        """What the served postprocessing needs: the detector's class offset and box frame,
+        the score threshold and class names."""
+        return PostprocessSettings(int(self.metadata.get("class_offset", 0)),
+                                   self.metadata.get("box_frame") or "input", score_threshold,
+                                   labels or {})
 
 
 def engine_detector(engine: Path) -> Detector:

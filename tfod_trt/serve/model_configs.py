@@ -2,35 +2,32 @@
 detector (a TensorRT plan, or its ONNX on the CPU as a Python model), the Python preprocessing
 and postprocessing, and the ensemble joining them.
 
-The ensemble, preprocessing and postprocessing take whole requests (max_batch_size 0: a
-request's images are one batch); a dynamic-batch engine batches requests together itself.
+A static-batch detector takes whole requests (max_batch_size 0: a request's images are one
+batch, padded to the engine's); with a dynamic-batch engine every model batches
+(max_batch_size = the profile's max, dynamic_batching): Triton puts the requests that arrive
+together into one batch, and each tensor's first dimension is the request's images.
 """
 
 from __future__ import annotations
 
 import json
 
-from tfod_trt.graph_names import OUTPUT_NAMES
-from tfod_trt.serve.detector_io import FP32, INT32, DetectorIO, TensorSpec
+from tfod_trt.serve.detector_io import DetectorIO, TensorSpec
 from tfod_trt.serve.interface import (
-    BOXES,
-    CLASSES,
-    IMAGE_INDEX,
+    DETECTOR_OUTPUT,
+    IMAGE_ERROR,
     IMAGE_SCALE,
     IMAGES,
-    LABELS,
+    INT32,
+    MAX_IMAGES,
+    RESULTS,
     SCALE_FIELDS,
-    SCORES,
     SETTINGS,
+    STRING,
+    image_dims,
+    result_dims,
 )
 from tfod_trt.serve.pbtxt import Enum
-
-STRING = "TYPE_STRING"
-IMAGES_SPEC = TensorSpec(IMAGES, STRING, (-1,))
-SCALE_SPEC = TensorSpec(IMAGE_SCALE, INT32, (-1, SCALE_FIELDS))
-RESULT_SPECS = (TensorSpec(BOXES, FP32, (-1, 4)), TensorSpec(SCORES, FP32, (-1,)),
-                TensorSpec(CLASSES, INT32, (-1,)), TensorSpec(LABELS, STRING, (-1,)),
-                TensorSpec(IMAGE_INDEX, INT32, (-1,)))
 
 
 def tensor(spec: TensorSpec, dims: tuple[int, ...] | None = None) -> dict:
@@ -44,68 +41,114 @@ def full_tensors(io: DetectorIO, specs: tuple[TensorSpec, ...]) -> list[dict]:
     return [tensor(spec, io.full_dims(spec)) for spec in specs]
 
 
-def python_model(name: str, inputs: list[dict], outputs: list[dict], instances: int,
-                 settings: dict | None = None) -> dict:
+def detector_tensors(io: DetectorIO, specs: tuple[TensorSpec, ...]) -> list[dict]:
+    """The detector's tensors as another model of the repository declares them: one image's
+    dims where the models batch, else the whole batch's."""
+    return [tensor(spec) for spec in specs] if io.dynamic else full_tensors(io, specs)
+
+
+def request_tensors(io: DetectorIO, specs: list[TensorSpec]) -> list[dict]:
+    """Tensors with one row per image of the request: one image's dims where the models batch,
+    else with a first dimension of -1."""
+    return [tensor(spec, spec.dims if io.dynamic else (-1, *spec.dims)) for spec in specs]
+
+
+def images_spec() -> TensorSpec:
+    return TensorSpec(IMAGES, *image_dims())
+
+
+def side_specs() -> list[TensorSpec]:
+    """What the preprocessing hands the postprocessing: each image's sizes and read error."""
+    return [TensorSpec(IMAGE_SCALE, INT32, (SCALE_FIELDS,)), TensorSpec(IMAGE_ERROR, STRING, (1,))]
+
+
+def result_specs(io: DetectorIO) -> list[TensorSpec]:
+    """The answer's tensors (interface.py), K = the detector's max detections."""
+    return [TensorSpec(name, *dims) for name, dims in result_dims(io.max_detections).items()]
+
+
+def renamed_outputs(io: DetectorIO) -> tuple[TensorSpec, ...]:
+    """The detector's outputs under the postprocessing's input names."""
+    return tuple(TensorSpec(DETECTOR_OUTPUT.format(spec.name), spec.data_type, spec.dims)
+                 for spec in io.outputs)
+
+
+def batching(config: dict, io: DetectorIO, batcher: bool = True) -> dict:
+    """``config`` with the batch settings of the detector's models (an ensemble schedules its
+    steps: no ``batcher`` of its own)."""
+    if not io.dynamic:
+        return {**config, "max_batch_size": 0}
+    config = {**config, "max_batch_size": io.max_batch}
+    return {**config, "dynamic_batching": {}} if batcher else config
+
+
+def parameter(key: str, value: str) -> dict:
+    return {"key": key, "value": {"string_value": value}}
+
+
+def python_model(name: str, io: DetectorIO, inputs: list[dict], outputs: list[dict],
+                 instances: int, settings: dict | None = None) -> dict:
     """A Python model of the repository (its settings, if any, as a JSON parameter)."""
-    config = {"name": name, "backend": "python", "max_batch_size": 0, "input": inputs,
-              "output": outputs,
-              "instance_group": [{"count": instances, "kind": Enum("KIND_CPU")}]}
+    config = batching({"name": name, "backend": "python", "input": inputs, "output": outputs,
+                       "instance_group": [{"count": instances, "kind": Enum("KIND_CPU")}]}, io)
     if settings is not None:
-        config["parameters"] = [{"key": SETTINGS, "value": {
-            "string_value": json.dumps(settings, sort_keys=True)}}]
+        config["parameters"] = [parameter(SETTINGS, json.dumps(settings, sort_keys=True))]
     return config
 
 
 def detector_config(name: str, io: DetectorIO, instances: int, plan: bool) -> dict:
     """The engine (``plan``: platform tensorrt_plan, on the GPU), or its CPU stand-in (a
     Python model running the ONNX; static batch only)."""
+    inputs, outputs = detector_tensors(io, io.inputs), detector_tensors(io, io.outputs)
     if not plan:
-        return python_model(name, full_tensors(io, io.inputs), full_tensors(io, io.outputs),
-                            instances)
-    config: dict = {"name": name, "platform": "tensorrt_plan"}
-    if io.dynamic:
-        config["max_batch_size"] = io.max_batch
-        config["input"] = [tensor(spec) for spec in io.inputs]
-        config["output"] = [tensor(spec) for spec in io.outputs]
-        config["dynamic_batching"] = {}
-    else:
-        config["max_batch_size"] = 0
-        config["input"] = full_tensors(io, io.inputs)
-        config["output"] = full_tensors(io, io.outputs)
-    config["instance_group"] = [{"count": instances, "kind": Enum("KIND_GPU")}]
-    return config
+        return python_model(name, io, inputs, outputs, instances)
+    return batching({"name": name, "platform": "tensorrt_plan", "input": inputs,
+                     "output": outputs,
+                     "instance_group": [{"count": instances, "kind": Enum("KIND_GPU")}]}, io)
 
 
 def preprocess_config(name: str, io: DetectorIO, settings: dict, instances: int) -> dict:
-    """Encoded images -> the detector's inputs and image_scale."""
-    return python_model(name, [tensor(IMAGES_SPEC)],
-                        [*full_tensors(io, io.inputs), tensor(SCALE_SPEC)], instances, settings)
+    """Encoded images -> the detector's inputs, image_scale and image_error."""
+    return python_model(name, io, request_tensors(io, [images_spec()]),
+                        [*detector_tensors(io, io.inputs), *request_tensors(io, side_specs())],
+                        instances, settings)
 
 
 def postprocess_config(name: str, io: DetectorIO, settings: dict, instances: int) -> dict:
-    """The detector's outputs and image_scale -> the request's detections."""
-    return python_model(name, [*full_tensors(io, io.outputs), tensor(SCALE_SPEC)],
-                        [tensor(spec) for spec in RESULT_SPECS], instances, settings)
+    """The detector's outputs, image_scale and image_error -> the answer."""
+    return python_model(name, io, [*detector_tensors(io, renamed_outputs(io)),
+                                   *request_tensors(io, side_specs())],
+                        request_tensors(io, result_specs(io)), instances, settings)
 
 
-def _step(model: str, inputs: list[str], outputs: list[str]) -> dict:
-    """An ensemble step; each model tensor maps to the ensemble tensor of the same name."""
+def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> dict:
+    """An ensemble step: model tensor name -> ensemble tensor name, for its inputs and
+    outputs."""
     return {"model_name": model, "model_version": -1,
-            "input_map": [{"key": n, "value": n} for n in inputs],
-            "output_map": [{"key": n, "value": n} for n in outputs]}
+            "input_map": [{"key": k, "value": v} for k, v in inputs.items()],
+            "output_map": [{"key": k, "value": v} for k, v in outputs.items()]}
+
+
+def _same(names: list[str]) -> dict[str, str]:
+    return {name: name for name in names}
 
 
 def ensemble_config(name: str, io: DetectorIO, preprocess: str, detector: str,
                     postprocess: str) -> dict:
-    """images -> preprocess -> detector -> postprocess -> detections."""
+    """images -> preprocess -> detector -> postprocess -> the answer."""
     detector_inputs = [spec.name for spec in io.inputs]
-    return {
-        "name": name, "platform": "ensemble", "max_batch_size": 0,
-        "input": [tensor(IMAGES_SPEC)],
-        "output": [tensor(spec) for spec in RESULT_SPECS],
+    side = [spec.name for spec in side_specs()]
+    raw = {spec.name: DETECTOR_OUTPUT.format(spec.name) for spec in io.outputs}
+    config = batching({
+        "name": name, "platform": "ensemble",
+        "input": request_tensors(io, [images_spec()]),
+        "output": request_tensors(io, result_specs(io)),
         "ensemble_scheduling": {"step": [
-            _step(preprocess, [IMAGES], [*detector_inputs, IMAGE_SCALE]),
-            _step(detector, detector_inputs, list(OUTPUT_NAMES)),
-            _step(postprocess, [*OUTPUT_NAMES, IMAGE_SCALE], [spec.name for spec in RESULT_SPECS]),
+            _step(preprocess, _same([IMAGES]), _same([*detector_inputs, *side])),
+            _step(detector, _same(detector_inputs), raw),
+            _step(postprocess, _same([*raw.values(), *side]), _same(list(RESULTS))),
         ]},
-    }
+    }, io, batcher=False)
+    if not io.dynamic:  # max_batch_size 0 does not tell clients how many images a request takes
+        config["parameters"] = [parameter(MAX_IMAGES, str(io.max_batch))]
+    return config

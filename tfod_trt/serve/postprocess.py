@@ -1,5 +1,6 @@
 """A served detector's postprocessing: the detector's outputs for a request -> its images'
-detections in original pixels with class names, as infer.py reports them (detect.results)."""
+detections in original pixels with class names, as infer.py reports them (detect.results),
+one row per image (interface.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,10 @@ from tfod_trt.config.labels import label_for
 from tfod_trt.detect.results import ImageResult, outputs_results
 from tfod_trt.io.resize import BOX_FRAMES
 from tfod_trt.serve.interface import (
-    BOXES,
-    CLASSES,
-    IMAGE_INDEX,
-    LABELS,
-    SCORES,
+    ImageAnswer,
+    errors_from_rows,
     item_names,
+    pack_answer,
     scales_from_rows,
 )
 
@@ -49,23 +48,21 @@ class PostprocessSettings:
 
 
 def postprocess_request(outputs: dict[str, np.ndarray], image_scale: np.ndarray,
-                        settings: PostprocessSettings) -> dict[str, np.ndarray]:
-    """The answer to a request (interface.RESULTS) from the detector's outputs and the
-    request's ``image_scale`` rows (one per image; the outputs' other rows are padding)."""
+                        errors: np.ndarray, settings: PostprocessSettings) -> dict[str, np.ndarray]:
+    """The answer to a request (interface.py) from the detector's outputs and the request's
+    ``image_scale`` and ``image_error`` rows (one per image; the outputs' other rows are padding),
+    padded to the detector's max detections."""
     scales = scales_from_rows(image_scale)
     results = outputs_results(outputs, item_names(len(scales)), scales, settings.class_offset,
                               settings.score_threshold, settings.box_frame)
-    return flattened(results, settings.labels)
+    answers = [ImageAnswer.unread(error) if error else answer_of(result, settings.labels)
+               for result, error in zip(results, errors_from_rows(errors), strict=True)]
+    return pack_answer(answers, outputs["detection_scores"].shape[-1])
 
 
-def flattened(results: list[ImageResult], labels: dict[int, str]) -> dict[str, np.ndarray]:
-    """Every image's detections in one list, with the index of their image."""
-    classes = np.concatenate([r.classes for r in results]).astype(np.int32)
-    return {
-        BOXES: np.concatenate([r.boxes for r in results]).astype(np.float32).reshape(-1, 4),
-        SCORES: np.concatenate([r.scores for r in results]).astype(np.float32),
-        CLASSES: classes,
-        LABELS: np.array([label_for(labels, int(c)).encode() for c in classes], dtype=object),
-        IMAGE_INDEX: np.concatenate([np.full(len(r), i, np.int32)
-                                     for i, r in enumerate(results)]),
-    }
+def answer_of(result: ImageResult, labels: dict[int, str]) -> ImageAnswer:
+    """One image's detections as the protocol answers them, with class names."""
+    classes = result.classes.astype(np.int32)
+    return ImageAnswer(result.boxes.astype(np.float32).reshape(-1, 4),
+                       result.scores.astype(np.float32), classes,
+                       [label_for(labels, int(c)) for c in classes.tolist()])

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.graph_names import INPUT_NAME, TRUE_IMAGE_SHAPE
 from tfod_trt.io.batcher import Batch
-from tfod_trt.io.images import load_image
+from tfod_trt.io.images import ImageError, load_image
 from tfod_trt.io.resize import ImageScale, preprocess
-from tfod_trt.serve.interface import IMAGE_SCALE, item_names, scale_rows
+from tfod_trt.serve.interface import (
+    IMAGE_ERROR,
+    IMAGE_SCALE,
+    IMAGES,
+    error_rows,
+    item_names,
+    scale_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -50,31 +56,44 @@ def check_count(count: int, settings: PreprocessSettings) -> None:
                          f"{settings.max_batch} per request")
 
 
-def _decoded(name: Path, data: bytes, pre: Preprocessor) -> tuple[np.ndarray, ImageScale]:
-    """One image decoded and resized; ValueError naming it where it cannot be."""
-    image = load_image(name, data)  # ImageError names the image itself
+def _decoded(data: bytes, pre: Preprocessor) -> tuple[np.ndarray, ImageScale]:
+    """One image decoded and resized; ValueError with the reason where it cannot be."""
     try:
-        return preprocess(image, pre)
-    except ValueError as err:  # an image too thin to resize
-        raise ValueError(f"{name}: {err}") from err
+        return preprocess(load_image(IMAGES, data), pre)
+    except ImageError as err:
+        raise ValueError(err.reason) from err
+
+
+def unread_scale(pre: Preprocessor) -> ImageScale:
+    """The sizes given an image that could not be read: the whole input (its row stays
+    padding)."""
+    return ImageScale(pre.height, pre.width, pre.height, pre.width, pre.height, pre.width)
 
 
 def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings
                        ) -> dict[str, np.ndarray]:
-    """The detector's inputs (padded to ``min_batch`` rows) and ``image_scale`` for a request's
-    encoded images; ValueError naming the image (``images[i]: ...``) that cannot be decoded."""
+    """The detector's inputs (padded to ``min_batch`` rows), ``image_scale`` and
+    ``image_error`` for a request's encoded images. An image that cannot be decoded keeps a
+    padding row and its reason in ``image_error`` (interface.py: answered in its row)."""
     check_count(len(encoded), settings)
-    names = item_names(len(encoded))
     pre = settings.preprocessor
     rows = max(len(encoded), settings.min_batch)
     shape = (rows, pre.height, pre.width, 3) if settings.layout == "NHWC" else (
         rows, 3, pre.height, pre.width)
-    batch = Batch(np.zeros(shape, np.float32), names, [])
-    for row, (name, data) in enumerate(zip(names, encoded, strict=True)):
-        image, scale = _decoded(name, bytes(data), pre)
+    batch = Batch(np.zeros(shape, np.float32), item_names(len(encoded)), [])
+    errors = []
+    for row, data in enumerate(encoded):
+        try:
+            image, scale = _decoded(bytes(data), pre)
+        except ValueError as err:
+            batch.scales.append(unread_scale(pre))
+            errors.append(str(err))
+            continue
         batch.data[row] = image.transpose(2, 0, 1) if settings.layout == "NCHW" else image
         batch.scales.append(scale)
-    inputs = {INPUT_NAME: batch.data, IMAGE_SCALE: scale_rows(batch.scales)}
+        errors.append("")
+    inputs = {INPUT_NAME: batch.data, IMAGE_SCALE: scale_rows(batch.scales),
+              IMAGE_ERROR: error_rows(errors)}
     if settings.true_image_shape:
         inputs[TRUE_IMAGE_SHAPE] = batch.true_image_shape()
     return inputs

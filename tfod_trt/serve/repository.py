@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.errors import UsageError
 from tfod_trt.files import check_output_folder
 from tfod_trt.serve import model_configs
@@ -23,8 +22,6 @@ from tfod_trt.serve.detectors import Detector
 from tfod_trt.serve.interface import ONNX_FILE
 from tfod_trt.serve.package_copy import package_files
 from tfod_trt.serve.pbtxt import to_text
-from tfod_trt.serve.postprocess import PostprocessSettings
-from tfod_trt.serve.preprocess import PreprocessSettings
 from tfod_trt.stopping import stop_deferred
 
 MODELS_DIR = Path(__file__).resolve().parent / "triton_models"
@@ -69,13 +66,13 @@ def python_files(model: str) -> dict[str, Path]:
 def model_folders(detector: Detector, options: ServingOptions) -> list[ModelFolder]:
     """The four models serving ``detector``."""
     names = model_names(options.name)
-    io, metadata = detector.io, detector.metadata
-    pre = PreprocessSettings(Preprocessor.from_dict(metadata["preprocessor"]),
-                             metadata.get("input_format") or "NHWC", io.min_batch, io.max_batch,
-                             io.takes_true_image_shape)
-    post = PostprocessSettings(int(metadata.get("class_offset", 0)),
-                               metadata.get("box_frame") or "input", options.score_threshold,
-                               options.labels)
+    io = detector.io
+    if io.dynamic and io.min_batch > 1:
+        raise UsageError(f"{detector.model_file}: its optimization profile starts at a batch of "
+                         f"{io.min_batch}, but Triton's batcher sends batches from 1 image: "
+                         "build the engine with a profile from batch 1")
+    pre = detector.preprocess_settings()
+    post = detector.postprocess_settings(options.score_threshold, options.labels)
     runner_files = ({PLAN_FILE: detector.model_file} if detector.plan
                     else {ONNX_FILE: detector.model_file, **python_files("onnx")})
     runner = ModelFolder(names["detector"], model_configs.detector_config(

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tfod_trt.graph_names import OUTPUT_NAMES  # noqa: E402
-from tfod_trt.serve.interface import IMAGE_SCALE  # noqa: E402
+from tfod_trt.serve.interface import DETECTOR_OUTPUT, IMAGE_ERROR, IMAGE_SCALE  # noqa: E402
 from tfod_trt.serve.postprocess import PostprocessSettings, postprocess_request  # noqa: E402
 from tfod_trt.serve.triton_models.backend import input_array, model_settings, respond  # noqa: E402
 
@@ -21,5 +21,5 @@ class TritonPythonModel:
 
     def execute(self, requests: list) -> list:
         return respond(requests, lambda request: postprocess_request(
-            {name: input_array(request, name) for name in OUTPUT_NAMES},
-            input_array(request, IMAGE_SCALE), self.settings))
+            {name: input_array(request, DETECTOR_OUTPUT.format(name)) for name in OUTPUT_NAMES},
+            input_array(request, IMAGE_SCALE), input_array(request, IMAGE_ERROR), self.settings))
