@@ -283,32 +283,58 @@ def _greedy_nms(
     max_keep: int,
     class_agnostic: bool,
 ) -> np.ndarray:
-    """Step 4 over candidates sorted best first: positions of the kept boxes, in keep order."""
-    y1, x1, y2, x2 = _reorder(corners).T
-    areas = _area(y1, x1, y2, x2)
-    alive = np.ones(len(corners), dtype=bool)
+    """Step 4 over candidates sorted best first: positions of the kept boxes, in keep order.
+
+    Greedy in blocks of candidates: the IoU of every pair in a block, and with the boxes kept
+    before it, in one array operation, then a loop over booleans. The same float32 operations
+    as the kernel's one-box-at-a-time loop, so the same boxes are kept; blocks after the one
+    that completes `max_keep` are never looked at."""
     kept: list[int] = []
-    for i in range(len(corners)):
-        if not alive[i]:
-            continue
-        kept.append(i)
-        if len(kept) == max_keep:
-            break
-        rest = slice(i + 1, None)
-        inter = _area(
-            np.maximum(y1[i], y1[rest]),
-            np.maximum(x1[i], x1[rest]),
-            np.minimum(y2[i], y2[rest]),
-            np.minimum(x2[i], x2[rest]),
-        )
-        union = areas[rest] + areas[i] - inter
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where((inter > 0) & (union > 0), inter / union, np.float32(0))
-        hit = iou >= iou_threshold
-        if not class_agnostic:
-            hit &= classes[rest] == classes[i]
-        alive[rest] &= ~hit
+    kept_boxes = _Boxes.of(corners[:0], classes[:0])
+    block = max(2 * max_keep, 64)
+    for start in range(0, len(corners), block):
+        rows = _Boxes.of(corners[start:start + block], classes[start:start + block])
+        alive = ~_suppresses(kept_boxes, rows, iou_threshold, class_agnostic).any(axis=0)
+        within = np.triu(_suppresses(rows, rows, iou_threshold, class_agnostic), k=1)
+        for i in range(len(alive)):
+            if alive[i]:
+                kept.append(start + i)
+                if len(kept) == max_keep:
+                    return np.asarray(kept, dtype=np.intp)
+                alive &= ~within[i]
+        kept_boxes = _Boxes.of(corners[kept], classes[kept])
     return np.asarray(kept, dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class _Boxes:
+    """Reordered corners, areas and classes of some candidates, as the NMS kernel reads them."""
+
+    y1: np.ndarray
+    x1: np.ndarray
+    y2: np.ndarray
+    x2: np.ndarray
+    area: np.ndarray
+    classes: np.ndarray
+
+    @classmethod
+    def of(cls, corners: np.ndarray, classes: np.ndarray) -> _Boxes:
+        y1, x1, y2, x2 = _reorder(corners).T
+        return cls(y1, x1, y2, x2, _area(y1, x1, y2, x2), classes)
+
+
+def _suppresses(first: _Boxes, later: _Boxes, iou_threshold: np.float32,
+                class_agnostic: bool) -> np.ndarray:
+    """[len(first), len(later)] bool: whether box i of `first`, kept, drops box j of `later`
+    (IoU >= the threshold, same class unless class-agnostic), as the kernel computes IoU."""
+    a, b = (slice(None), None), (None, slice(None))
+    inter = _area(np.maximum(first.y1[a], later.y1[b]), np.maximum(first.x1[a], later.x1[b]),
+                  np.minimum(first.y2[a], later.y2[b]), np.minimum(first.x2[a], later.x2[b]))
+    union = later.area[b] + first.area[a] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where((inter > 0) & (union > 0), inter / union, np.float32(0))
+    hit = iou >= iou_threshold
+    return hit if class_agnostic else hit & (first.classes[a] == later.classes[b])
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
