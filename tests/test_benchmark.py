@@ -99,7 +99,7 @@ def test_onnx_cpu_baseline_writes_sane_json(coco_dir: Path, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("args,message", [
-    ([], "give --engine and/or --onnx"),
+    ([], "give --engine, --onnx and/or --triton"),
     (["-e", "nowhere.engine"], "nowhere.engine: engine file or folder not found"),
     (["--onnx", "none.onnx"], "none.onnx: ONNX file not found"),
     (["--onnx", "x.onnx", "--pipeline", "imgs"], "--pipeline and --profile need --engine"),

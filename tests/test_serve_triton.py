@@ -28,6 +28,7 @@ from triton_server import (
     start_serve_triton,
 )
 
+import benchmark
 import infer
 import serve_triton
 from tfod_trt.commands.serve_triton import max_batch
@@ -307,6 +308,43 @@ def test_clients_without_tritonclient_say_where_to_run_them(photos: Path,
     assert code == 2 and err.count("\n") == 1, err
     assert "--triton needs tritonclient" in err and ".venv-serve/bin/python infer.py" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_benchmark_loads_the_server_with_concurrent_clients(server, photos: Path,
+                                                           tmp_path: Path) -> None:
+    """benchmark.py --triton: one measure per number of clients, each client sending one photo
+    per request; every answer counted, latencies of the requests made."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for photo in sorted(photos.iterdir())[:3]:
+        if photo.name != NOT_AN_IMAGE:
+            shutil.copy(photo, images / photo.name)
+    report = tmp_path / "served.json"
+    done = client("benchmark.py", "--triton", server.url, "--model", "demo", "--images", images,
+                  "--concurrency", "1", "3", "--warmup", "0.2", "--duration", "1", "--json",
+                  report)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(report.read_text())["results"]
+    assert [(r["kind"], r["concurrency"], r["errors"]) for r in results] == [
+        ("triton", 1, []), ("triton", 3, [])]
+    for entry in results:
+        assert entry["images"] > 0 and entry["images_per_s"] > 0
+        stats = entry["latency_ms"]
+        assert 0 < stats["median"] <= stats["p99"] <= stats["max"]
+    assert "3 clients" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--triton", "localhost:8000", "--images", "x"], "--triton and --model go together"),
+    (["--triton", "localhost:8000", "--model", "demo"], "--triton needs --images"),
+    (["--triton", "h:1", "--model", "d", "--images", "x", "--concurrency", "0"],
+     "--concurrency: at least 1 client"),
+])
+def test_benchmark_checks_the_triton_flags(args: list[str], message: str,
+                                           capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as raised:
+        benchmark.parse_args(args)
+    assert raised.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -19,6 +19,7 @@ from tfod_trt.bench.latency import bench_engine, find_engines
 from tfod_trt.bench.onnx_cpu import bench_onnx
 from tfod_trt.bench.pipeline import bench_pipeline
 from tfod_trt.bench.profile import print_profile, profile_engine
+from tfod_trt.bench.served import bench_served, read_files
 from tfod_trt.bench.timing import PERCENTILES
 from tfod_trt.cli import run_main
 from tfod_trt.convert.onnx_file import read_detector
@@ -28,12 +29,14 @@ from tfod_trt.files import atomic_write_bytes, check_outputs, check_writable_fil
 from tfod_trt.io.images import find_images
 from tfod_trt.io.processes import DEFAULT_WORKERS
 from tfod_trt.metadata import INPUT_NAME
+from tfod_trt.serve.client import TritonPool, parse_urls
 from tfod_trt.trt import compat as trt_compat
 from tfod_trt.trt.engine_file import EngineError, metadata_path, read_engine_metadata
 
 PROG = "benchmark.py"
-DESCRIPTION = ("Benchmarks TensorRT engines (GPU) and their ONNX graphs on ONNX Runtime "
-               "(CPU baseline).")
+DESCRIPTION = ("Benchmarks TensorRT engines (GPU), their ONNX graphs on ONNX Runtime "
+               "(CPU baseline), and served detectors under load (--triton).")
+DEFAULT_CONCURRENCY = (1, 8, 64)
 
 
 def device_info() -> dict:
@@ -62,6 +65,8 @@ def jobs(args: argparse.Namespace, engines: list[Path]) -> Iterator[tuple[str, P
     if args.pipeline:
         yield from (("pipeline", e) for e in engines)
     yield from (("onnx", m) for m in args.onnx)
+    if args.triton:
+        yield from (("triton", clients) for clients in args.concurrency)
 
 
 def summary_line(entry: dict) -> str | None:
@@ -83,6 +88,12 @@ def summary_line(entry: dict) -> str | None:
                 f"{entry[f'{fastest}_over_engine_only']:.2f} x engine-only (first pass "
                 f"{entry[f'{fastest}_first_pass_over_engine_only']:.2f}), "
                 f"{entry[f'{fastest}_over_serial']:.2f} x serial")
+    if entry["kind"] == "triton":
+        stats = entry.get("latency_ms") or {"median": float("nan"), "p99": float("nan")}
+        errors = f"  errors: {entry['errors'][0]}" if entry["errors"] else ""
+        return (f"{entry['model']} at {entry['source']}: {entry['concurrency']:3d} clients "
+                f"{entry['images_per_s']:9.1f} img/s  latency median {stats['median']:8.3f}  "
+                f"p99 {stats['p99']:8.3f} ms{errors}")
     if entry["kind"] == "skipped":
         return f"{Path(entry['source']).name}: skipped batch {entry['batch']}: {entry['reason']}"
     return None
@@ -165,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     todo = list(jobs(args, engines))
     bench = {"latency": bench_engine, "profile": profile_engine, "pipeline": bench_pipeline,
              "onnx": bench_onnx}
+    if args.triton:
+        bench["triton"] = served_bench(args)
     for kind, path in tqdm(todo, desc=PROG, unit="job"):
         try:
             produced = bench[kind](path, args)
@@ -180,6 +193,18 @@ def run(args: argparse.Namespace) -> int:
         if args.json:  # after every job: a long run that dies keeps what it measured
             atomic_write_bytes(args.json, (json.dumps(report, indent=1) + "\n").encode())
     return 0
+
+
+def served_bench(args: argparse.Namespace):
+    """--triton: the servers checked and the photos read once; a function of the clients."""
+    pool = TritonPool(parse_urls(args.triton), args.model, what="benchmark.py --triton",
+                      example="benchmark.py --triton URL --model NAME --images DIR")
+    if all(server.failed for server in pool.servers):
+        raise UsageError(f"--triton {args.triton}: no server answers "
+                         f"({pool.servers[0].failed})")
+    files = read_files(find_images(args.images))
+    return lambda clients, args: bench_served(pool, files, clients, args.warmup,
+                                              args.duration)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -232,9 +257,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="flag transposes/casts/reformats taking at least this share (5)")
     parser.add_argument("--skip_latency", action="store_true",
                         help="only --pipeline / --profile, no latency sweep")
+    parser.add_argument("--triton", metavar="URL[,URL...]",
+                        help="also load Triton servers of serve_triton.py / export_triton.py "
+                             "(HTTP host:port): clients sending one --images file per "
+                             "request (run with the serving environment's Python)")
+    parser.add_argument("--model", help="--triton: the served model's name")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY),
+                        help="--triton: numbers of concurrent clients, one measure each "
+                             "(1 8 64)")
     args = parser.parse_args(argv)
-    if not args.engine and not args.onnx:
-        parser.error("give --engine and/or --onnx")
+    if not args.engine and not args.onnx and not args.triton:
+        parser.error("give --engine, --onnx and/or --triton")
+    if bool(args.triton) != bool(args.model):
+        parser.error("--triton and --model go together")
+    if args.triton and args.images is None:
+        parser.error("--triton needs --images (the files the clients send)")
+    if min(args.concurrency) < 1:
+        parser.error("--concurrency: at least 1 client")
     if (args.pipeline or args.profile) and not args.engine:
         parser.error("--pipeline and --profile need --engine")
     for name in ("iterations", "pipeline_images", "pipeline_passes", "pipeline_depth", "top"):

@@ -146,11 +146,13 @@ class TritonPool:
         why); ServerDown or RequestRefused where the server gives none."""
         files = [read_file(path) for path in paths]
         sent = [data for data in files if isinstance(data, bytes)]
-        answers = iter(self._infer(client, sent) if sent else [])
+        answers = iter(self.infer_bytes(client, sent) if sent else [])
         return [next(answers) if isinstance(data, bytes) else ImageAnswer.unread(data)
                 for data in files]
 
-    def _infer(self, client, files: list[bytes]) -> list[ImageAnswer]:
+    def infer_bytes(self, client, files: list[bytes]) -> list[ImageAnswer]:
+        """The answers to one request of encoded image files (ServerDown or RequestRefused
+        where the server gives none)."""
         data = np.array([[content] for content in files], dtype=object)
         tensor = self.http.InferInput(IMAGES, list(data.shape), "BYTES")
         tensor.set_data_from_numpy(data)
