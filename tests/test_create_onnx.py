@@ -118,6 +118,22 @@ def test_parity_with_saved_model(name: str, batch: int, layout: str, coco_dir: P
     assert report.max_box_diff <= 1e-3 and report.max_raw_score_diff <= 1e-3
 
 
+def test_single_nms_form_matches_tensorflow(tmp_path: Path, coco_dir: Path) -> None:
+    """--nms single (one plugin over all classes of an image, NVIDIA's sample's form, kept for
+    comparisons) still passes --validate."""
+    model_dir = exported_model("ssd_mobilenet_v2")
+    out = tmp_path / "single.onnx"
+    assert create_onnx.main([
+        "-p", str(model_dir / "pipeline.config"), "-m", str(model_dir / "saved_model"),
+        "-o", str(out), "--nms", "single", "--validate", str(coco_dir / "images"),
+        "--validate_images", "4"]) == 0
+    model = onnx.load(str(out))
+    assert read_metadata(model)["nms"] == "single"
+    scores = nms_node(model).input[1]
+    shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    assert shapes[scores].type.tensor_type.shape.dim[0].dim_value == 1  # one image, all classes
+
+
 def test_overrides_and_debug_outputs(tmp_path: Path, coco_dir: Path) -> None:
     model_dir = exported_model("ssd_mobilenet_v2")
     out, raw = tmp_path / "custom.onnx", tmp_path / "raw.onnx"
