@@ -356,7 +356,7 @@ def converted_onnx(name: str, batch_size: int = 1, input_format: str = "NHWC") -
     return path
 
 
-# The trained model of issue 7 (models/shapes_ssd, committed) and its synthetic data.
+# The trained demo model (models/shapes_ssd, committed) and its synthetic data.
 SHAPES_MODEL = ROOT / "models" / "shapes_ssd"
 SHAPES_DATA = Path(os.environ.get("TFOD_TRT_SHAPES", ROOT / ".cache" / "shapes"))
 
