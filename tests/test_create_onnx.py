@@ -118,6 +118,7 @@ def test_parity_with_saved_model(name: str, batch: int, layout: str, coco_dir: P
     assert report.max_box_diff <= 1e-3 and report.max_raw_score_diff <= 1e-3
 
 
+@pytest.mark.slow  # a second conversion of the fixture (about a minute)
 def test_single_nms_form_matches_tensorflow(tmp_path: Path, coco_dir: Path) -> None:
     """--nms single (one plugin over all classes of an image, NVIDIA's sample's form, kept for
     comparisons) still passes --validate."""
