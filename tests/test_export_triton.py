@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Executor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from triton_server import run_tool
 import export_triton
 from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.io.batcher import ImageBatcher
+from tfod_trt.io.processes import decode_processes
 from tfod_trt.metadata import read_metadata
 from tfod_trt.serve.detector_io import io_from_metadata, io_from_onnx
 from tfod_trt.serve.interface import IMAGE_ERROR, IMAGE_SCALE, RESULTS, unpack_answer
@@ -276,13 +278,22 @@ def photos(coco_dir: Path, count: int, folder: Path) -> Path:
     return folder
 
 
-def test_preprocessing_equals_infers_batches(coco_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture(params=[0, 2], ids=["in-thread", "decode-processes"])
+def decoder(request: pytest.FixtureRequest) -> Executor | None:
+    """Where a server decodes its requests' images: in the serving thread, or in decode
+    processes (serve_triton.py --decode_workers)."""
+    return decode_processes(request.param) if request.param else None
+
+
+def test_preprocessing_equals_infers_batches(coco_dir: Path, tmp_path: Path,
+                                             decoder: Executor | None) -> None:
     """A request of 3 photos for a batch-4 keep_aspect_ratio NCHW graph: the batch and its
     true_image_shape are the image batcher's (padding row included)."""
     folder = photos(coco_dir, 3, tmp_path / "photos")
     pre = Preprocessor.keep_aspect_ratio(256, 320).with_pad_value((127.5, 127.5, 127.5))
     settings = PreprocessSettings(pre, "NCHW", 4, 4, True)
-    inputs = preprocess_request([p.read_bytes() for p in sorted(folder.iterdir())], settings)
+    inputs = preprocess_request([p.read_bytes() for p in sorted(folder.iterdir())], settings,
+                                decoder)
     (batch,) = ImageBatcher(folder, pre, batch_size=4, layout="NCHW", workers=1)
     np.testing.assert_array_equal(inputs["input_tensor"], batch.data)
     np.testing.assert_array_equal(inputs["true_image_shape"], batch.true_image_shape())
@@ -301,7 +312,7 @@ def test_preprocessing_refuses_a_bad_request(images: list[bytes], message: str) 
     assert str(raised.value) == message
 
 
-def test_an_image_that_cannot_be_read_is_answered_in_its_row() -> None:
+def test_an_image_that_cannot_be_read_is_answered_in_its_row(decoder: Executor | None) -> None:
     """Not a request's error: its other images are preprocessed, its own row is padding and
     names the reason."""
     from PIL import Image
@@ -309,7 +320,7 @@ def test_an_image_that_cannot_be_read_is_answered_in_its_row() -> None:
     settings = PreprocessSettings(Preprocessor.fixed_shape(64, 64), "NHWC", 3, 3, False)
     photo = io.BytesIO()
     Image.new("RGB", (32, 16), (200, 10, 10)).save(photo, format="PNG")
-    inputs = preprocess_request([b"not an image", photo.getvalue()], settings)
+    inputs = preprocess_request([b"not an image", photo.getvalue()], settings, decoder)
     assert inputs[IMAGE_ERROR].tolist() == [
         [b"not an image file (its format is not one Pillow reads)"], [b""]]
     assert not inputs["input_tensor"][0].any() and inputs["input_tensor"][1].any()

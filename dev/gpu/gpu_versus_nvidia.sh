@@ -23,6 +23,7 @@ if [ -z "${PY:-}" ] && [ -f .gpu/tools/env.sh ]; then
 fi
 PY=${PY:-python3}
 VERSUS=${VERSUS:-.cache/gpu_versus}
+[ -f "$VERSUS/graphs.json" ] || { echo "$VERSUS/graphs.json: not found (carry .cache/gpu_versus and run from the checkout, before gpu_env.sh moves to /tmp/work)" >&2; exit 3; }
 BATCHES=${BATCHES:-1 16}
 LEVEL=${LEVEL:-1}
 DURATION=${DURATION:-2}

@@ -13,6 +13,7 @@ from tfod_trt.commands.export_triton import default_name, positive_int
 from tfod_trt.config.labels import load_labels
 from tfod_trt.detect.runners import open_runner
 from tfod_trt.errors import UsageError
+from tfod_trt.io.processes import DEFAULT_WORKERS, decode_processes
 from tfod_trt.serve.detectors import Detector, engine_detector, onnx_detector
 from tfod_trt.serve.pytriton_server import DetectorServer, ServerError, ServerOptions
 from tfod_trt.serve.repository import model_names
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     server = DetectorServer(options)  # PyTriton there, the ports free
     pre = detector.preprocess_settings()
     post = detector.postprocess_settings(args.score_threshold, labels)
-    services = [DetectionService(open_runner(args), pre, post, args.verbose)
+    decoder = decode_processes(args.decode_workers) if args.decode_workers else None
+    services = [DetectionService(open_runner(args), pre, post, args.verbose, decoder)
                 for _ in range(args.instances)]
     try:
         server.serve(services, detector.io.max_detections,
@@ -104,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "batch it with later ones")
     parser.add_argument("--instances", type=positive_int, default=1,
                         help="instances of the model (each its own runtime)")
+    parser.add_argument("--decode_workers", type=int, default=DEFAULT_WORKERS,
+                        help="processes that decode and resize the requests' images, shared "
+                             "by the instances (0: in each instance's thread)")
     parser.add_argument("--http_port", type=int, default=8000, help="the HTTP port")
     parser.add_argument("--grpc_port", type=int, default=8001, help="the gRPC port")
     parser.add_argument("-t", "--score_threshold", type=float, default=0.0,
@@ -112,6 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print a line per batch: its images, requests and time")
     args = parser.parse_args(argv)
+    if args.decode_workers < 0:
+        parser.error(f"--decode_workers {args.decode_workers} must be at least 0")
     if args.queue_delay_us < 0:
         parser.error(f"--queue_delay_us {args.queue_delay_us} must be at least 0")
     for flag in ("http_port", "grpc_port"):

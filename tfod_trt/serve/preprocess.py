@@ -5,7 +5,9 @@ each image's sizes for the postprocessing."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -56,12 +58,13 @@ def check_count(count: int, settings: PreprocessSettings) -> None:
                          f"{settings.max_batch} per request")
 
 
-def _decoded(data: bytes, pre: Preprocessor) -> tuple[np.ndarray, ImageScale]:
-    """One image decoded and resized; ValueError with the reason where it cannot be."""
+def decode_image(data: bytes, pre: Preprocessor) -> tuple[np.ndarray, ImageScale] | str:
+    """One image decoded and resized, or the reason it cannot be (run in a decode process
+    where the server has them)."""
     try:
         return preprocess(load_image(IMAGES, data), pre)
     except ImageError as err:
-        raise ValueError(err.reason) from err
+        return err.reason
 
 
 def unread_scale(pre: Preprocessor) -> ImageScale:
@@ -70,11 +73,12 @@ def unread_scale(pre: Preprocessor) -> ImageScale:
     return ImageScale(pre.height, pre.width, pre.height, pre.width, pre.height, pre.width)
 
 
-def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings
-                       ) -> dict[str, np.ndarray]:
+def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings,
+                       decoder: Executor | None = None) -> dict[str, np.ndarray]:
     """The detector's inputs (padded to ``min_batch`` rows), ``image_scale`` and
-    ``image_error`` for a request's encoded images. An image that cannot be decoded keeps a
-    padding row and its reason in ``image_error`` (interface.py: answered in its row)."""
+    ``image_error`` for a request's encoded images, decoded by ``decoder``'s workers (in this
+    thread without one). An image that cannot be decoded keeps a padding row and its reason in
+    ``image_error`` (interface.py: answered in its row)."""
     check_count(len(encoded), settings)
     pre = settings.preprocessor
     rows = max(len(encoded), settings.min_batch)
@@ -82,13 +86,15 @@ def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings
         rows, 3, pre.height, pre.width)
     batch = Batch(np.zeros(shape, np.float32), item_names(len(encoded)), [])
     errors = []
-    for row, data in enumerate(encoded):
-        try:
-            image, scale = _decoded(bytes(data), pre)
-        except ValueError as err:
+    images = [bytes(data) for data in encoded]
+    decoded = (decoder.map(decode_image, images, repeat(pre)) if decoder is not None
+               else map(decode_image, images, repeat(pre)))
+    for row, result in enumerate(decoded):
+        if isinstance(result, str):
             batch.scales.append(unread_scale(pre))
-            errors.append(str(err))
+            errors.append(result)
             continue
+        image, scale = result
         batch.data[row] = image.transpose(2, 0, 1) if settings.layout == "NCHW" else image
         batch.scales.append(scale)
         errors.append("")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 
 import numpy as np
 
@@ -23,11 +24,13 @@ class DetectionService:
     """The callable a PyTriton model runs: takes the requests that Triton's batcher put
     together, runs their images through ``runner`` in batches of at most ``pre.max_batch``
     (padded to ``pre.min_batch`` rows: a static engine's batch), and answers each request.
+    ``decoder`` decodes the images (decode processes; in the calling thread without one);
     ``log_batches`` logs a line per batch."""
 
     def __init__(self, runner: Runner, pre: PreprocessSettings, post: PostprocessSettings,
-                 log_batches: bool = False) -> None:
+                 log_batches: bool = False, decoder: Executor | None = None) -> None:
         self.runner, self.pre, self.post, self.log_batches = runner, pre, post, log_batches
+        self.decoder = decoder
 
     def __call__(self, requests: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
         start = time.perf_counter()
@@ -45,7 +48,7 @@ class DetectionService:
 
     def detect(self, encoded: list[bytes]) -> dict[str, np.ndarray]:
         """The answer for up to ``pre.max_batch`` images, as one batch of the runner."""
-        inputs = preprocess_request(encoded, self.pre)
+        inputs = preprocess_request(encoded, self.pre, self.decoder)
         if getattr(self.runner, "needs_true_image_shape", False):
             outputs = self.runner.infer(inputs[INPUT_NAME], inputs[TRUE_IMAGE_SHAPE])
         else:
