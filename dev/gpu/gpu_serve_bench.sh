@@ -10,7 +10,8 @@
 # Builds the FP16 engine with profile 1,16,16, times it alone (benchmark.py at batch 16:
 # compute and infer.py's pipelined folder path), serves it (serve_triton.py, dynamic batching up
 # to 16) and loads the server with 1, 8 and 64 single-image clients (benchmark.py --triton).
-# Environment: INSTANCES (2), QUEUE_DELAY_US (500), DURATION (5 s per measure).
+# Environment: INSTANCES (2), QUEUE_DELAY_US (500), DURATION (5 s per measure), LEVEL (builder
+# optimization level, 1).
 set -uo pipefail
 OUT=$(realpath -m "${1:?usage: gpu_serve_bench.sh OUT}")
 IMAGES=${IMAGES:-.cache/gpu_carry/shared/data/coco_val2017_64/images}
@@ -24,6 +25,7 @@ log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/run.log"; }
 if [ ! -f "$ENGINE" ]; then
   log "build $ENGINE"
   $PY build_engine.py -o "$GRAPH" -e "$ENGINE" -p fp16 --batch_profile 1,16,16 \
+    --optimization_level "${LEVEL:-1}" \
     > "$OUT/build.log" 2>&1 || { tail -5 "$OUT/build.log"; exit 3; }
 fi
 log "engine alone, batch 16"
@@ -31,11 +33,11 @@ $PY benchmark.py -e "$ENGINE" -b 16 --duration "${DURATION:-5}" --images "$IMAGE
   --pipeline "$IMAGES" --json "$OUT/engine.json" > "$OUT/engine.log" 2>&1
 tail -8 "$OUT/engine.log"
 log "serve"
-$PY serve_triton.py -e "$ENGINE" -n ssd --max_batch 16 --instances "${INSTANCES:-2}" \
-  --queue_delay_us "${QUEUE_DELAY_US:-500}" > "$OUT/server.log" 2>&1 &
+( exec $PY serve_triton.py -e "$ENGINE" -n ssd --max_batch 16 --instances "${INSTANCES:-2}" \
+  --queue_delay_us "${QUEUE_DELAY_US:-500}" > "$OUT/server.log" 2>&1 ) &
 server=$!
 for _ in $(seq 180); do
-  $PY -c "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready', timeout=1)" \
+  $PY -c "import urllib.request as u; u.urlopen('http://localhost:8000/v2/models/ssd/ready', timeout=1)" \
     2>/dev/null && break
   kill -0 $server 2>/dev/null || break
   sleep 1
@@ -45,6 +47,5 @@ $PY benchmark.py --triton localhost:8000 --model ssd --images "$IMAGES" --concur
   --duration "${DURATION:-5}" --json "$OUT/served.json" > "$OUT/served.log" 2>&1
 tail -6 "$OUT/served.log"
 kill -TERM $server; wait $server; log "server exit status $?"
-sleep 1
 pgrep -fa tritonserver >> "$OUT/run.log" && log "a tritonserver process was left" || log "no process left"
 tail -5 "$OUT/server.log"
