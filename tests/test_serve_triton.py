@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from test_triton_server import assert_same_records
 from triton_server import (
     ROOT,
     free_port,
+    run_serving,
     run_serving_unchecked,
     run_tool,
     serving_python,
@@ -207,6 +209,55 @@ def test_sigterm_stops_the_server_and_its_processes(tmp_path: Path) -> None:
     assert code == 143, served.output()[-3000:]
     assert left == [], f"processes left running: {left}"
     assert served.output().rstrip().endswith("serve_triton.py: stopped by SIGTERM")
+
+
+def pytriton_elsewhere(folder: Path, *names: str) -> Path:
+    """A folder holding ``names`` of the serving environment's site-packages (links), as
+    ``pip install --target folder`` leaves them."""
+    site = Path(run_serving("-c", "import pathlib, pytriton; "
+                                  "print(pathlib.Path(pytriton.__file__).parent.parent)"
+                            ).stdout.strip())
+    folder.mkdir()
+    for name in names:
+        (folder / name).symlink_to(site / name)
+    return folder
+
+
+def test_a_pytriton_outside_site_packages_starts_its_server(photos: Path,
+                                                            tmp_path: Path) -> None:
+    """PyTriton installed outside site-packages (``pip install --target``, a folder on
+    PYTHONPATH) takes itself for an editable install and looks for its tritonserver's
+    libraries in its source tree: the server never started. serve_triton.py finds them beside
+    the package, and answers as infer.py does."""
+    target = pytriton_elsewhere(tmp_path / "target", "pytriton", "nvidia_pytriton.libs")
+    served = start_serve_triton(trained_onnx(), tmp_path / "server", "--name", "demo",
+                                extra_env={"PYTHONPATH": str(target)})
+    try:
+        done = client("infer.py", "--triton", served.url, "--model", "demo", "--input", photos,
+                      "--output", tmp_path / "out")
+    finally:
+        code, left = served.stop()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert detections(tmp_path / "out")
+    assert code == 143 and left == []
+
+
+@pytest.mark.slow  # PyTriton waits 120 s for a server that never answers
+def test_a_server_that_does_not_start_is_one_line(tmp_path: Path) -> None:
+    """A PyTriton whose tritonserver cannot run (its libraries missing): serve_triton.py ends
+    with one line after tritonserver's own, and exit status 1."""
+    target = pytriton_elsewhere(tmp_path / "target", "pytriton")
+    done = subprocess.run(
+        [str(serving_python()), "serve_triton.py", "--onnx", str(trained_onnx()),
+         "--http_port", str(free_port()), "--grpc_port", str(free_port())], cwd=ROOT,
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(target)})
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "error while loading shared libraries" in done.stdout + done.stderr
+    assert done.stdout.rstrip().splitlines()[-1].startswith(
+        "serve_triton.py: error: the Triton server did not start (")
+    assert done.stdout.rstrip().endswith("the lines of tritonserver above say why")
 
 
 # ---------------------------------------------------------------------------------------------

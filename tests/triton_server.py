@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SERVE_VENV = Path(os.environ.get("VENV_SERVE", ROOT / ".venv-serve"))
 TOOL = Path(__file__).with_name("triton_tool.py")  # what the tests run in the serving env
 READY_TIMEOUT_S = 180  # generous: 2 busy cores start a dozen Python models
+GONE_TIMEOUT_S = 20  # for the processes that end by themselves after serve_triton.py
 STOP_TIMEOUT_S = 60
 
 # Where the wheel keeps the server, its libraries and the stubs; the interpreter's libpython.
@@ -246,7 +247,11 @@ class ServeTriton:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             code = self.process.wait()
-        left = marked_processes(self.marker)
+        # processes that end by themselves once serve_triton.py is gone (multiprocessing's
+        # resource tracker) get a moment
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while (left := marked_processes(self.marker)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for pid in left:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
@@ -274,7 +279,8 @@ def marked_processes(marker: str) -> list[int]:
     return found
 
 
-def start_serve_triton(model: Path, folder: Path, *args: str) -> ServeTriton:
+def start_serve_triton(model: Path, folder: Path, *args: str,
+                       extra_env: dict[str, str] | None = None) -> ServeTriton:
     """serve_triton.py --onnx MODEL ARGS on free ports, ready (it printed its URLs and the
     readiness endpoint answers), its output in ``folder``. Its PyTriton workspace and
     temporary files go to a short folder of their own (they hold Unix sockets, whose paths
@@ -288,7 +294,7 @@ def start_serve_triton(model: Path, folder: Path, *args: str) -> ServeTriton:
         grpc_port = free_port()
     marker = f"{os.getpid()}-{http_port}"
     env = {**os.environ, MARKER: marker, "XDG_CACHE_HOME": str(scratch / "cache"),
-           "TMPDIR": str(scratch / "tmp")}
+           "TMPDIR": str(scratch / "tmp"), **(extra_env or {})}
     log = folder / "serve_triton.log"
     before = set(TRITON_TMP.glob("folder*"))
     with open(log, "wb") as output:

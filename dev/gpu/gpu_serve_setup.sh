@@ -14,4 +14,7 @@ source .gpu/tools/env.sh
 rm -rf /tmp/serve_wheels && mkdir -p /tmp/serve_wheels
 cat /tmp/serve_parts/part[0-9]* | tar -xf - -C /tmp/serve_wheels
 $PY -m pip install -q --no-index --no-deps --target /opt/serve-site /tmp/serve_wheels/*.whl
+# PyTriton outside site-packages takes itself for an editable install and looks for the server's
+# libraries (libcudart, ...) in pytriton/tritonserver/external_libs, not nvidia_pytriton.libs
+ln -sfn /opt/serve-site/nvidia_pytriton.libs /opt/serve-site/pytriton/tritonserver/external_libs
 echo "serving wheels installed: $(ls /opt/serve-site | grep -c dist-info) packages"

@@ -4,14 +4,16 @@ serve_triton.py's server."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib.util
 import logging
 import os
 import socket
 import sys
 import sysconfig
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,13 +57,30 @@ def use_this_python() -> None:
     """Has the server's Python models run on this interpreter: its shared libpython found
     first (the wheel's stub links ``libpython3.X.so``, which may otherwise be the system's,
     of another patch release than this standard library) and its environment's bin first on
-    PATH (where the stub's embedded Python finds its prefix)."""
+    PATH (where the stub's embedded Python finds its prefix); and the libraries the wheel's
+    ``tritonserver`` links found wherever PyTriton is installed."""
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     for variable, first in (("LD_LIBRARY_PATH", libdir),
                             ("PATH", str(Path(sys.executable).parent))):
         parts = [part for part in os.environ.get(variable, "").split(os.pathsep) if part]
         if first and parts[:1] != [first]:
             os.environ[variable] = os.pathsep.join([first, *parts])
+    libraries = server_libraries()
+    parts = os.environ["LD_LIBRARY_PATH"].split(os.pathsep)
+    if libraries and libraries not in parts:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*parts, libraries])
+
+
+def server_libraries() -> str | None:
+    """The folder of the libraries that the wheel's ``tritonserver`` links (libcudart, ...),
+    beside the pytriton package. PyTriton finds it itself only in site-packages: installed
+    elsewhere (``pip install --target``, a folder on PYTHONPATH) it takes itself for an
+    editable install, looks in its source tree, and the server never starts."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.origin:
+        return None
+    libraries = Path(spec.origin).parent.parent / "nvidia_pytriton.libs"
+    return str(libraries) if libraries.is_dir() else None
 
 
 def _tensors(model_config, specs: dict[str, tuple[str, tuple[int, ...]]]) -> list:
@@ -95,7 +114,7 @@ class DetectorServer:
         # the binary's INFO lines (tables of its settings, each model load) stay out of the
         # terminal; its warnings and errors come through. PyTriton has no setting for it.
         server._triton_server_config["log-info"] = False
-        with server:
+        with _running(server):
             self._bind(server, infer_funcs, max_detections)
             on_ready()
             while not stop.wait(ALIVE_POLL_S):
@@ -117,3 +136,20 @@ class DetectorServer:
         except Exception as err:  # whatever PyTriton raises for a model that does not load
             raise ServerError(f"the model could not be loaded: {type(err).__name__}: "
                               f"{err}") from err
+
+
+@contextlib.contextmanager
+def _running(server) -> Iterator[None]:
+    """PyTriton's ``with server:``, where a server that does not start is a ServerError (its
+    own lines, printed above, say why) and is stopped."""
+    try:
+        server.__enter__()
+    except Exception as err:  # whatever PyTriton raises for a server that never answers
+        with contextlib.suppress(Exception):
+            server.stop()
+        raise ServerError(f"the Triton server did not start ({type(err).__name__}: {err}); "
+                          "the lines of tritonserver above say why") from err
+    try:
+        yield
+    finally:
+        server.__exit__(None, None, None)
