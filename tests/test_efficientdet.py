@@ -58,6 +58,19 @@ def test_graph_contract() -> None:
     assert nms.input[1] == "class_logits"
 
 
+def test_fixture_fuses_every_bifpn_input() -> None:
+    """The fixture recipe's BiFPN fusion weights (tools/make_tfod_model.py) are positive, as
+    trained ones are: each weighted fusion (a MatMul by its normalised weights) uses every
+    input, unequally."""
+    model = onnx.load(str(converted_onnx(CI_MODEL)))
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    fusions = [constants[n.input[1]] for n in ops(model, "MatMul") if "/combine/" in n.name]
+    assert len(fusions) == 8 * 3  # D0: 3 BiFPN layers of 8 fusion nodes
+    for weights in fusions:
+        assert (weights > 0.1).all() and weights.sum() == pytest.approx(1.0, abs=1e-3)
+        assert weights.max() - weights.min() > 1e-3
+
+
 def test_squeeze_excitation_means_are_reduce_means() -> None:
     """ONNX Runtime's GlobalAveragePool sums 65,536 values per channel in one float32 sum; the
     graph has ReduceMean instead (one reduction layer in TensorRT either way)."""
