@@ -96,7 +96,7 @@ EFFICIENTDET_EDITS = [
      "has a class head of width 5"),
     (("ssd_efficientnet-b0_bifpn_keras", "ssd_mobilenet_v2_fpn_keras"),
      "feature_extractor ssd_mobilenet_v2_fpn_keras (MobileNet v2 FPN)",
-     "has a EfficientNet BiFPN backbone"),
+     "has an EfficientNet BiFPN backbone"),
     (("max_dimension: 512", "max_dimension: 640"),
      "input size 640x640 (keep_aspect_ratio_resizer)", "resizes its images to 512x512"),
 ]

@@ -158,8 +158,9 @@ def _feature_extractor(config, facts: GraphFacts) -> tuple[str, str] | None:
     expected = expected_backbone(config.feature_extractor)
     if facts.backbone is None or expected is None or facts.backbone == expected:
         return None
+    article = "an" if str(facts.backbone)[0] in "AEIOU" else "a"  # an EfficientNet
     return (f"feature_extractor {config.feature_extractor} ({expected})",
-            f"has a {facts.backbone} backbone")
+            f"has {article} {facts.backbone} backbone")
 
 
 def _box_coder(config, facts: GraphFacts) -> tuple[str, str] | None:
