@@ -121,7 +121,7 @@ def test_the_package_lists_its_commands() -> None:
     listed = doctor("--help", entry="")
     assert listed.returncode == 0 and re.search(r"^\s+doctor\s+\w", listed.stdout, re.M)
     for command in ("create-onnx", "build-engine", "quantize", "infer", "eval-coco",
-                    "compare-tf", "benchmark", "export-triton"):
+                    "compare-tf", "benchmark", "export-triton", "serve-triton"):
         assert re.search(rf"^\s+{command}\s+\w", listed.stdout, re.M), command
     assert doctor(entry="").returncode == 2
     unknown = doctor(entry="no-such-command")
@@ -129,7 +129,7 @@ def test_the_package_lists_its_commands() -> None:
     assert unknown.stderr.strip().splitlines() == [
         "python -m tfod_trt: error: unknown command 'no-such-command' (choose from "
         "create-onnx, build-engine, quantize, infer, eval-coco, compare-tf, benchmark, "
-        "export-triton, doctor)"]
+        "export-triton, serve-triton, doctor)"]
     assert "MODEL" in doctor("--help").stdout
 
 
