@@ -51,11 +51,12 @@ def test_graph_contract() -> None:
         == (1, 1, -1)
     anchors = next(t for t in model.graph.initializer if t.name == nms.input[2])
     assert list(anchors.dims) == [1, D0_ANCHORS, 4]
-    assert settings["max_output_boxes"] == 5000  # all candidates, for the true-image clip
+    assert settings["max_output_boxes"] == 100  # per class (per-class NMS), then the total
     shapes = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
-    # no background column to drop: the class logits are the head's own, one per class
-    assert dims(shapes[nms.input[1]]) == [1, D0_ANCHORS, CLASSES]
-    assert nms.input[1] == "class_logits"
+    # no background column to drop: the class logits are the head's own, one per class; the
+    # plugin takes each class of each image as a segment of its own
+    assert dims(shapes["class_logits"]) == [1, D0_ANCHORS, CLASSES]
+    assert dims(shapes[nms.input[1]]) == [CLASSES, D0_ANCHORS, 1]
 
 
 def test_fixture_fuses_every_bifpn_input() -> None:
@@ -124,7 +125,8 @@ def check_parity(name: str, onnx_path: Path, images: Path, count: int = 16) -> N
                       max_images=count)
     print(name, report.summary())
     assert report.images == count
-    assert report.detections.reference >= count * 50  # a meaningful number of detections
+    # a meaningful number of detections (the D0 fixture: 431 of score >= 0.01 on 16 photos)
+    assert report.detections.reference >= count * 20
     assert report.detections.rate >= 0.99
     assert report.detections.max_score_diff <= 1e-3 and report.detections.min_iou >= 0.99
     assert report.max_box_diff <= 1e-3 and report.max_raw_score_diff <= 1e-3
@@ -152,7 +154,7 @@ def test_against_original_photos(coco_dir: Path) -> None:
     print(f"{CI_MODEL} on {len(photos)} original photos: {result.matched}/{result.reference} "
           f"matched, min IoU {result.min_iou:.5f}, max |score diff| "
           f"{result.max_score_diff:.2e}")
-    assert result.reference >= len(photos) * 50
+    assert result.reference >= len(photos) * 15  # the D0 fixture: 112 on 6 photos
     assert result.rate >= 0.99
     assert result.min_iou >= 0.99 and result.max_score_diff <= 1e-3
 
