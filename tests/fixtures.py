@@ -42,6 +42,10 @@ STAND_IN = "v2"  # bump when tools/make_stand_in_photos.py draws other photos
 # Two photos (600 crops in the second stage) keep a build under ~6 GB of memory.
 ON_PHOTOS = ["--num_classes", "4", "--calibration_count", "2"]
 
+# The TF2 zoo's EfficientDet D0..D7 configs (D3-D7 train on 32 TPUs).
+EFFICIENTDET_ZOO = [
+    f"ssd_efficientdet_d{d}_{side}x{side}_coco17_tpu-{8 if d < 3 else 32}.config"
+    for d, side in enumerate((512, 640, 768, 896, 1024, 1280, 1408, 1536))]
 # name -> (zoo config, extra make_tfod_model.py arguments); few classes keep them small.
 FIXTURE_MODELS = {
     "ssd_mobilenet_v2": ("ssd_mobilenet_v2_320x320_coco17_tpu-8.config", ["--num_classes", "6"]),
@@ -66,6 +70,9 @@ FIXTURE_MODELS = {
                              [*ON_PHOTOS, "--keep_aspect_ratio", "640:640"]),
     "faster_rcnn_r50_fpn_640": ("faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
                                 ON_PHOTOS),
+    # EfficientDet D0 (CI) .. D7 (--run-slow): keep_aspect_ratio, no background class
+    **{f"ssd_efficientdet_d{d}": (zoo, ["--num_classes", "5"])
+       for d, zoo in enumerate(EFFICIENTDET_ZOO)},
 }
 # Zoo config -> the tfod_trt.config.writer preset written in its place when the data folder
 # lacks it: the CI fixtures (the slow ones need the zoo).
@@ -74,6 +81,7 @@ ZOO_PRESETS = {
     "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config": "ssd_mobilenet_v2_fpnlite_320",
     "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config": "ssd_resnet50_v1_fpn_640",
     "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": "faster_rcnn_resnet50_v1_640",
+    **{zoo: f"ssd_efficientdet_d{d}" for d, zoo in enumerate(EFFICIENTDET_ZOO)},
 }
 # Configs that the zoo lacks, derived from a zoo config by text edits: name -> (zoo config,
 # [(old, new)]). Faster R-CNN Inception-ResNet v2 exists only as Mask R-CNN: drop the mask head.

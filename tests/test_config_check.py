@@ -22,7 +22,7 @@ from tfod_trt.convert.config_check import (
 )
 from tfod_trt.errors import UsageError
 
-SSD, FASTER_RCNN = "ssd_mobilenet_v2", "faster_rcnn_r50_640"
+SSD, FASTER_RCNN, EFFICIENTDET = "ssd_mobilenet_v2", "faster_rcnn_r50_640", "ssd_efficientdet_d0"
 
 
 def fixture_classes(name: str) -> int:
@@ -74,6 +74,42 @@ def test_facts_of_the_faster_rcnn_graph(faster_rcnn_facts: GraphFacts) -> None:
     assert faster_rcnn_facts == GraphFacts(
         class_head_width=fixture_classes(FASTER_RCNN) + 1, input_size=(640, 640),
         backbone=Backbone("ResNet-50", fpn=False), box_scales=(10.0, 10.0, 5.0, 5.0))
+
+
+@pytest.fixture(scope="module")
+def efficientdet_facts() -> GraphFacts:
+    return graph_facts(EFFICIENTDET)
+
+
+def test_facts_of_the_efficientdet_graph(efficientdet_facts: GraphFacts) -> None:
+    # D0: EfficientNet-b0 + BiFPN, keep_aspect_ratio 512, no background column
+    assert efficientdet_facts == GraphFacts(
+        class_head_width=fixture_classes(EFFICIENTDET), input_size=(512, 512),
+        backbone=Backbone("EfficientNet", fpn=True), box_scales=(10.0, 10.0, 5.0, 5.0))
+    model = exported_model(EFFICIENTDET)
+    check_config(load_pipeline_config(model / "pipeline.config"), model / "saved_model",
+                 efficientdet_facts)
+
+
+EFFICIENTDET_EDITS = [
+    (("num_classes: 5", "num_classes: 90"), "num_classes: 90 with add_background_class: false",
+     "has a class head of width 5"),
+    (("ssd_efficientnet-b0_bifpn_keras", "ssd_mobilenet_v2_fpn_keras"),
+     "feature_extractor ssd_mobilenet_v2_fpn_keras (MobileNet v2 FPN)",
+     "has an EfficientNet BiFPN backbone"),
+    (("max_dimension: 512", "max_dimension: 640"),
+     "input size 640x640 (keep_aspect_ratio_resizer)", "resizes its images to 512x512"),
+]
+
+
+@pytest.mark.parametrize("edit,said,found", EFFICIENTDET_EDITS, ids=lambda v: str(v)[:24])
+def test_efficientdet_config_of_another_model(tmp_path: Path, efficientdet_facts: GraphFacts,
+                                              edit, said: str, found: str) -> None:
+    config = edited_config(EFFICIENTDET, tmp_path, *edit)
+    saved_model = exported_model(EFFICIENTDET) / "saved_model"
+    with pytest.raises(ConfigMismatch) as caught:
+        check_config(load_pipeline_config(config), saved_model, efficientdet_facts)
+    assert str(caught.value).startswith(f"{config} says {said} but {saved_model} {found};")
 
 
 def test_the_exported_configs_pass(ssd_facts: GraphFacts, faster_rcnn_facts: GraphFacts) -> None:
@@ -162,6 +198,8 @@ def test_every_supported_extractor_names_its_backbone() -> None:
     assert backbones["faster_rcnn_resnet101_fpn_keras"] == Backbone("ResNet-101", fpn=True)
     assert backbones["faster_rcnn_inception_resnet_v2_keras"] == Backbone(
         "Inception-ResNet v2", fpn=False)
+    assert backbones["ssd_efficientnet-b7_bifpn_keras"] == Backbone("EfficientNet", fpn=True)
+    assert str(backbones["ssd_efficientnet-b0_bifpn_keras"]) == "EfficientNet BiFPN"
 
 
 @pytest.mark.parametrize("names,backbone", [
@@ -172,6 +210,10 @@ def test_every_supported_extractor_names_its_backbone() -> None:
     ([f"model/conv4_block{i}_2_conv/Conv2D" for i in range(1, 37)], Backbone("ResNet-152", False)),
     (["model/block35_10_conv/Conv2D", "model/mixed_6a/concat", "model_1/block8_9/add"],
      Backbone("Inception-ResNet v2", False)),
+    (["EfficientDet-D7/model/stack_6/block_3/se_reduce_conv2d/Conv2D",
+      "EfficientDet-D7/bifpn/node_00/0_up_lvl_6/post_combine/separable_conv/separable_conv2d"],
+     Backbone("EfficientNet", True)),
+    (["model/stack_0/block_0/depthwise_conv2d/depthwise"], Backbone("EfficientNet", False)),
     (["model/conv4_block7_out/Relu"], None),  # no ResNet has 7 conv4 blocks
     (["Postprocessor/Decode/truediv"], None),
 ])

@@ -206,7 +206,7 @@ def test_unsupported_meta_architecture(tmp_path: Path, capsys) -> None:
     center_net = tmp_path / "center_net.config"
     center_net.write_text("model { center_net { num_classes: 3 } }\n")
     for config, words in [
-        (center_net, "meta-architecture 'center_net' is not supported"),
+        (center_net, "CenterNet models (meta-architecture 'center_net') are not supported: "),
         (mask_rcnn_config(tmp_path), "Mask R-CNN models are not supported yet"),
     ]:
         code, err = run_cli(["-p", str(config), "-m", str(model_dir / "saved_model"),

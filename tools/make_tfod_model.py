@@ -7,13 +7,14 @@ exports it as a SavedModel, the way `exporter_main_v2.py` does.
 
 DIR receives `pipeline.config`, `checkpoint/` and `saved_model/`. The zoo's own initialisers make
 every SSD score equal (sigmoid(-4.6)) and Faster R-CNN detect nothing, so weights are
-re-randomised: He-normal kernels, BatchNorm statistics set from a real forward pass (so that
-activations stay in range through 150 layers), and head kernels rescaled so that class logits have
-a std of about 2 and box encodings about 0.5. Faster R-CNN heads are set per output column, stage
-by stage: pooled second-stage features hardly differ between proposals, so a global rescale left
-one class winning every proposal with near-equal scores; now each class's logits spread with a
-std of 2 across proposals around a random per-class offset. The export runs in a fresh process
-(as exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
+re-randomised: He-normal kernels, EfficientDet's BiFPN fusion weights in U(0.5, 1.5), BatchNorm
+statistics set from a real forward pass (so that activations stay in range through 150 layers),
+and head kernels rescaled so that class logits have a std of about 2 and box encodings about
+0.5. Faster R-CNN heads are set per output column, stage by stage: pooled second-stage features
+hardly differ between proposals, so a global rescale left one class winning every proposal with
+near-equal scores; now each class's logits spread with a std of 2 across proposals around a
+random per-class offset. The export runs in a fresh process (as exporter_main_v2 does),
+otherwise Keras suffixes the layer scopes (`..._1`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ SSD_LOGIT_MEAN = -8.0  # sigmoid(-8 + 2 * 3.6) = 0.3: about 10 scores >= 0.3 per
 CLASS_OFFSET_STD = 1.0  # Faster R-CNN: spread of the per-class mean logit
 # The last BatchNorm of a Keras ResNet bottleneck branch (conv4_block3_3_bn/gamma:0).
 RESIDUAL_BRANCH_END = re.compile(r"_block\d+_3_bn/")
+# EfficientDet's BiFPN fusion weights (ReLU, then normalised to sum 1): positive and unequal, as
+# trained ones are; He-normal values would switch off a random half of the BiFPN's inputs.
+BIFPN_FUSION_WEIGHTS = "bifpn_combine_weights:0"
 
 
 def edit_config(pipeline, num_classes: int | None, keep_aspect: tuple[int, int] | None) -> None:
@@ -104,7 +108,9 @@ def randomise_weights(model, images, seed: int, residual_gamma: float = 1.0) -> 
     branch_ends = 0
     for var in model.variables:
         name, shape = var.name, var.shape.as_list()
-        if name.endswith(("kernel:0", "depthwise_kernel:0", "weights:0")) and len(shape) >= 2:
+        if name.endswith(BIFPN_FUSION_WEIGHTS):
+            var.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+        elif name.endswith(("kernel:0", "depthwise_kernel:0", "weights:0")) and len(shape) >= 2:
             fan_in = int(np.prod(shape[:2] if "depthwise" in name else shape[:-1]))
             var.assign(rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32))
         elif name.endswith(("gamma:0", "moving_variance:0")):

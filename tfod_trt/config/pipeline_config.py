@@ -13,6 +13,10 @@ from tfod_trt.config.text_proto import ConfigError, Message, parse_text_proto
 # channel (x in 0..255 RGB). These are the feature extractors' `preprocess` methods.
 MOBILENET_NORM = ((2.0 / 255.0,) * 3, (-1.0,) * 3)  # also Inception-ResNet v2's
 RESNET_NORM = ((1.0,) * 3, (-123.68, -116.779, -103.939))
+# EfficientNet (EfficientDet): (x / 255 - mean) / std with ImageNet's mean and std per channel.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EFFICIENTNET_NORM = (tuple(1.0 / (255.0 * s) for s in _IMAGENET_STD),
+                     tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD, strict=True)))
 SUPPORTED_EXTRACTORS = {
     "ssd": {
         "ssd_mobilenet_v1_keras": MOBILENET_NORM,
@@ -22,6 +26,7 @@ SUPPORTED_EXTRACTORS = {
         "ssd_resnet50_v1_fpn_keras": RESNET_NORM,
         "ssd_resnet101_v1_fpn_keras": RESNET_NORM,
         "ssd_resnet152_v1_fpn_keras": RESNET_NORM,
+        **{f"ssd_efficientnet-b{n}_bifpn_keras": EFFICIENTNET_NORM for n in range(8)},
     },
     "faster_rcnn": {
         "faster_rcnn_resnet50_keras": RESNET_NORM,
@@ -130,6 +135,12 @@ def _meta_architecture(root: Message, path: Path) -> tuple[str, Message]:
     body = model.get1(arch)
     if arch == "faster_rcnn":
         _check_two_stage_variant(body, path)
+    if arch == "center_net":
+        raise ConfigError(
+            f"{path}: CenterNet models (meta-architecture 'center_net') are not supported: they "
+            "find objects as heatmap peaks, without the anchors and per-class NMS that the "
+            "TensorRT graph is built on; supported: SSD (incl. EfficientDet) and Faster R-CNN"
+        )
     if arch not in SUPPORTED_EXTRACTORS:
         raise ConfigError(
             f"{path}: meta-architecture '{arch}' is not supported; supported: "

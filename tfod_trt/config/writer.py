@@ -74,8 +74,21 @@ class GridAnchors:
 
 
 @dataclass(frozen=True)
+class BiFpn:
+    """EfficientDet's BiFPN: `num_iterations` layers of `num_filters` channels on levels
+    min_level..max_level; nodes fused by 'fast_attention' (ReLU weights, normalised) or 'sum'."""
+
+    num_iterations: int
+    num_filters: int
+    min_level: int = 3
+    max_level: int = 7
+    combine_method: str = "fast_attention"
+
+
+@dataclass(frozen=True)
 class FeatureExtractor:
-    """The backbone: its TFOD type and the options it takes (FPN levels where it has an FPN)."""
+    """The backbone: its TFOD type and the options it takes (FPN levels where it has an FPN,
+    the BiFPN of an EfficientDet)."""
 
     type: str
     depth_multiplier: float = 1.0
@@ -83,6 +96,7 @@ class FeatureExtractor:
     fpn_levels: tuple[int, int] | None = None  # (min_level, max_level)
     additional_layer_depth: int | None = None  # FPN depth (256 when unset)
     use_depthwise: bool = False
+    bifpn: BiFpn | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,8 @@ class Architecture:
     box_coder_scales: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w
     activation: str = "RELU_6"  # SSD conv layers
     batch_norm_decay: float = 0.997
+    force_use_bias: bool = False  # SSD conv layers keep a bias before their BatchNorm
+    add_background_class: bool = True  # SSD: False when the class head has no background
     first_stage: FirstStage | None = None  # Faster R-CNN only
     share_box_across_classes: bool = True  # Faster R-CNN's second stage
     notes: tuple[str, ...] = field(default=(), compare=False)  # header comment lines
@@ -197,9 +213,10 @@ def _resizer(resizer: FixedShape | KeepAspect) -> Node:
 def _hyperparams(arch: Architecture, stddev: float, batch_norm: bool = True) -> Node:
     """Conv hyperparams: the activation and BatchNorm shape the graph; the regularizer and
     initializer are required fields that inference never uses."""
-    node: Node = [("activation", Token(arch.activation)),
-                  ("regularizer", [("l2_regularizer", [("weight", 0.00004)])]),
-                  ("initializer", [("truncated_normal_initializer", [("stddev", stddev)])])]
+    node: Node = [("force_use_bias", True)] if arch.force_use_bias else []
+    node += [("activation", Token(arch.activation)),
+             ("regularizer", [("l2_regularizer", [("weight", 0.00004)])]),
+             ("initializer", [("truncated_normal_initializer", [("stddev", stddev)])])]
     if batch_norm:
         node.append(("batch_norm", [("scale", True), ("center", True),
                                     ("decay", arch.batch_norm_decay), ("epsilon", 0.001)]))
@@ -216,11 +233,21 @@ def _feature_extractor(arch: Architecture) -> Node:
         if fe.additional_layer_depth:
             fpn.append(("additional_layer_depth", fe.additional_layer_depth))
         node.append(("fpn", fpn))
+    if fe.bifpn:  # EfficientNet takes no depth options (it refuses a depth_multiplier)
+        return [*node, ("bifpn", _bifpn(fe.bifpn)), ("conv_hyperparams", _hyperparams(arch, 0.03))]
     if arch.meta_arch == "faster_rcnn":
         return node
     return [*node, ("min_depth", fe.min_depth), ("depth_multiplier", fe.depth_multiplier),
             ("conv_hyperparams", _hyperparams(arch, 0.03)),
             ("override_base_feature_extractor_hyperparams", True)]
+
+
+def _bifpn(bifpn: BiFpn) -> Node:
+    node: Node = [("min_level", bifpn.min_level), ("max_level", bifpn.max_level),
+                  ("num_iterations", bifpn.num_iterations), ("num_filters", bifpn.num_filters)]
+    if bifpn.combine_method != "fast_attention":  # the proto's default
+        node.append(("combine_method", bifpn.combine_method))
+    return node
 
 
 def _ssd_anchors(anchors: SsdAnchors | MultiscaleAnchors) -> Node:
@@ -265,8 +292,10 @@ def _ssd(arch: Architecture) -> Node:
     y, x, h, w = arch.box_coder_scales
     if arch.anchors is None:
         raise ValueError("an SSD needs an anchor generator")
+    background: Node = [] if arch.add_background_class else [("add_background_class", False)]
     return [
         ("num_classes", arch.num_classes),
+        *background,
         ("image_resizer", _resizer(arch.image_resizer)),
         ("feature_extractor", _feature_extractor(arch)),
         ("box_coder", [("faster_rcnn_box_coder", [
@@ -321,6 +350,35 @@ def _faster_rcnn(arch: Architecture) -> Node:
     ]
 
 
+# EfficientDet D0-D7 as TFOD's TF2 zoo configs state them: D -> (EfficientNet bN, input side,
+# BiFPN iterations and filters (also the box predictor's depth), box predictor layers, BiFPN
+# node fusion). D7 keeps D6's b6 backbone and, in the zoo's config, anchor_scale 4.0.
+_EFFICIENTDETS = {
+    0: (0, 512, 3, 64, 3, "fast_attention"),
+    1: (1, 640, 4, 88, 3, "fast_attention"),
+    2: (2, 768, 5, 112, 3, "fast_attention"),
+    3: (3, 896, 6, 160, 4, "fast_attention"),
+    4: (4, 1024, 7, 224, 4, "fast_attention"),
+    5: (5, 1280, 7, 288, 4, "fast_attention"),
+    6: (6, 1408, 8, 384, 5, "sum"),
+    7: (6, 1536, 8, 384, 5, "sum"),
+}
+
+
+def _efficientdet(d: int) -> Architecture:
+    """EfficientDet-D`d`: TFOD's SSD with an EfficientNet + BiFPN and a depthwise head."""
+    backbone, side, iterations, filters, head_layers, combine = _EFFICIENTDETS[d]
+    return Architecture(
+        "ssd", FeatureExtractor(f"ssd_efficientnet-b{backbone}_bifpn_keras",
+                                bifpn=BiFpn(iterations, filters, combine_method=combine)),
+        KeepAspect(side, side), nms=Nms(iou_threshold=0.5),
+        anchors=MultiscaleAnchors(anchor_scale=4.0, scales_per_octave=3),
+        box_predictor=BoxPredictor("weight_shared_convolutional", depth=filters,
+                                   num_layers=head_layers, kernel_size=3, use_depthwise=True),
+        activation="SWISH", batch_norm_decay=0.99, force_use_bias=True,
+        add_background_class=False)
+
+
 _MOBILENET_FPNLITE = FeatureExtractor("ssd_mobilenet_v2_fpn_keras", fpn_levels=(3, 7),
                                       additional_layer_depth=128, use_depthwise=True)
 
@@ -344,4 +402,5 @@ ARCHITECTURES: dict[str, Architecture] = {
         "faster_rcnn", FeatureExtractor("faster_rcnn_resnet50_keras"), KeepAspect(640, 640),
         nms=Nms(score_threshold=0.0, max_total_detections=300), score_converter="SOFTMAX",
         first_stage=FirstStage()),
+    **{f"ssd_efficientdet_d{d}": _efficientdet(d) for d in _EFFICIENTDETS},
 }
