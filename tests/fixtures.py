@@ -70,8 +70,10 @@ FIXTURE_MODELS = {
                              [*ON_PHOTOS, "--keep_aspect_ratio", "640:640"]),
     "faster_rcnn_r50_fpn_640": ("faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
                                 ON_PHOTOS),
-    # EfficientDet D0 (CI) .. D7 (--run-slow): keep_aspect_ratio, no background class
-    **{f"ssd_efficientdet_d{d}": (zoo, ["--num_classes", "5"])
+    # EfficientDet D0 (CI) .. D7 (--run-slow): keep_aspect_ratio, no background class; D6 and
+    # D7 (1408, 1536 pixels) calibrate on 4 photos: with 8, building D7 took over 19 GB
+    **{f"ssd_efficientdet_d{d}": (zoo, ["--num_classes", "5", *(
+        ["--calibration_count", "4"] if d >= 6 else [])])
        for d, zoo in enumerate(EFFICIENTDET_ZOO)},
 }
 # Zoo config -> the tfod_trt.config.writer preset written in its place when the data folder

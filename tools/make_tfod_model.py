@@ -7,14 +7,15 @@ exports it as a SavedModel, the way `exporter_main_v2.py` does.
 
 DIR receives `pipeline.config`, `checkpoint/` and `saved_model/`. The zoo's own initialisers make
 every SSD score equal (sigmoid(-4.6)) and Faster R-CNN detect nothing, so weights are
-re-randomised: He-normal kernels, EfficientDet's BiFPN fusion weights in U(0.5, 1.5), BatchNorm
-statistics set from a real forward pass (so that activations stay in range through 150 layers),
-and head kernels rescaled so that class logits have a std of about 2 and box encodings about
-0.5. Faster R-CNN heads are set per output column, stage by stage: pooled second-stage features
-hardly differ between proposals, so a global rescale left one class winning every proposal with
-near-equal scores; now each class's logits spread with a std of 2 across proposals around a
-random per-class offset. The export runs in a fresh process (as exporter_main_v2 does),
-otherwise Keras suffixes the layer scopes (`..._1`).
+re-randomised: He-normal kernels, EfficientDet's BiFPN fusion weights in U(0.5, 1.5) (and, as its
+layers use swish, all its BatchNorm gammas x4 and its squeeze-and-excitation kernels x0.1),
+BatchNorm statistics set from a real forward pass (so that activations stay in range through
+150 layers), and head kernels rescaled so that class logits have a std of about 2 and box
+encodings about 0.5. Faster R-CNN heads are set per output column, stage by stage: pooled
+second-stage features hardly differ between proposals, so a global rescale left one class
+winning every proposal with near-equal scores; now each class's logits spread with a std of 2
+across proposals around a random per-class offset. The export runs in a fresh process (as
+exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ RESIDUAL_BRANCH_END = re.compile(r"_block\d+_3_bn/")
 # EfficientDet's BiFPN fusion weights (ReLU, then normalised to sum 1): positive and unequal, as
 # trained ones are; He-normal values would switch off a random half of the BiFPN's inputs.
 BIFPN_FUSION_WEIGHTS = "bifpn_combine_weights:0"
+# EfficientNet's swish halves small inputs but passes large ones, so an image's energy against
+# the calibrated BatchNorm statistics compounds block after block (BiFPN output std 30x apart
+# between two photos; some photos' logits saturate). BatchNorm gamma x4 keeps swish near its
+# linear part; squeeze-and-excitation kernels x0.1 keep its gates near sigmoid(bias).
+SWISH_GAMMA_SCALE = 4.0
+SQUEEZE_EXCITE_KERNEL = re.compile(r"(^|/)se_(reduce|expand)_conv2d/kernel:0$")
+SQUEEZE_EXCITE_GAIN = 0.1
 
 
 def edit_config(pipeline, num_classes: int | None, keep_aspect: tuple[int, int] | None) -> None:
@@ -105,16 +113,18 @@ def randomise_weights(model, images, seed: int, residual_gamma: float = 1.0) -> 
         return model.predict(prep, shapes)
 
     forward()  # creates the variables
+    swish = any(SQUEEZE_EXCITE_KERNEL.search(v.name) for v in model.variables)  # EfficientNet
     branch_ends = 0
     for var in model.variables:
         name, shape = var.name, var.shape.as_list()
         if name.endswith(BIFPN_FUSION_WEIGHTS):
             var.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
         elif name.endswith(("kernel:0", "depthwise_kernel:0", "weights:0")) and len(shape) >= 2:
-            fan_in = int(np.prod(shape[:2] if "depthwise" in name else shape[:-1]))
-            var.assign(rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32))
+            var.assign(he_normal(name, shape, rng))
         elif name.endswith(("gamma:0", "moving_variance:0")):
             gamma = rng.uniform(0.8, 1.2, shape).astype(np.float32)
+            if swish and name.endswith("gamma:0"):
+                gamma *= SWISH_GAMMA_SCALE
             if RESIDUAL_BRANCH_END.search(name) and name.endswith("gamma:0"):
                 gamma *= residual_gamma
                 branch_ends += 1
@@ -128,6 +138,18 @@ def randomise_weights(model, images, seed: int, residual_gamma: float = 1.0) -> 
         rescale_two_stage_heads(model, forward, rng)
     else:
         rescale_heads(model, forward())
+
+
+def he_normal(name: str, shape: list[int], rng):
+    """A He-normal kernel (a depthwise kernel's fan-in is its window); squeeze-and-excitation
+    kernels scaled by SQUEEZE_EXCITE_GAIN."""
+    import numpy as np
+
+    fan_in = int(np.prod(shape[:2] if "depthwise" in name else shape[:-1]))
+    kernel = rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), shape)
+    if SQUEEZE_EXCITE_KERNEL.search(name):
+        kernel *= SQUEEZE_EXCITE_GAIN
+    return kernel.astype(np.float32)
 
 
 def normalise_batchnorm_statistics(model, images, min_variance: float = 1e-3) -> None:
