@@ -103,17 +103,28 @@ def test_graph_contract() -> None:
     assert onnx.helper.get_attribute_value(gather.attribute[0]) == 2  # the class axis
 
 
-def test_parity_with_saved_model(coco_dir: Path) -> None:
+def check_parity(name: str, coco_dir: Path, images: int = 8) -> None:
     """create_onnx.py --validate's check: boxes as Faster R-CNN's, and the masks of the matched
     detections binarised at 0.5 with a mean IoU >= 0.99."""
-    report = validate(exported_model(CI_MODEL) / "saved_model", converted_onnx(CI_MODEL),
-                      coco_dir / "images", max_images=8)
-    print(report.summary())
-    assert report.passed and report.images == 8
-    assert report.detections.reference >= 8 * 20 and report.detections.rate >= 0.99
+    report = validate(exported_model(name) / "saved_model", converted_onnx(name),
+                      coco_dir / "images", max_images=images)
+    print(name, report.summary())
+    assert report.passed and report.images == images
+    assert report.detections.reference >= images * 20 and report.detections.rate >= 0.99
     assert report.masks.pairs == report.detections.matched
     assert report.masks.mean_iou >= 0.99
     assert "masks of the" in report.summary()
+
+
+def test_parity_with_saved_model(coco_dir: Path) -> None:
+    check_parity(CI_MODEL, coco_dir)
+
+
+@pytest.mark.slow
+def test_inception_resnet_v2_1024_parity(coco_dir: Path) -> None:
+    """The zoo's Mask R-CNN (4 classes): 300 proposals of 17x17 crops, 100 detections with
+    33x33 masks, the native crop."""
+    check_parity("mask_rcnn_irv2_1024", coco_dir, images=4)
 
 
 def test_saved_model_masks_are_not_degenerate(coco_dir: Path) -> None:
