@@ -220,14 +220,7 @@ def convert_network(saved_model: Path, config, batch_size: int | None, opset: in
         fetches.append(cut.mask_logits)
     both = tf_graph.prune_graph(graph_def, feeds, fetches)
     del graph_def, first, features, levels  # tf2onnx's peak memory comes next
-    check_masks(config, saved_model, both.outputs[-1].shape[2:] if cut.mask_logits else None)
-    box_logits_shape = both.outputs[2].shape.as_list()
-    if box_logits_shape[1] != proposals:
-        raise ConversionError(
-            f"{config.path}: first_stage_max_proposals is {proposals}, but the SavedModel's "
-            f"second stage takes {box_logits_shape[1]} proposals per image; use the "
-            "pipeline.config exported with this SavedModel"
-        )
+    _check_network(config, saved_model, both, bool(cut.mask_logits))
     names = [t.name for t in both.outputs]
     model = tf_graph.to_onnx(both, names, opset, f"{model_name} network")
     masks = (both.inputs[2].name, names.pop()) if cut.mask_logits else (None, None)
@@ -236,9 +229,24 @@ def convert_network(saved_model: Path, config, batch_size: int | None, opset: in
                            mask_logits=masks[1])
 
 
+def _check_network(config, saved_model: Path, network, masks: bool) -> None:
+    """The pruned network (outputs: RPN, second stage, ..., a Mask R-CNN's mask logits last)
+    against the config: the proposals per image, and the masks."""
+    proposals = config.two_stage.max_proposals
+    taken = network.outputs[2].shape.as_list()[1]
+    if taken != proposals:
+        raise ConversionError(
+            f"{config.path}: first_stage_max_proposals is {proposals}, but the SavedModel's "
+            f"second stage takes {taken} proposals per image; use the pipeline.config "
+            "exported with this SavedModel"
+        )
+    check_masks(config, saved_model, network.outputs[-1].shape[2:] if masks else None)
+
+
 def convert(config, saved_model: Path, options):
     """SavedModel + ModelConfig -> onnx.ModelProto: both stages, two EfficientNMS_TRT and one
-    CropAndResize (see module docstring). `options` are create_onnx.ConversionOptions."""
+    CropAndResize (Mask R-CNN: a second CropAndResize and the mask stage; see module
+    docstring). `options` are create_onnx.ConversionOptions."""
     score, iou, top_k = nms_settings(config, options)
     pre, batch = config.preprocessor, options.batch_dim
     proposals = config.two_stage.max_proposals
@@ -276,18 +284,25 @@ def convert(config, saved_model: Path, options):
     fold_inverse_transposes(graph)
     meta = metadata(config, saved_model, options, score, iou, top_k,
                                 true_shape is not None)
+    meta.update(_two_stage_metadata(config, outputs[4] if net.mask_logits else None))
+    return finish(graph, outputs, options, meta)
+
+
+def _two_stage_metadata(config, masks) -> dict:
+    """The metadata Faster R-CNN adds: its per-class cap and first stage, and a Mask R-CNN's
+    masks output (`masks`, [B,K,h,w]; None without)."""
     first = config.two_stage
-    meta.update({
+    meta = {
         "max_detections_per_class": config.max_detections_per_class,
         "first_stage": {"score_threshold": first.score_threshold,
                         "iou_threshold": first.iou_threshold,
                         "max_proposals": first.max_proposals,
                         "initial_crop_size": first.initial_crop_size},
-    })
-    if net.mask_logits:
-        height, width = outputs[-1].shape[2:]
+    }
+    if masks is not None:
+        height, width = masks.shape[2:]
         meta["masks"] = {"output": MASKS_OUTPUT, "height": height, "width": width}
-    return finish(graph, outputs, options, meta)
+    return meta
 
 
 def _first_stage(graph, logits, encodings, anchors: np.ndarray, padded: np.ndarray, window,
