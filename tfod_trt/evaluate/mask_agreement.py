@@ -1,5 +1,6 @@
 """How far two models' instance masks agree on matched detections: the IoU of the masks
-binarised at 0.5, each pair compared in its own box frame (the masks' [h,w] layout)."""
+binarised as TFOD binarises them (above 0.5), each pair compared in its own box frame (the
+masks' [h,w] layout)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tfod_trt.detect.masks import MASK_THRESHOLD
 from tfod_trt.detections import Detections
 from tfod_trt.evaluate.matching import Pair
 
-MASK_THRESHOLD = 0.5  # a mask pixel is foreground at or above this probability
 MIN_MEAN_MASK_IOU = 0.99  # create_onnx.py --validate passes at or above this mean
 
 
 def binary_mask_iou(first: np.ndarray, second: np.ndarray,
                     threshold: float = MASK_THRESHOLD) -> float:
-    """IoU of two masks of one shape binarised at `threshold`; 1.0 when both are empty."""
-    a, b = first >= threshold, second >= threshold
+    """IoU of two masks of one shape binarised (above `threshold`); 1.0 when both are
+    empty."""
+    a, b = first > threshold, second > threshold
     union = int(np.logical_or(a, b).sum())
     return float(np.logical_and(a, b).sum()) / union if union else 1.0
 
@@ -51,6 +53,6 @@ class MaskAgreement:
         return self.mean_iou >= MIN_MEAN_MASK_IOU
 
     def summary(self) -> str:
-        return (f"  masks of the {self.pairs} matched detections (binarised at "
+        return (f"  masks of the {self.pairs} matched detections (pixels above "
                 f"{MASK_THRESHOLD}): mean IoU {self.mean_iou:.5f} (need >= "
                 f"{MIN_MEAN_MASK_IOU}), min {self.min_iou:.5f}")
