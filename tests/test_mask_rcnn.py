@@ -79,6 +79,8 @@ def test_small_preset_config() -> None:
 
 
 def test_graph_contract() -> None:
+    """Faster R-CNN's outputs plus detection_masks [B,K,h,w] float32, the metadata's masks
+    entry, and the mask stage fed the detections as output."""
     model = onnx.load(str(converted_onnx(CI_MODEL)))
     dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
             for v in model.graph.output}
