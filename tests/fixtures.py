@@ -70,6 +70,9 @@ FIXTURE_MODELS = {
                              [*ON_PHOTOS, "--keep_aspect_ratio", "640:640"]),
     "faster_rcnn_r50_fpn_640": ("faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
                                 ON_PHOTOS),
+    "mask_rcnn_r50_320": ("mask_rcnn_r50_320.config", ON_PHOTOS),
+    "mask_rcnn_irv2_1024": ("mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config",
+                            ON_PHOTOS),
     # EfficientDet D0 (CI) .. D7 (--run-slow): keep_aspect_ratio, no background class; D6 and
     # D7 (1408, 1536 pixels) calibrate on 4 photos: with 8, building D7 took over 19 GB
     **{f"ssd_efficientdet_d{d}": (zoo, ["--num_classes", "5", *(
@@ -83,8 +86,13 @@ ZOO_PRESETS = {
     "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config": "ssd_mobilenet_v2_fpnlite_320",
     "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config": "ssd_resnet50_v1_fpn_640",
     "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": "faster_rcnn_resnet50_v1_640",
+    "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config":
+        "mask_rcnn_inception_resnet_v2_1024",
     **{zoo: f"ssd_efficientdet_d{d}" for d, zoo in enumerate(EFFICIENTDET_ZOO)},
 }
+# Presets with no zoo config (architectures sized for CPU tests): config name -> preset; the
+# written config is their only source.
+WRITTEN_PRESETS = {"mask_rcnn_r50_320.config": "mask_rcnn_r50_320"}
 # Configs that the zoo lacks, derived from a zoo config by text edits: name -> (zoo config,
 # [(old, new)]). Faster R-CNN Inception-ResNet v2 exists only as Mask R-CNN: drop the mask head.
 DERIVED_CONFIGS = {
@@ -247,8 +255,11 @@ def config_sources(zoo_names: list[str]) -> list[ConfigSource]:
 
 def zoo_config(name: str) -> Path:
     """The zoo config `name` of the reference data folder; else one of DERIVED_CONFIGS (written
-    to the cache), or the config written for its preset (ZOO_PRESETS) where the zoo is absent."""
+    to the cache), or the config written for its preset (ZOO_PRESETS) where the zoo is absent;
+    always the written one for WRITTEN_PRESETS."""
     zoo = SHARED / "tfod_configs" / name
+    if name in WRITTEN_PRESETS:
+        return written_config(WRITTEN_PRESETS[name])
     if zoo.is_file():
         return zoo
     if name in ZOO_PRESETS:
@@ -269,23 +280,12 @@ def zoo_config(name: str) -> Path:
     return path
 
 
-def mask_rcnn_config(folder: Path) -> Path:
-    """The zoo's Mask R-CNN config, else the written Faster R-CNN config with Mask R-CNN's
-    number_of_stages: 3 (in `folder`)."""
-    zoo = SHARED / "tfod_configs" / "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config"
-    if zoo.is_file():
-        return zoo
-    text = written_config("faster_rcnn_resnet50_v1_640").read_text()
-    path = folder / "mask_rcnn.config"
-    path.write_text(text.replace("    initial_crop_size:",
-                                 "    number_of_stages: 3\n    initial_crop_size:", 1))
-    return path
-
-
 def config_source(name: str) -> str:
     """Where fixture `name`'s config comes from: 'zoo' (the data folder) or 'written'."""
     config = FIXTURE_MODELS[name][0]
     zoo = SHARED / "tfod_configs" / DERIVED_CONFIGS.get(config, (config,))[0]
+    if config in WRITTEN_PRESETS:
+        return "written"
     return "zoo" if zoo.is_file() or config not in ZOO_PRESETS else "written"
 
 
@@ -319,7 +319,7 @@ def note_use(name: str) -> None:
     source = config_source(name)
     config = FIXTURE_MODELS[name][0]
     what = (f"zoo config {config}" if source == "zoo" else
-            f"written config (preset {ZOO_PRESETS[config]})")
+            f"written config (preset {({**ZOO_PRESETS, **WRITTEN_PRESETS})[config]})")
     photos = "COCO photos" if coco_photos().is_dir() else "synthetic shapes mosaics"
     USED[name] = f"{what}, calibrated on {photos} [{source_key(name)}]"
     if name not in TOUCHED:

@@ -14,8 +14,9 @@ BatchNorm statistics set from a real forward pass (so that activations stay in r
 encodings about 0.5. Faster R-CNN heads are set per output column, stage by stage: pooled
 second-stage features hardly differ between proposals, so a global rescale left one class
 winning every proposal with near-equal scores; now each class's logits spread with a std of 2
-across proposals around a random per-class offset. The export runs in a fresh process (as
-exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
+across proposals around a random per-class offset. Mask R-CNN's mask head (random weights like
+every conv) is set last: its mask logits get a std of 2 around 0 per class. The export runs in a
+fresh process (as exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ CLASS_HEAD_KEYS = {"ClassPredictor"}
 BOX_HEAD_KEYS = {"BoxEncodingPredictor", "BoxPredictor"}
 TARGET_LOGIT_STD = 2.0
 TARGET_BOX_STD = 0.5
+TARGET_MASK_STD = 2.0
 SSD_LOGIT_MEAN = -8.0  # sigmoid(-8 + 2 * 3.6) = 0.3: about 10 scores >= 0.3 per image
 CLASS_OFFSET_STD = 1.0  # Faster R-CNN: spread of the per-class mean logit
 # The last BatchNorm of a Keras ResNet bottleneck branch (conv4_block3_3_bn/gamma:0).
@@ -136,6 +138,7 @@ def randomise_weights(model, images, seed: int, residual_gamma: float = 1.0) -> 
     normalise_batchnorm_statistics(model, images)
     if hasattr(model, "_mask_rcnn_box_predictor"):  # Faster R-CNN
         rescale_two_stage_heads(model, forward, rng)
+        rescale_mask_head(model, forward)
     else:
         rescale_heads(model, forward())
 
@@ -245,6 +248,19 @@ def rescale_two_stage_heads(model, forward, rng) -> None:
             for head, chunk in zip(head_list, chunks, strict=True):
                 layer = next(x for x in reversed(getattr(head, layers)) if hasattr(x, "kernel"))
                 calibrate_layer(layer, chunk, target, offset_std, rng)
+
+
+def rescale_mask_head(model, forward) -> None:
+    """Mask R-CNN: the mask head's last conv gets mask logits of std TARGET_MASK_STD and mean 0
+    per class over the detections' mask pixels, so that masks are half foreground with few
+    pixels near the 0.5 threshold (as the first two stages, measured after they are set)."""
+    heads = getattr(model._mask_rcnn_box_predictor, "_third_stage_heads", {})
+    if "mask_predictions" not in heads:
+        return
+    logits = forward()["mask_predictions"].numpy()  # [detections, classes, height, width]
+    layer = next(x for x in reversed(heads["mask_predictions"]._mask_predictor_layers)
+                 if hasattr(x, "kernel"))
+    calibrate_layer(layer, logits.transpose(0, 2, 3, 1), TARGET_MASK_STD, 0.0, None)
 
 
 def calibrate_layer(layer, outputs, target: float, offset_std: float, rng) -> None:

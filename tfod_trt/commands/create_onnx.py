@@ -146,7 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "padded input counts as the image (TFOD differs near the padding)")
     parser.add_argument("--validate", type=Path, metavar="IMAGES",
                         help="compare the SavedModel and the new ONNX on these images (CPU; "
-                        "the folder is checked before converting)")
+                        "the folder is checked before converting; Mask R-CNN: the masks of "
+                        "the matched detections too)")
     parser.add_argument("--validate_images", type=int, default=16,
                         help="how many images --validate uses")
     args = parser.parse_args(argv)

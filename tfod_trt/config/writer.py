@@ -4,9 +4,10 @@ The TF2 zoo configs carry training details (optimizer, losses, samplers) that in
 reads. `Architecture` holds only what decides the exported graph: the meta-architecture, the
 feature extractor and its options, the image resizer, the anchors, the box coder scales, the box
 predictor, the score converter, NMS, the class count and, for Faster R-CNN, the first stage and
-its crop. `pipeline_config_text` writes them as the model block that TFOD's `config_util` reads
-and `model_builder` builds (with the few training fields, such as the losses, that TFOD needs to
-build a model at all), and `ARCHITECTURES` names the presets the tests build fixture models from.
+its crop, and Mask R-CNN's mask head. `pipeline_config_text` writes them as the model block that
+TFOD's `config_util` reads and `model_builder` builds (with the few training fields, such as the
+losses, that TFOD needs to build a model at all), and `ARCHITECTURES` names the presets the tests
+build fixture models from.
 
     from tfod_trt.config.writer import ARCHITECTURES, pipeline_config_text
     text = pipeline_config_text(dataclasses.replace(ARCHITECTURES["ssd_mobilenet_v2_320"],
@@ -137,6 +138,19 @@ class FirstStage:
 
 
 @dataclass(frozen=True)
+class MaskHead:
+    """Mask R-CNN's mask head (mask_rcnn_box_predictor, run on the final detections): the box
+    classifier's features of each detection resized to height x width, `num_conv_layers` - 1
+    3x3 convs of `conv_depth` channels (0: TFOD derives it from the feature depth and the class
+    count), then one mask per class."""
+
+    height: int = 33
+    width: int = 33
+    conv_depth: int = 0
+    num_conv_layers: int = 4
+
+
+@dataclass(frozen=True)
 class Architecture:
     """The facts of one detection architecture; `pipeline_config_text` writes the config."""
 
@@ -155,6 +169,7 @@ class Architecture:
     add_background_class: bool = True  # SSD: False when the class head has no background
     first_stage: FirstStage | None = None  # Faster R-CNN only
     share_box_across_classes: bool = True  # Faster R-CNN's second stage
+    masks: MaskHead | None = None  # Mask R-CNN: Faster R-CNN with number_of_stages 3
     notes: tuple[str, ...] = field(default=(), compare=False)  # header comment lines
 
 
@@ -322,28 +337,23 @@ def _ssd_loss() -> Node:
 def _faster_rcnn(arch: Architecture) -> Node:
     first = arch.first_stage or FirstStage()
     grid = first.anchors
-    fc = [("op", Token("FC")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
-          ("initializer", [("variance_scaling_initializer", [
-              ("factor", 1.0), ("uniform", True), ("mode", Token("FAN_AVG"))])])]
     return [
+        *([("number_of_stages", 3)] if arch.masks else []),
         ("num_classes", arch.num_classes),
         ("image_resizer", _resizer(arch.image_resizer)),
         ("feature_extractor", _feature_extractor(arch)),
         ("first_stage_anchor_generator", [("grid_anchor_generator", [
             *_repeated("scales", grid.scales), *_repeated("aspect_ratios", grid.aspect_ratios),
             ("height_stride", grid.stride), ("width_stride", grid.stride)])]),
-        ("first_stage_box_predictor_conv_hyperparams", [
-            ("op", Token("CONV")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
-            ("initializer", [("truncated_normal_initializer", [("stddev", 0.01)])])]),
+        ("first_stage_box_predictor_conv_hyperparams", _plain_conv_hyperparams()),
         ("first_stage_nms_score_threshold", first.nms_score_threshold),
         ("first_stage_nms_iou_threshold", first.nms_iou_threshold),
         ("first_stage_max_proposals", first.max_proposals),
         ("initial_crop_size", first.initial_crop_size),
         ("maxpool_kernel_size", first.maxpool_kernel_size),
         ("maxpool_stride", first.maxpool_stride),
-        ("second_stage_box_predictor", [("mask_rcnn_box_predictor", [
-            ("use_dropout", False), ("fc_hyperparams", fc),
-            ("share_box_across_classes", arch.share_box_across_classes)])]),
+        ("second_stage_box_predictor", [("mask_rcnn_box_predictor", _second_stage_predictor(
+            arch))]),
         ("second_stage_post_processing", _post_processing(arch)),
         ("use_matmul_crop_and_resize", first.matmul_crop),
         ("clip_anchors_to_image", True),
@@ -379,6 +389,30 @@ def _efficientdet(d: int) -> Architecture:
         add_background_class=False)
 
 
+def _plain_conv_hyperparams() -> Node:
+    """Conv hyperparams of Faster R-CNN's heads as the zoo writes them: no BatchNorm, the
+    default activation (RELU); the regularizer and initializer are required, never used."""
+    return [("op", Token("CONV")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
+            ("initializer", [("truncated_normal_initializer", [("stddev", 0.01)])])]
+
+
+def _second_stage_predictor(arch: Architecture) -> Node:
+    """mask_rcnn_box_predictor: the box classifier's heads, and Mask R-CNN's mask head."""
+    fc = [("op", Token("FC")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
+          ("initializer", [("variance_scaling_initializer", [
+              ("factor", 1.0), ("uniform", True), ("mode", Token("FAN_AVG"))])])]
+    node: Node = [("use_dropout", False), ("fc_hyperparams", fc),
+                  ("share_box_across_classes", arch.share_box_across_classes)]
+    masks = arch.masks
+    if masks:
+        node += [("mask_height", masks.height), ("mask_width", masks.width),
+                 ("mask_prediction_conv_depth", masks.conv_depth),
+                 ("mask_prediction_num_conv_layers", masks.num_conv_layers),
+                 ("conv_hyperparams", _plain_conv_hyperparams()),
+                 ("predict_instance_masks", True)]
+    return node
+
+
 _MOBILENET_FPNLITE = FeatureExtractor("ssd_mobilenet_v2_fpn_keras", fpn_levels=(3, 7),
                                       additional_layer_depth=128, use_depthwise=True)
 
@@ -403,4 +437,18 @@ ARCHITECTURES: dict[str, Architecture] = {
         nms=Nms(score_threshold=0.0, max_total_detections=300), score_converter="SOFTMAX",
         first_stage=FirstStage()),
     **{f"ssd_efficientdet_d{d}": _efficientdet(d) for d in _EFFICIENTDETS},
+    # The zoo's only Mask R-CNN: a native (not matmul) crop of 17, no pooling after it.
+    "mask_rcnn_inception_resnet_v2_1024": Architecture(
+        "faster_rcnn", FeatureExtractor("faster_rcnn_inception_resnet_v2_keras"),
+        FixedShape(1024, 1024), nms=Nms(score_threshold=0.0), score_converter="SOFTMAX",
+        first_stage=FirstStage(initial_crop_size=17, maxpool_kernel_size=1, maxpool_stride=1,
+                               matmul_crop=False),
+        share_box_across_classes=False, masks=MaskHead()),
+    # No zoo counterpart: a ResNet-50 Mask R-CNN small enough for tests on a CPU (the R50
+    # Faster R-CNN at 320, 64 proposals, 32 detections, 21x21 masks from one conv of 32).
+    "mask_rcnn_r50_320": Architecture(
+        "faster_rcnn", FeatureExtractor("faster_rcnn_resnet50_keras"), KeepAspect(320, 320),
+        nms=Nms(score_threshold=0.0, max_detections_per_class=32, max_total_detections=32),
+        score_converter="SOFTMAX", first_stage=FirstStage(max_proposals=64),
+        masks=MaskHead(height=21, width=21, conv_depth=32, num_conv_layers=2)),
 }

@@ -228,3 +228,22 @@ def _box_scales(index: GraphIndex, raw_boxes: str) -> tuple[float, ...] | None:
             output = int(inputs[0].split(":")[1]) if ":" in inputs[0] else 0
             scales[output] = float(value)
     return tuple(scales[i] for i in range(4)) if len(scales) == 4 else None
+
+
+def check_masks(config, saved_model: Path, mask_size: tuple[int, int] | None) -> None:
+    """Raises ConfigMismatch when Mask R-CNN's masks are on one side only, or of another size:
+    `mask_size` is the (height, width) of the masks the SavedModel predicts, None for none."""
+    masks = config.masks
+    if masks is None and mask_size is None:
+        return
+    if masks is None:
+        said, found = "number_of_stages 2 (no masks)", "outputs detection_masks (Mask R-CNN)"
+    elif mask_size is None:
+        said, found = "number_of_stages: 3 (Mask R-CNN)", "has no detection_masks output"
+    elif tuple(mask_size) != (masks.height, masks.width):
+        said = f"mask_height: {masks.height}, mask_width: {masks.width}"
+        found = f"predicts masks of {mask_size[0]}x{mask_size[1]}"
+    else:
+        return
+    raise ConfigMismatch(f"{config.path} says {said} but {saved_model} {found}; use the "
+                         "pipeline.config exported with this SavedModel")
