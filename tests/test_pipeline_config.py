@@ -167,7 +167,8 @@ def test_center_net_is_refused(tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith(f"{path}: CenterNet models (meta-architecture 'center_net') are "
                               "not supported: ")
-    assert message.endswith("supported: SSD (incl. EfficientDet) and Faster R-CNN")
+    assert message.endswith(
+        "supported: SSD (incl. EfficientDet) and Faster R-CNN (incl. Mask R-CNN)")
     assert "\n" not in message
 
 

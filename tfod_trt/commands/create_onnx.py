@@ -111,9 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="create_onnx.py",
         description="Convert a TFOD SavedModel to ONNX with EfficientNMS_TRT for TensorRT: SSD "
-        "(MobileNet, ResNet FPN, EfficientDet D0-D7) and Faster R-CNN models. The pipeline "
-        "config is first checked against the SavedModel's graph (class count, input size, "
-        "feature extractor, box coder scales).",
+        "(MobileNet, ResNet FPN, EfficientDet D0-D7), Faster R-CNN and Mask R-CNN models. The "
+        "pipeline config is first checked against the SavedModel's graph (class count, input "
+        "size, feature extractor, box coder scales).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-p", "--pipeline_config", required=True, type=Path,

@@ -151,7 +151,8 @@ def _meta_architecture(root: Message, path: Path) -> tuple[str, Message]:
         raise ConfigError(
             f"{path}: CenterNet models (meta-architecture 'center_net') are not supported: they "
             "find objects as heatmap peaks, without the anchors and per-class NMS that the "
-            "TensorRT graph is built on; supported: SSD (incl. EfficientDet) and Faster R-CNN"
+            "TensorRT graph is built on; supported: SSD (incl. EfficientDet) and Faster R-CNN "
+            "(incl. Mask R-CNN)"
         )
     if arch not in SUPPORTED_EXTRACTORS:
         raise ConfigError(
