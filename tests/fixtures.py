@@ -6,8 +6,9 @@ A fixture model is built from the TF2 zoo config of the reference data folder (c
 architecture (ZOO_PRESETS); its random weights are calibrated on the folder's COCO photos, else on
 synthetic shapes (tools/make_shapes_dataset.py). The cache key names both sources (`source_key`,
 `cached`): zoo-built models keep the plain folders (models-v3/NAME), the others have their own
-(models-v3/written-<digest>+mosaics/NAME), so the two never mix; `USED` records what each test
-used.
+(models-v3/written-<digest>+mosaics/NAME), so the two never mix; an architecture whose recipe
+changed on its own adds its tag (models-v3/zoo+swish/NAME: RECIPE_TAGS); `USED` records what each
+test used.
 
 Where TensorFlow is absent (a TensorRT machine), only converted ONNX files already in the cache
 are used; copy `.cache/fixtures/onnx-*` there (dev/gpu/gpu_carry.sh).
@@ -33,6 +34,12 @@ CACHE = Path(os.environ.get("TFOD_TRT_CACHE", ROOT / ".cache" / "fixtures"))
 RECIPE = "v3"  # the fixture models
 ONNX_RECIPE = "v4"  # their converted graphs (v4: per-class NMS)
 MODELS = CACHE / f"models-{RECIPE}"
+# A recipe change for one architecture alone: fixture-name prefix -> a tag in those fixtures'
+# cache key (source_key), so that their models and graphs of an older recipe are never reused
+# while the others stay valid. Bump the tag when that architecture's recipe changes again.
+# "swish": EfficientDet's BiFPN fusion weights positive, BatchNorm gammas x4 and
+# squeeze-and-excitation kernels x0.1.
+RECIPE_TAGS = {"ssd_efficientdet_": "swish"}
 # Synthetic calibration images where the COCO photos are absent (their own folder and seed):
 # 2x2 mosaics of shapes images (calibration_mosaics).
 CALIBRATION_SHAPES = CACHE / "calibration-shapes"
@@ -289,13 +296,21 @@ def config_source(name: str) -> str:
     return "zoo" if zoo.is_file() or config not in ZOO_PRESETS else "written"
 
 
+def recipe_tag(name: str) -> str | None:
+    """The RECIPE_TAGS tag of fixture `name`, None for the plain RECIPE."""
+    return next((tag for prefix, tag in RECIPE_TAGS.items() if name.startswith(prefix)), None)
+
+
 def source_key(name: str) -> str:
     """The cache key of fixture `name`: 'zoo', or 'written-<digest of the written config>';
-    '+mosaics' where synthetic shapes mosaics, not COCO photos, calibrated it."""
+    '+TAG' for a RECIPE_TAGS architecture; '+mosaics' where synthetic shapes mosaics, not COCO
+    photos, calibrated it."""
     key = "zoo"
     if config_source(name) == "written":
         text = zoo_config(FIXTURE_MODELS[name][0]).read_bytes()
         key = f"written-{hashlib.sha256(text).hexdigest()[:10]}"
+    if tag := recipe_tag(name):
+        key += f"+{tag}"
     return key if coco_photos().is_dir() else f"{key}+mosaics"
 
 
