@@ -27,8 +27,8 @@ python3 -c "import zipfile,glob,sys; [zipfile.ZipFile(w).extractall(sys.argv[1])
 rm -rf "$CARRY/wheels"
 # Fixture graphs are converted here first (the GPU machine has no TensorFlow).
 for name in ssd_mobilenet_v2; do
-  "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$name')"
-  cp ".cache/fixtures/onnx-$RECIPE/${name}_b1_nhwc.onnx" "$CARRY/fixtures/onnx-$RECIPE/"
+  onnx=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.converted_onnx('$name'))" | tail -n 1)
+  cp "$onnx" "$CARRY/fixtures/onnx-$RECIPE/"
 done
 TRAINED=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.trained_onnx())")
 cp "$TRAINED" "$CARRY/fixtures/trained/"
