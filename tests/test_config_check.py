@@ -63,6 +63,20 @@ def edited_config(name: str, folder: Path, old: str, new: str) -> Path:
     return path
 
 
+def assert_refused(name: str, folder: Path, facts: GraphFacts, edit: tuple[str, str], said: str,
+                   found: str) -> None:
+    """Fixture `name`'s config with `edit` (old, new) is refused with exit code 2 and one line
+    naming both files, what the config says and what the SavedModel has."""
+    config = edited_config(name, folder, *edit)
+    saved_model = exported_model(name) / "saved_model"
+    with pytest.raises(ConfigMismatch) as caught:
+        check_config(load_pipeline_config(config), saved_model, facts)
+    message = str(caught.value)
+    assert isinstance(caught.value, UsageError)  # exit code 2
+    assert message.startswith(f"{config} says {said} but {saved_model} {found};")
+    assert "\n" not in message
+
+
 def test_facts_of_the_ssd_graph(ssd_facts: GraphFacts) -> None:
     # the fixture recipe: SSD MobileNet v2, 300x300, the zoo's box coder, classes + background
     assert ssd_facts == GraphFacts(
@@ -105,11 +119,7 @@ EFFICIENTDET_EDITS = [
 @pytest.mark.parametrize("edit,said,found", EFFICIENTDET_EDITS, ids=lambda v: str(v)[:24])
 def test_efficientdet_config_of_another_model(tmp_path: Path, efficientdet_facts: GraphFacts,
                                               edit, said: str, found: str) -> None:
-    config = edited_config(EFFICIENTDET, tmp_path, *edit)
-    saved_model = exported_model(EFFICIENTDET) / "saved_model"
-    with pytest.raises(ConfigMismatch) as caught:
-        check_config(load_pipeline_config(config), saved_model, efficientdet_facts)
-    assert str(caught.value).startswith(f"{config} says {said} but {saved_model} {found};")
+    assert_refused(EFFICIENTDET, tmp_path, efficientdet_facts, edit, said, found)
 
 
 def test_the_exported_configs_pass(ssd_facts: GraphFacts, faster_rcnn_facts: GraphFacts) -> None:
@@ -136,14 +146,7 @@ SSD_EDITS = [  # (old, new), the config's words, the SavedModel's words
 @pytest.mark.parametrize("edit,said,found", SSD_EDITS, ids=lambda v: str(v)[:24])
 def test_ssd_config_of_another_model(tmp_path: Path, ssd_facts: GraphFacts, edit, said: str,
                                      found: str) -> None:
-    config = edited_config(SSD, tmp_path, *edit)
-    saved_model = exported_model(SSD) / "saved_model"
-    with pytest.raises(ConfigMismatch) as caught:
-        check_config(load_pipeline_config(config), saved_model, ssd_facts)
-    message = str(caught.value)
-    assert isinstance(caught.value, UsageError)  # exit code 2
-    assert message.startswith(f"{config} says {said} but {saved_model} {found};")
-    assert "\n" not in message
+    assert_refused(SSD, tmp_path, ssd_facts, edit, said, found)
 
 
 FASTER_RCNN_EDITS = [
@@ -162,11 +165,7 @@ FASTER_RCNN_EDITS = [
 @pytest.mark.parametrize("edit,said,found", FASTER_RCNN_EDITS, ids=lambda v: str(v)[:24])
 def test_faster_rcnn_config_of_another_model(tmp_path: Path, faster_rcnn_facts: GraphFacts,
                                              edit, said: str, found: str) -> None:
-    config = edited_config(FASTER_RCNN, tmp_path, *edit)
-    saved_model = exported_model(FASTER_RCNN) / "saved_model"
-    with pytest.raises(ConfigMismatch) as caught:
-        check_config(load_pipeline_config(config), saved_model, faster_rcnn_facts)
-    assert str(caught.value).startswith(f"{config} says {said} but {saved_model} {found};")
+    assert_refused(FASTER_RCNN, tmp_path, faster_rcnn_facts, edit, said, found)
 
 
 def test_every_disagreement_in_one_line(tmp_path: Path, ssd_facts: GraphFacts) -> None:

@@ -38,12 +38,9 @@ def tfod_reframe(box_masks: np.ndarray, boxes: np.ndarray, height: int,
 
 
 @pytest.fixture(scope="module")
-def photos(coco_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with links to the first photos."""
-    folder = tmp_path_factory.mktemp("photos")
-    for photo in find_images(coco_dir / "images")[:PHOTOS]:
-        (folder / photo.name).symlink_to(photo.resolve())
-    return folder
+def photos(first_photos) -> Path:
+    """A folder with links to the first PHOTOS photos."""
+    return first_photos(PHOTOS)
 
 
 def test_paste_mask_is_tfod_reframing() -> None:
