@@ -143,6 +143,7 @@ def test_saved_model_masks_are_not_degenerate(coco_dir: Path) -> None:
     assert (np.abs(masks - 0.5) < 0.01).mean() < 0.02
 
 
+@pytest.mark.slow  # a second conversion of the fixture (about a minute, 9 GB at its peak)
 def test_dynamic_batch_masks(coco_dir: Path) -> None:
     """create_onnx.py --batch_size -1: a batch of two gives each image's masks of the static
     graph."""
