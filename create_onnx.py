@@ -5,8 +5,9 @@
 
 TFOD's preprocessor becomes a static input (pixels 0..255, RGB) followed by the feature
 extractor's normalisation; TFOD's post-processor becomes EfficientNMS_TRT decoding the boxes
-against the anchors. What inference needs later is stored in the ONNX metadata. SSD is converted
-here, Faster R-CNN (two stages, CropAndResize between them) in faster_rcnn.py. Before
+against the anchors. What inference needs later is stored in the ONNX metadata. SSD (MobileNet,
+ResNet FPN, EfficientDet D0-D7) is converted here, Faster R-CNN (two stages, CropAndResize
+between them; Mask R-CNN's mask stage after them) in faster_rcnn.py; CenterNet is refused. Before
 converting, the pipeline config is checked against the SavedModel's graph (class count, input
 size, backbone, box coder): a config of another model stops with exit code 2.
 """

@@ -95,6 +95,24 @@ def coco_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
+def first_photos(coco_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """first_photos(count): a folder with links to the first `count` photos of coco_dir, made
+    once per count."""
+    from tfod_trt.io.images import find_images
+
+    folders: dict[int, Path] = {}
+
+    def folder_of(count: int) -> Path:
+        if count not in folders:
+            folders[count] = tmp_path_factory.mktemp(f"photos{count}")
+            for photo in find_images(coco_dir / "images")[:count]:
+                (folders[count] / photo.name).symlink_to(photo.resolve())
+        return folders[count]
+
+    return folder_of
+
+
+@pytest.fixture(scope="session")
 def photo_label_map(coco_dir: Path, pytestconfig: pytest.Config) -> Path:
     """The label map of coco_dir's categories: the stand-in's own, or COCO's of the zoo."""
     if (coco_dir / "label_map.pbtxt").is_file():

@@ -6,8 +6,9 @@ A fixture model is built from the TF2 zoo config of the reference data folder (c
 architecture (ZOO_PRESETS); its random weights are calibrated on the folder's COCO photos, else on
 synthetic shapes (tools/make_shapes_dataset.py). The cache key names both sources (`source_key`,
 `cached`): zoo-built models keep the plain folders (models-v3/NAME), the others have their own
-(models-v3/written-<digest>+mosaics/NAME), so the two never mix; `USED` records what each test
-used.
+(models-v3/written-<digest>+mosaics/NAME), so the two never mix; an architecture whose recipe
+changed on its own adds its tag (models-v3/zoo+swish/NAME: RECIPE_TAGS); `USED` records what each
+test used.
 
 Where TensorFlow is absent (a TensorRT machine), only converted ONNX files already in the cache
 are used; copy `.cache/fixtures/onnx-*` there (dev/gpu/gpu_carry.sh).
@@ -33,6 +34,12 @@ CACHE = Path(os.environ.get("TFOD_TRT_CACHE", ROOT / ".cache" / "fixtures"))
 RECIPE = "v3"  # the fixture models
 ONNX_RECIPE = "v4"  # their converted graphs (v4: per-class NMS)
 MODELS = CACHE / f"models-{RECIPE}"
+# A recipe change for one architecture alone: fixture-name prefix -> a tag in those fixtures'
+# cache key (source_key), so that their models and graphs of an older recipe are never reused
+# while the others stay valid. Bump the tag when that architecture's recipe changes again.
+# "swish": EfficientDet's BiFPN fusion weights positive, BatchNorm gammas x4 and
+# squeeze-and-excitation kernels x0.1.
+RECIPE_TAGS = {"ssd_efficientdet_": "swish"}
 # Synthetic calibration images where the COCO photos are absent (their own folder and seed):
 # 2x2 mosaics of shapes images (calibration_mosaics).
 CALIBRATION_SHAPES = CACHE / "calibration-shapes"
@@ -42,6 +49,10 @@ STAND_IN = "v2"  # bump when tools/make_stand_in_photos.py draws other photos
 # Two photos (600 crops in the second stage) keep a build under ~6 GB of memory.
 ON_PHOTOS = ["--num_classes", "4", "--calibration_count", "2"]
 
+# The TF2 zoo's EfficientDet D0..D7 configs (D3-D7 train on 32 TPUs).
+EFFICIENTDET_ZOO = [
+    f"ssd_efficientdet_d{d}_{side}x{side}_coco17_tpu-{8 if d < 3 else 32}.config"
+    for d, side in enumerate((512, 640, 768, 896, 1024, 1280, 1408, 1536))]
 # name -> (zoo config, extra make_tfod_model.py arguments); few classes keep them small.
 FIXTURE_MODELS = {
     "ssd_mobilenet_v2": ("ssd_mobilenet_v2_320x320_coco17_tpu-8.config", ["--num_classes", "6"]),
@@ -66,6 +77,14 @@ FIXTURE_MODELS = {
                              [*ON_PHOTOS, "--keep_aspect_ratio", "640:640"]),
     "faster_rcnn_r50_fpn_640": ("faster_rcnn_resnet50_v1_fpn_640x640_coco17_tpu-8.config",
                                 ON_PHOTOS),
+    "mask_rcnn_r50_320": ("mask_rcnn_r50_320.config", ON_PHOTOS),
+    "mask_rcnn_irv2_1024": ("mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config",
+                            ON_PHOTOS),
+    # EfficientDet D0 (CI) .. D7 (--run-slow): keep_aspect_ratio, no background class; D6 and
+    # D7 (1408, 1536 pixels) calibrate on 4 photos: with 8, building D7 took over 19 GB
+    **{f"ssd_efficientdet_d{d}": (zoo, ["--num_classes", "5", *(
+        ["--calibration_count", "4"] if d >= 6 else [])])
+       for d, zoo in enumerate(EFFICIENTDET_ZOO)},
 }
 # Zoo config -> the tfod_trt.config.writer preset written in its place when the data folder
 # lacks it: the CI fixtures (the slow ones need the zoo).
@@ -74,7 +93,13 @@ ZOO_PRESETS = {
     "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config": "ssd_mobilenet_v2_fpnlite_320",
     "ssd_resnet50_v1_fpn_640x640_coco17_tpu-8.config": "ssd_resnet50_v1_fpn_640",
     "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config": "faster_rcnn_resnet50_v1_640",
+    "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config":
+        "mask_rcnn_inception_resnet_v2_1024",
+    **{zoo: f"ssd_efficientdet_d{d}" for d, zoo in enumerate(EFFICIENTDET_ZOO)},
 }
+# Presets with no zoo config (architectures sized for CPU tests): config name -> preset; the
+# written config is their only source.
+WRITTEN_PRESETS = {"mask_rcnn_r50_320.config": "mask_rcnn_r50_320"}
 # Configs that the zoo lacks, derived from a zoo config by text edits: name -> (zoo config,
 # [(old, new)]). Faster R-CNN Inception-ResNet v2 exists only as Mask R-CNN: drop the mask head.
 DERIVED_CONFIGS = {
@@ -237,8 +262,11 @@ def config_sources(zoo_names: list[str]) -> list[ConfigSource]:
 
 def zoo_config(name: str) -> Path:
     """The zoo config `name` of the reference data folder; else one of DERIVED_CONFIGS (written
-    to the cache), or the config written for its preset (ZOO_PRESETS) where the zoo is absent."""
+    to the cache), or the config written for its preset (ZOO_PRESETS) where the zoo is absent;
+    always the written one for WRITTEN_PRESETS."""
     zoo = SHARED / "tfod_configs" / name
+    if name in WRITTEN_PRESETS:
+        return written_config(WRITTEN_PRESETS[name])
     if zoo.is_file():
         return zoo
     if name in ZOO_PRESETS:
@@ -259,33 +287,30 @@ def zoo_config(name: str) -> Path:
     return path
 
 
-def mask_rcnn_config(folder: Path) -> Path:
-    """The zoo's Mask R-CNN config, else the written Faster R-CNN config with Mask R-CNN's
-    number_of_stages: 3 (in `folder`)."""
-    zoo = SHARED / "tfod_configs" / "mask_rcnn_inception_resnet_v2_1024x1024_coco17_gpu-8.config"
-    if zoo.is_file():
-        return zoo
-    text = written_config("faster_rcnn_resnet50_v1_640").read_text()
-    path = folder / "mask_rcnn.config"
-    path.write_text(text.replace("    initial_crop_size:",
-                                 "    number_of_stages: 3\n    initial_crop_size:", 1))
-    return path
-
-
 def config_source(name: str) -> str:
     """Where fixture `name`'s config comes from: 'zoo' (the data folder) or 'written'."""
     config = FIXTURE_MODELS[name][0]
     zoo = SHARED / "tfod_configs" / DERIVED_CONFIGS.get(config, (config,))[0]
+    if config in WRITTEN_PRESETS:
+        return "written"
     return "zoo" if zoo.is_file() or config not in ZOO_PRESETS else "written"
+
+
+def recipe_tag(name: str) -> str | None:
+    """The RECIPE_TAGS tag of fixture `name`, None for the plain RECIPE."""
+    return next((tag for prefix, tag in RECIPE_TAGS.items() if name.startswith(prefix)), None)
 
 
 def source_key(name: str) -> str:
     """The cache key of fixture `name`: 'zoo', or 'written-<digest of the written config>';
-    '+mosaics' where synthetic shapes mosaics, not COCO photos, calibrated it."""
+    '+TAG' for a RECIPE_TAGS architecture; '+mosaics' where synthetic shapes mosaics, not COCO
+    photos, calibrated it."""
     key = "zoo"
     if config_source(name) == "written":
         text = zoo_config(FIXTURE_MODELS[name][0]).read_bytes()
         key = f"written-{hashlib.sha256(text).hexdigest()[:10]}"
+    if tag := recipe_tag(name):
+        key += f"+{tag}"
     return key if coco_photos().is_dir() else f"{key}+mosaics"
 
 
@@ -309,7 +334,7 @@ def note_use(name: str) -> None:
     source = config_source(name)
     config = FIXTURE_MODELS[name][0]
     what = (f"zoo config {config}" if source == "zoo" else
-            f"written config (preset {ZOO_PRESETS[config]})")
+            f"written config (preset {({**ZOO_PRESETS, **WRITTEN_PRESETS})[config]})")
     photos = "COCO photos" if coco_photos().is_dir() else "synthetic shapes mosaics"
     USED[name] = f"{what}, calibrated on {photos} [{source_key(name)}]"
     if name not in TOUCHED:

@@ -22,7 +22,7 @@ from tfod_trt.convert.config_check import (
 )
 from tfod_trt.errors import UsageError
 
-SSD, FASTER_RCNN = "ssd_mobilenet_v2", "faster_rcnn_r50_640"
+SSD, FASTER_RCNN, EFFICIENTDET = "ssd_mobilenet_v2", "faster_rcnn_r50_640", "ssd_efficientdet_d0"
 
 
 def fixture_classes(name: str) -> int:
@@ -63,6 +63,20 @@ def edited_config(name: str, folder: Path, old: str, new: str) -> Path:
     return path
 
 
+def assert_refused(name: str, folder: Path, facts: GraphFacts, edit: tuple[str, str], said: str,
+                   found: str) -> None:
+    """Fixture `name`'s config with `edit` (old, new) is refused with exit code 2 and one line
+    naming both files, what the config says and what the SavedModel has."""
+    config = edited_config(name, folder, *edit)
+    saved_model = exported_model(name) / "saved_model"
+    with pytest.raises(ConfigMismatch) as caught:
+        check_config(load_pipeline_config(config), saved_model, facts)
+    message = str(caught.value)
+    assert isinstance(caught.value, UsageError)  # exit code 2
+    assert message.startswith(f"{config} says {said} but {saved_model} {found};")
+    assert "\n" not in message
+
+
 def test_facts_of_the_ssd_graph(ssd_facts: GraphFacts) -> None:
     # the fixture recipe: SSD MobileNet v2, 300x300, the zoo's box coder, classes + background
     assert ssd_facts == GraphFacts(
@@ -74,6 +88,38 @@ def test_facts_of_the_faster_rcnn_graph(faster_rcnn_facts: GraphFacts) -> None:
     assert faster_rcnn_facts == GraphFacts(
         class_head_width=fixture_classes(FASTER_RCNN) + 1, input_size=(640, 640),
         backbone=Backbone("ResNet-50", fpn=False), box_scales=(10.0, 10.0, 5.0, 5.0))
+
+
+@pytest.fixture(scope="module")
+def efficientdet_facts() -> GraphFacts:
+    return graph_facts(EFFICIENTDET)
+
+
+def test_facts_of_the_efficientdet_graph(efficientdet_facts: GraphFacts) -> None:
+    # D0: EfficientNet-b0 + BiFPN, keep_aspect_ratio 512, no background column
+    assert efficientdet_facts == GraphFacts(
+        class_head_width=fixture_classes(EFFICIENTDET), input_size=(512, 512),
+        backbone=Backbone("EfficientNet", fpn=True), box_scales=(10.0, 10.0, 5.0, 5.0))
+    model = exported_model(EFFICIENTDET)
+    check_config(load_pipeline_config(model / "pipeline.config"), model / "saved_model",
+                 efficientdet_facts)
+
+
+EFFICIENTDET_EDITS = [
+    (("num_classes: 5", "num_classes: 90"), "num_classes: 90 with add_background_class: false",
+     "has a class head of width 5"),
+    (("ssd_efficientnet-b0_bifpn_keras", "ssd_mobilenet_v2_fpn_keras"),
+     "feature_extractor ssd_mobilenet_v2_fpn_keras (MobileNet v2 FPN)",
+     "has an EfficientNet BiFPN backbone"),
+    (("max_dimension: 512", "max_dimension: 640"),
+     "input size 640x640 (keep_aspect_ratio_resizer)", "resizes its images to 512x512"),
+]
+
+
+@pytest.mark.parametrize("edit,said,found", EFFICIENTDET_EDITS, ids=lambda v: str(v)[:24])
+def test_efficientdet_config_of_another_model(tmp_path: Path, efficientdet_facts: GraphFacts,
+                                              edit, said: str, found: str) -> None:
+    assert_refused(EFFICIENTDET, tmp_path, efficientdet_facts, edit, said, found)
 
 
 def test_the_exported_configs_pass(ssd_facts: GraphFacts, faster_rcnn_facts: GraphFacts) -> None:
@@ -100,14 +146,7 @@ SSD_EDITS = [  # (old, new), the config's words, the SavedModel's words
 @pytest.mark.parametrize("edit,said,found", SSD_EDITS, ids=lambda v: str(v)[:24])
 def test_ssd_config_of_another_model(tmp_path: Path, ssd_facts: GraphFacts, edit, said: str,
                                      found: str) -> None:
-    config = edited_config(SSD, tmp_path, *edit)
-    saved_model = exported_model(SSD) / "saved_model"
-    with pytest.raises(ConfigMismatch) as caught:
-        check_config(load_pipeline_config(config), saved_model, ssd_facts)
-    message = str(caught.value)
-    assert isinstance(caught.value, UsageError)  # exit code 2
-    assert message.startswith(f"{config} says {said} but {saved_model} {found};")
-    assert "\n" not in message
+    assert_refused(SSD, tmp_path, ssd_facts, edit, said, found)
 
 
 FASTER_RCNN_EDITS = [
@@ -126,11 +165,7 @@ FASTER_RCNN_EDITS = [
 @pytest.mark.parametrize("edit,said,found", FASTER_RCNN_EDITS, ids=lambda v: str(v)[:24])
 def test_faster_rcnn_config_of_another_model(tmp_path: Path, faster_rcnn_facts: GraphFacts,
                                              edit, said: str, found: str) -> None:
-    config = edited_config(FASTER_RCNN, tmp_path, *edit)
-    saved_model = exported_model(FASTER_RCNN) / "saved_model"
-    with pytest.raises(ConfigMismatch) as caught:
-        check_config(load_pipeline_config(config), saved_model, faster_rcnn_facts)
-    assert str(caught.value).startswith(f"{config} says {said} but {saved_model} {found};")
+    assert_refused(FASTER_RCNN, tmp_path, faster_rcnn_facts, edit, said, found)
 
 
 def test_every_disagreement_in_one_line(tmp_path: Path, ssd_facts: GraphFacts) -> None:
@@ -162,6 +197,8 @@ def test_every_supported_extractor_names_its_backbone() -> None:
     assert backbones["faster_rcnn_resnet101_fpn_keras"] == Backbone("ResNet-101", fpn=True)
     assert backbones["faster_rcnn_inception_resnet_v2_keras"] == Backbone(
         "Inception-ResNet v2", fpn=False)
+    assert backbones["ssd_efficientnet-b7_bifpn_keras"] == Backbone("EfficientNet", fpn=True)
+    assert str(backbones["ssd_efficientnet-b0_bifpn_keras"]) == "EfficientNet BiFPN"
 
 
 @pytest.mark.parametrize("names,backbone", [
@@ -172,6 +209,10 @@ def test_every_supported_extractor_names_its_backbone() -> None:
     ([f"model/conv4_block{i}_2_conv/Conv2D" for i in range(1, 37)], Backbone("ResNet-152", False)),
     (["model/block35_10_conv/Conv2D", "model/mixed_6a/concat", "model_1/block8_9/add"],
      Backbone("Inception-ResNet v2", False)),
+    (["EfficientDet-D7/model/stack_6/block_3/se_reduce_conv2d/Conv2D",
+      "EfficientDet-D7/bifpn/node_00/0_up_lvl_6/post_combine/separable_conv/separable_conv2d"],
+     Backbone("EfficientNet", True)),
+    (["model/stack_0/block_0/depthwise_conv2d/depthwise"], Backbone("EfficientNet", False)),
     (["model/conv4_block7_out/Relu"], None),  # no ResNet has 7 conv4 blocks
     (["Postprocessor/Decode/truediv"], None),
 ])

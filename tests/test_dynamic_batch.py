@@ -27,7 +27,6 @@ from tfod_trt.config.preprocessor import Preprocessor
 from tfod_trt.detect.batch import detect_folder, dynamic_batch_range, rows_to_run
 from tfod_trt.detect.results import ImageResult
 from tfod_trt.io.batcher import ImageBatcher
-from tfod_trt.io.images import find_images
 from tfod_trt.metadata import BATCH_DIM, read_metadata, static_batch_size
 from tfod_trt.reference.runner import ReferenceRunner
 from tfod_trt.trt.batch_profile import DEFAULT_BATCH_PROFILE, profile_shapes
@@ -49,12 +48,9 @@ def graph_dims(path: Path) -> dict[str, list[int | str]]:
 
 
 @pytest.fixture(scope="module")
-def photos(coco_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photos(first_photos) -> Path:
     """A folder of the first PHOTOS photos."""
-    folder = tmp_path_factory.mktemp("photos")
-    for photo in find_images(coco_dir / "images")[:PHOTOS]:
-        (folder / photo.name).symlink_to(photo.resolve())
-    return folder
+    return first_photos(PHOTOS)
 
 
 def run_quietly(main, *args: object) -> tuple[int, str]:

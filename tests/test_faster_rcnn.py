@@ -218,7 +218,9 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("edit,words", [
-    (("number_of_stages: 2", "number_of_stages: 3"), "Mask R-CNN models are not supported yet"),
+    (("number_of_stages: 2", "number_of_stages: 3"),
+     "number_of_stages: 3 (Mask R-CNN) needs the mask head: set second_stage_box_predictor."
+     "mask_rcnn_box_predictor.predict_instance_masks: true"),
     (("initial_crop_size: 14", "initial_crop_size: 14\n    context_config { max_num_context_"
       "features: 2000 }"), "Context R-CNN models are not supported yet"),
     (("number_of_stages: 2", "number_of_stages: 1"), "RPN only) models are not supported yet"),

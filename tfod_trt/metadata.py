@@ -11,6 +11,7 @@ import onnx
 from tfod_trt.graph_names import (  # noqa: F401
     BATCH_DIM,
     INPUT_NAME,
+    MASKS_OUTPUT,
     OUTPUT_NAMES,
     TRUE_IMAGE_SHAPE,
 )

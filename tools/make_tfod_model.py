@@ -7,13 +7,16 @@ exports it as a SavedModel, the way `exporter_main_v2.py` does.
 
 DIR receives `pipeline.config`, `checkpoint/` and `saved_model/`. The zoo's own initialisers make
 every SSD score equal (sigmoid(-4.6)) and Faster R-CNN detect nothing, so weights are
-re-randomised: He-normal kernels, BatchNorm statistics set from a real forward pass (so that
-activations stay in range through 150 layers), and head kernels rescaled so that class logits have
-a std of about 2 and box encodings about 0.5. Faster R-CNN heads are set per output column, stage
-by stage: pooled second-stage features hardly differ between proposals, so a global rescale left
-one class winning every proposal with near-equal scores; now each class's logits spread with a
-std of 2 across proposals around a random per-class offset. The export runs in a fresh process
-(as exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
+re-randomised: He-normal kernels, EfficientDet's BiFPN fusion weights in U(0.5, 1.5) (and, as its
+layers use swish, all its BatchNorm gammas x4 and its squeeze-and-excitation kernels x0.1),
+BatchNorm statistics set from a real forward pass (so that activations stay in range through
+150 layers), and head kernels rescaled so that class logits have a std of about 2 and box
+encodings about 0.5. Faster R-CNN heads are set per output column, stage by stage: pooled
+second-stage features hardly differ between proposals, so a global rescale left one class
+winning every proposal with near-equal scores; now each class's logits spread with a std of 2
+across proposals around a random per-class offset. Mask R-CNN's mask head (random weights like
+every conv) is set last: its mask logits get a std of 2 around 0 per class. The export runs in a
+fresh process (as exporter_main_v2 does), otherwise Keras suffixes the layer scopes (`..._1`).
 """
 
 from __future__ import annotations
@@ -34,10 +37,21 @@ CLASS_HEAD_KEYS = {"ClassPredictor"}
 BOX_HEAD_KEYS = {"BoxEncodingPredictor", "BoxPredictor"}
 TARGET_LOGIT_STD = 2.0
 TARGET_BOX_STD = 0.5
+TARGET_MASK_STD = 2.0
 SSD_LOGIT_MEAN = -8.0  # sigmoid(-8 + 2 * 3.6) = 0.3: about 10 scores >= 0.3 per image
 CLASS_OFFSET_STD = 1.0  # Faster R-CNN: spread of the per-class mean logit
 # The last BatchNorm of a Keras ResNet bottleneck branch (conv4_block3_3_bn/gamma:0).
 RESIDUAL_BRANCH_END = re.compile(r"_block\d+_3_bn/")
+# EfficientDet's BiFPN fusion weights (ReLU, then normalised to sum 1): positive and unequal, as
+# trained ones are; He-normal values would switch off a random half of the BiFPN's inputs.
+BIFPN_FUSION_WEIGHTS = "bifpn_combine_weights:0"
+# EfficientNet's swish halves small inputs but passes large ones, so an image's energy against
+# the calibrated BatchNorm statistics compounds block after block (BiFPN output std 30x apart
+# between two photos; some photos' logits saturate). BatchNorm gamma x4 keeps swish near its
+# linear part; squeeze-and-excitation kernels x0.1 keep its gates near sigmoid(bias).
+SWISH_GAMMA_SCALE = 4.0
+SQUEEZE_EXCITE_KERNEL = re.compile(r"(^|/)se_(reduce|expand)_conv2d/kernel:0$")
+SQUEEZE_EXCITE_GAIN = 0.1
 
 
 def edit_config(pipeline, num_classes: int | None, keep_aspect: tuple[int, int] | None) -> None:
@@ -101,14 +115,18 @@ def randomise_weights(model, images, seed: int, residual_gamma: float = 1.0) -> 
         return model.predict(prep, shapes)
 
     forward()  # creates the variables
+    swish = any(SQUEEZE_EXCITE_KERNEL.search(v.name) for v in model.variables)  # EfficientNet
     branch_ends = 0
     for var in model.variables:
         name, shape = var.name, var.shape.as_list()
-        if name.endswith(("kernel:0", "depthwise_kernel:0", "weights:0")) and len(shape) >= 2:
-            fan_in = int(np.prod(shape[:2] if "depthwise" in name else shape[:-1]))
-            var.assign(rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), shape).astype(np.float32))
+        if name.endswith(BIFPN_FUSION_WEIGHTS):
+            var.assign(rng.uniform(0.5, 1.5, shape).astype(np.float32))
+        elif name.endswith(("kernel:0", "depthwise_kernel:0", "weights:0")) and len(shape) >= 2:
+            var.assign(he_normal(name, shape, rng))
         elif name.endswith(("gamma:0", "moving_variance:0")):
             gamma = rng.uniform(0.8, 1.2, shape).astype(np.float32)
+            if swish and name.endswith("gamma:0"):
+                gamma *= SWISH_GAMMA_SCALE
             if RESIDUAL_BRANCH_END.search(name) and name.endswith("gamma:0"):
                 gamma *= residual_gamma
                 branch_ends += 1
@@ -120,8 +138,21 @@ def randomise_weights(model, images, seed: int, residual_gamma: float = 1.0) -> 
     normalise_batchnorm_statistics(model, images)
     if hasattr(model, "_mask_rcnn_box_predictor"):  # Faster R-CNN
         rescale_two_stage_heads(model, forward, rng)
+        rescale_mask_head(model, forward)
     else:
         rescale_heads(model, forward())
+
+
+def he_normal(name: str, shape: list[int], rng):
+    """A He-normal kernel (a depthwise kernel's fan-in is its window); squeeze-and-excitation
+    kernels scaled by SQUEEZE_EXCITE_GAIN."""
+    import numpy as np
+
+    fan_in = int(np.prod(shape[:2] if "depthwise" in name else shape[:-1]))
+    kernel = rng.normal(0, np.sqrt(2.0 / max(fan_in, 1)), shape)
+    if SQUEEZE_EXCITE_KERNEL.search(name):
+        kernel *= SQUEEZE_EXCITE_GAIN
+    return kernel.astype(np.float32)
 
 
 def normalise_batchnorm_statistics(model, images, min_variance: float = 1e-3) -> None:
@@ -217,6 +248,19 @@ def rescale_two_stage_heads(model, forward, rng) -> None:
             for head, chunk in zip(head_list, chunks, strict=True):
                 layer = next(x for x in reversed(getattr(head, layers)) if hasattr(x, "kernel"))
                 calibrate_layer(layer, chunk, target, offset_std, rng)
+
+
+def rescale_mask_head(model, forward) -> None:
+    """Mask R-CNN: the mask head's last conv gets mask logits of std TARGET_MASK_STD and mean 0
+    per class over the detections' mask pixels, so that masks are half foreground with few
+    pixels near the 0.5 threshold (as the first two stages, measured after they are set)."""
+    heads = getattr(model._mask_rcnn_box_predictor, "_third_stage_heads", {})
+    if "mask_predictions" not in heads:
+        return
+    logits = forward()["mask_predictions"].numpy()  # [detections, classes, height, width]
+    layer = next(x for x in reversed(heads["mask_predictions"]._mask_predictor_layers)
+                 if hasattr(x, "kernel"))
+    calibrate_layer(layer, logits.transpose(0, 2, 3, 1), TARGET_MASK_STD, 0.0, None)
 
 
 def calibrate_layer(layer, outputs, target: float, offset_std: float, rng) -> None:

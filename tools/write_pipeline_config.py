@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for name in sorted(ARCHITECTURES):
-            print(f"{name:32} {describe(ARCHITECTURES[name])}")
+            print(f"{name:36} {describe(ARCHITECTURES[name])}")
         return 0
     arch = ARCHITECTURES[args.name]
     if args.num_classes:

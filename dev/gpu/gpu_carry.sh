@@ -27,8 +27,8 @@ python3 -c "import zipfile,glob,sys; [zipfile.ZipFile(w).extractall(sys.argv[1])
 rm -rf "$CARRY/wheels"
 # Fixture graphs are converted here first (the GPU machine has no TensorFlow).
 for name in ssd_mobilenet_v2; do
-  "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$name')"
-  cp ".cache/fixtures/onnx-$RECIPE/${name}_b1_nhwc.onnx" "$CARRY/fixtures/onnx-$RECIPE/"
+  onnx=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.converted_onnx('$name'))" | tail -n 1)
+  cp "$onnx" "$CARRY/fixtures/onnx-$RECIPE/"
 done
 TRAINED=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.trained_onnx())")
 cp "$TRAINED" "$CARRY/fixtures/trained/"
@@ -39,10 +39,10 @@ cp -r .cache/shapes/val "$CARRY/shapes/"
 # the fixtures in $BIG_MODELS and the batch variants of benchmark.py's sweep.
 BIG=$ROOT/.cache/gpu_big
 rm -rf "$BIG" && mkdir -p "$BIG"
-for spec in ${BIG_MODELS:-faster_rcnn_r50_640 ssd_fpnlite_320 ssd_resnet50_fpn_640 ssd_mobilenet_v2_keep_aspect}; do
-  "$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; fixtures.converted_onnx('$spec')"
-  "$PY" dev/gpu/onnx_half_weights.py pack ".cache/fixtures/onnx-$RECIPE/${spec}_b1_nhwc.onnx" \
-    "$BIG/${spec}_b1_nhwc.half.onnx"
+for spec in ${BIG_MODELS:-faster_rcnn_r50_640 mask_rcnn_r50_320 ssd_fpnlite_320 ssd_resnet50_fpn_640 ssd_mobilenet_v2_keep_aspect ssd_efficientdet_d0}; do
+  # the cached path: a model built from a written config has a folder of its own
+  onnx=$("$PY" -c "import sys; sys.path[:0] = ['tests', '.']; import fixtures; print(fixtures.converted_onnx('$spec'))" | tail -n 1)
+  "$PY" dev/gpu/onnx_half_weights.py pack "$onnx" "$BIG/${spec}_b1_nhwc.half.onnx"
 done
 # The dynamic-batch graphs of tests/test_trt_gpu_dynamic.py (create_onnx.py --batch_size -1),
 # NAME_bdyn_LAYOUT.onnx, also with float16-stored weights.

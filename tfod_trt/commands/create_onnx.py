@@ -110,9 +110,10 @@ def run_validation(args: argparse.Namespace) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="create_onnx.py",
-        description="Convert a TFOD SavedModel to ONNX with EfficientNMS_TRT for TensorRT. "
-        "The pipeline config is first checked against the SavedModel's graph (class count, "
-        "input size, feature extractor, box coder scales).",
+        description="Convert a TFOD SavedModel to ONNX with EfficientNMS_TRT for TensorRT: SSD "
+        "(MobileNet, ResNet FPN, EfficientDet D0-D7), Faster R-CNN and Mask R-CNN models. The "
+        "pipeline config is first checked against the SavedModel's graph (class count, input "
+        "size, feature extractor, box coder scales).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-p", "--pipeline_config", required=True, type=Path,
@@ -145,7 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "padded input counts as the image (TFOD differs near the padding)")
     parser.add_argument("--validate", type=Path, metavar="IMAGES",
                         help="compare the SavedModel and the new ONNX on these images (CPU; "
-                        "the folder is checked before converting)")
+                        "the folder is checked before converting; Mask R-CNN: the masks of "
+                        "the matched detections too)")
     parser.add_argument("--validate_images", type=int, default=16,
                         help="how many images --validate uses")
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ from tfod_trt.detect.runners import model_inputs, open_model
 from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.checks import settle
 from tfod_trt.evaluate.coco import (
+    IOU_TYPES,
     PROG,
     annotated_images,
     check_categories,
@@ -92,12 +93,13 @@ def run(args: argparse.Namespace) -> int:
     """The command line's work; raises UsageError (or OSError/ValueError) for bad input."""
     found = find_images(args.input) if args.input else []
     check_results_path(args, found)
-    gt, dropped = load_annotations(args.annotations)
+    gt, dropped = load_annotations(args.annotations, args.iou_type)
     settle(dropped, args.strict, PROG)
     images = annotated_images(found, gt, args.annotations) if args.input else {}
     failed: list = []
     if args.detections:
-        records, dropped = load_detections(args.detections, gt, args.score_threshold)
+        records, dropped = load_detections(args.detections, gt, args.score_threshold,
+                                           args.iou_type)
         settle(dropped, args.strict, PROG)
         evaluated = list(images.values()) or gt.getImgIds()
         what = str(args.detections)
@@ -107,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         records, evaluated, failed = detected
         what = str(args.engine or args.onnx or args.saved_model or args.triton)
-    scores = score_detections(gt, records, evaluated)
+    scores = score_detections(gt, records, evaluated, args.iou_type)
     print(f"{what}: {len(evaluated)} images, {len(records)} detections")
+    if args.iou_type == "segm":
+        print("segm: the IoU of the masks (Mask R-CNN), not of the boxes")
     print(scores.table())
     if args.per_category:
         print(scores.category_table())
@@ -135,7 +139,7 @@ def detect_records(args: argparse.Namespace, gt: COCO, images: dict[Path, int]
             print(f"{PROG}: no image could be read", file=sys.stderr)
         return None
     what = str(args.engine or args.onnx or args.saved_model or args.triton)
-    records, dropped = to_records(results, images, gt, what)
+    records, dropped = to_records(results, images, gt, what, args.iou_type)
     settle(dropped, args.strict, PROG)
     if args.results:
         write_results(args.results, records)
@@ -150,6 +154,10 @@ def model_results(args: argparse.Namespace, gt: COCO, labels: dict[int, str] | N
         check_categories(gt, args.annotations, labels, args.labels, None)
         return detect_remote(images, args)
     runner = open_model(args)
+    if args.iou_type == "segm" and not (runner.metadata or {}).get("masks"):
+        raise UsageError(f"{args.engine or args.onnx or args.saved_model}: --iou_type segm "
+                         "needs a model with masks (Mask R-CNN); this one outputs no "
+                         "detection_masks")
     check_categories(gt, args.annotations, labels, args.labels,
                      (runner.metadata or {}).get("num_classes"))
     return (*detect_all(runner, images, args), [])
@@ -197,6 +205,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "ONNX takes only its own, a dynamic-batch engine its profile's MIN to "
                         "MAX (default MAX), a dynamic-batch ONNX any (default 1))")
     parser.add_argument("--results", type=Path, help="write the detections to this COCO JSON")
+    parser.add_argument("--iou_type", choices=IOU_TYPES, default="bbox",
+                        help="bbox: the boxes' mAP; segm: the masks' mAP of a Mask R-CNN "
+                        "(annotations with segmentations; a --detections file with RLE "
+                        "'segmentation' rows, as infer.py writes them)")
     parser.add_argument("--per_category", action="store_true",
                         help="also print AP and AP50 per category")
     parser.add_argument("--strict", action="store_true",
@@ -220,6 +232,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.pipeline_config and not args.saved_model:
         parser.error("--pipeline_config goes with --saved_model")
     check_triton_arguments(parser, args, {"-p/--preprocessor": args.preprocessor})
+    if args.triton and args.iou_type == "segm":
+        parser.error("--iou_type segm: Triton servers return boxes only; run the model here "
+                     "(--engine, --onnx or --saved_model) or score infer.py's --detections")
     return args
 
 

@@ -13,6 +13,10 @@ from tfod_trt.config.text_proto import ConfigError, Message, parse_text_proto
 # channel (x in 0..255 RGB). These are the feature extractors' `preprocess` methods.
 MOBILENET_NORM = ((2.0 / 255.0,) * 3, (-1.0,) * 3)  # also Inception-ResNet v2's
 RESNET_NORM = ((1.0,) * 3, (-123.68, -116.779, -103.939))
+# EfficientNet (EfficientDet): (x / 255 - mean) / std with ImageNet's mean and std per channel.
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+EFFICIENTNET_NORM = (tuple(1.0 / (255.0 * s) for s in _IMAGENET_STD),
+                     tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD, strict=True)))
 SUPPORTED_EXTRACTORS = {
     "ssd": {
         "ssd_mobilenet_v1_keras": MOBILENET_NORM,
@@ -22,6 +26,7 @@ SUPPORTED_EXTRACTORS = {
         "ssd_resnet50_v1_fpn_keras": RESNET_NORM,
         "ssd_resnet101_v1_fpn_keras": RESNET_NORM,
         "ssd_resnet152_v1_fpn_keras": RESNET_NORM,
+        **{f"ssd_efficientnet-b{n}_bifpn_keras": EFFICIENTNET_NORM for n in range(8)},
     },
     "faster_rcnn": {
         "faster_rcnn_resnet50_keras": RESNET_NORM,
@@ -36,6 +41,7 @@ SUPPORTED_EXTRACTORS = {
 # TFOD builds Faster R-CNN's box coder itself (target_assigner 'FasterRCNN'), for both stages;
 # they are also the faster_rcnn_box_coder proto's defaults.
 FASTER_RCNN_BOX_SCALES = (10.0, 10.0, 5.0, 5.0)
+MASK_PREDICTOR = "second_stage_box_predictor.mask_rcnn_box_predictor"
 
 
 @dataclass
@@ -49,6 +55,14 @@ class TwoStageConfig:
     maxpool_kernel_size: int
     maxpool_stride: int
     matmul_crop: bool  # use_matmul_crop_and_resize: TF crops without a cliff at the far edge
+
+
+@dataclass
+class MaskConfig:
+    """Mask R-CNN's masks (number_of_stages 3): one per detection, height x width, in the box."""
+
+    height: int
+    width: int
 
 
 @dataclass
@@ -69,6 +83,7 @@ class ModelConfig:
     add_background_class: bool
     normalization: tuple[tuple[float, ...], tuple[float, ...]] = field(repr=False, default=())
     two_stage: TwoStageConfig | None = None  # Faster R-CNN only
+    masks: MaskConfig | None = None  # Mask R-CNN only
 
 
 def load_pipeline_config(path: str | Path) -> ModelConfig:
@@ -86,11 +101,12 @@ def load_pipeline_config(path: str | Path) -> ModelConfig:
         scale, offset = normalization
         preprocessor = preprocessor.with_pad_value(
             tuple(-o / s for s, o in zip(scale, offset, strict=True)))
-        two_stage = None
+        two_stage = masks = None
     else:
         post = body.get1("second_stage_post_processing", Message())
         box_scales = FASTER_RCNN_BOX_SCALES
         two_stage = _two_stage(body, path)
+        masks = _masks(body)
     nms = post.get1("batch_non_max_suppression", Message())
     score_converter = _score_converter(post, arch, path)
     return ModelConfig(
@@ -108,6 +124,7 @@ def load_pipeline_config(path: str | Path) -> ModelConfig:
         add_background_class=bool(body.get1("add_background_class", True)),
         normalization=normalization,
         two_stage=two_stage,
+        masks=masks,
     )
 
 
@@ -130,6 +147,13 @@ def _meta_architecture(root: Message, path: Path) -> tuple[str, Message]:
     body = model.get1(arch)
     if arch == "faster_rcnn":
         _check_two_stage_variant(body, path)
+    if arch == "center_net":
+        raise ConfigError(
+            f"{path}: CenterNet models (meta-architecture 'center_net') are not supported: they "
+            "find objects as heatmap peaks, without the anchors and per-class NMS that the "
+            "TensorRT graph is built on; supported: SSD (incl. EfficientDet) and Faster R-CNN "
+            "(incl. Mask R-CNN)"
+        )
     if arch not in SUPPORTED_EXTRACTORS:
         raise ConfigError(
             f"{path}: meta-architecture '{arch}' is not supported; supported: "
@@ -173,19 +197,30 @@ def _score_converter(post: Message, arch: str, path: Path) -> str:
 
 
 def _check_two_stage_variant(body: Message, path: Path) -> None:
-    """Mask R-CNN, Context R-CNN and RPN-only models get a clear refusal."""
+    """Context R-CNN and RPN-only models get a clear refusal, so does a third stage without
+    the mask head it would run."""
     stages = body.get1("number_of_stages", 2)
-    masks = body.get1("second_stage_box_predictor.mask_rcnn_box_predictor."
-                      "predict_instance_masks", False)
     kind = None
-    if stages == 3 or masks:
-        kind = "Mask R-CNN"
-    elif "context_config" in body:
+    if "context_config" in body:
         kind = "Context R-CNN"
-    elif stages != 2:
+    elif stages == 3 and not body.get1(f"{MASK_PREDICTOR}.predict_instance_masks", False):
+        raise ConfigError(
+            f"{path}: number_of_stages: 3 (Mask R-CNN) needs the mask head: set "
+            f"{MASK_PREDICTOR}.predict_instance_masks: true")
+    elif stages not in (2, 3):
         kind = f"Faster R-CNN with number_of_stages {stages} (RPN only)"
     if kind:
         raise ConfigError(f"{path}: {kind} models are not supported yet by create_onnx.py")
+
+
+def _masks(body: Message) -> MaskConfig | None:
+    """Mask R-CNN's mask size; None for two stages (TFOD predicts no masks then, whatever the
+    box predictor says)."""
+    if body.get1("number_of_stages", 2) != 3:
+        return None
+    predictor = body.get1(MASK_PREDICTOR, Message())
+    return MaskConfig(height=int(predictor.get1("mask_height", 15)),
+                      width=int(predictor.get1("mask_width", 15)))
 
 
 def _two_stage(body: Message, path: Path) -> TwoStageConfig:

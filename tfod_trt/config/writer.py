@@ -4,9 +4,10 @@ The TF2 zoo configs carry training details (optimizer, losses, samplers) that in
 reads. `Architecture` holds only what decides the exported graph: the meta-architecture, the
 feature extractor and its options, the image resizer, the anchors, the box coder scales, the box
 predictor, the score converter, NMS, the class count and, for Faster R-CNN, the first stage and
-its crop. `pipeline_config_text` writes them as the model block that TFOD's `config_util` reads
-and `model_builder` builds (with the few training fields, such as the losses, that TFOD needs to
-build a model at all), and `ARCHITECTURES` names the presets the tests build fixture models from.
+its crop, and Mask R-CNN's mask head. `pipeline_config_text` writes them as the model block that
+TFOD's `config_util` reads and `model_builder` builds (with the few training fields, such as the
+losses, that TFOD needs to build a model at all), and `ARCHITECTURES` names the presets the tests
+build fixture models from.
 
     from tfod_trt.config.writer import ARCHITECTURES, pipeline_config_text
     text = pipeline_config_text(dataclasses.replace(ARCHITECTURES["ssd_mobilenet_v2_320"],
@@ -74,8 +75,21 @@ class GridAnchors:
 
 
 @dataclass(frozen=True)
+class BiFpn:
+    """EfficientDet's BiFPN: `num_iterations` layers of `num_filters` channels on levels
+    min_level..max_level; nodes fused by 'fast_attention' (ReLU weights, normalised) or 'sum'."""
+
+    num_iterations: int
+    num_filters: int
+    min_level: int = 3
+    max_level: int = 7
+    combine_method: str = "fast_attention"
+
+
+@dataclass(frozen=True)
 class FeatureExtractor:
-    """The backbone: its TFOD type and the options it takes (FPN levels where it has an FPN)."""
+    """The backbone: its TFOD type and the options it takes (FPN levels where it has an FPN,
+    the BiFPN of an EfficientDet)."""
 
     type: str
     depth_multiplier: float = 1.0
@@ -83,6 +97,7 @@ class FeatureExtractor:
     fpn_levels: tuple[int, int] | None = None  # (min_level, max_level)
     additional_layer_depth: int | None = None  # FPN depth (256 when unset)
     use_depthwise: bool = False
+    bifpn: BiFpn | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,19 @@ class FirstStage:
 
 
 @dataclass(frozen=True)
+class MaskHead:
+    """Mask R-CNN's mask head (mask_rcnn_box_predictor, run on the final detections): the box
+    classifier's features of each detection resized to height x width, `num_conv_layers` - 1
+    3x3 convs of `conv_depth` channels (0: TFOD derives it from the feature depth and the class
+    count), then one mask per class."""
+
+    height: int = 33
+    width: int = 33
+    conv_depth: int = 0
+    num_conv_layers: int = 4
+
+
+@dataclass(frozen=True)
 class Architecture:
     """The facts of one detection architecture; `pipeline_config_text` writes the config."""
 
@@ -137,8 +165,11 @@ class Architecture:
     box_coder_scales: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w
     activation: str = "RELU_6"  # SSD conv layers
     batch_norm_decay: float = 0.997
+    force_use_bias: bool = False  # SSD conv layers keep a bias before their BatchNorm
+    add_background_class: bool = True  # SSD: False when the class head has no background
     first_stage: FirstStage | None = None  # Faster R-CNN only
     share_box_across_classes: bool = True  # Faster R-CNN's second stage
+    masks: MaskHead | None = None  # Mask R-CNN: Faster R-CNN with number_of_stages 3
     notes: tuple[str, ...] = field(default=(), compare=False)  # header comment lines
 
 
@@ -197,9 +228,10 @@ def _resizer(resizer: FixedShape | KeepAspect) -> Node:
 def _hyperparams(arch: Architecture, stddev: float, batch_norm: bool = True) -> Node:
     """Conv hyperparams: the activation and BatchNorm shape the graph; the regularizer and
     initializer are required fields that inference never uses."""
-    node: Node = [("activation", Token(arch.activation)),
-                  ("regularizer", [("l2_regularizer", [("weight", 0.00004)])]),
-                  ("initializer", [("truncated_normal_initializer", [("stddev", stddev)])])]
+    node: Node = [("force_use_bias", True)] if arch.force_use_bias else []
+    node += [("activation", Token(arch.activation)),
+             ("regularizer", [("l2_regularizer", [("weight", 0.00004)])]),
+             ("initializer", [("truncated_normal_initializer", [("stddev", stddev)])])]
     if batch_norm:
         node.append(("batch_norm", [("scale", True), ("center", True),
                                     ("decay", arch.batch_norm_decay), ("epsilon", 0.001)]))
@@ -216,11 +248,21 @@ def _feature_extractor(arch: Architecture) -> Node:
         if fe.additional_layer_depth:
             fpn.append(("additional_layer_depth", fe.additional_layer_depth))
         node.append(("fpn", fpn))
+    if fe.bifpn:  # EfficientNet takes no depth options (it refuses a depth_multiplier)
+        return [*node, ("bifpn", _bifpn(fe.bifpn)), ("conv_hyperparams", _hyperparams(arch, 0.03))]
     if arch.meta_arch == "faster_rcnn":
         return node
     return [*node, ("min_depth", fe.min_depth), ("depth_multiplier", fe.depth_multiplier),
             ("conv_hyperparams", _hyperparams(arch, 0.03)),
             ("override_base_feature_extractor_hyperparams", True)]
+
+
+def _bifpn(bifpn: BiFpn) -> Node:
+    node: Node = [("min_level", bifpn.min_level), ("max_level", bifpn.max_level),
+                  ("num_iterations", bifpn.num_iterations), ("num_filters", bifpn.num_filters)]
+    if bifpn.combine_method != "fast_attention":  # the proto's default
+        node.append(("combine_method", bifpn.combine_method))
+    return node
 
 
 def _ssd_anchors(anchors: SsdAnchors | MultiscaleAnchors) -> Node:
@@ -265,8 +307,10 @@ def _ssd(arch: Architecture) -> Node:
     y, x, h, w = arch.box_coder_scales
     if arch.anchors is None:
         raise ValueError("an SSD needs an anchor generator")
+    background: Node = [] if arch.add_background_class else [("add_background_class", False)]
     return [
         ("num_classes", arch.num_classes),
+        *background,
         ("image_resizer", _resizer(arch.image_resizer)),
         ("feature_extractor", _feature_extractor(arch)),
         ("box_coder", [("faster_rcnn_box_coder", [
@@ -293,32 +337,80 @@ def _ssd_loss() -> Node:
 def _faster_rcnn(arch: Architecture) -> Node:
     first = arch.first_stage or FirstStage()
     grid = first.anchors
-    fc = [("op", Token("FC")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
-          ("initializer", [("variance_scaling_initializer", [
-              ("factor", 1.0), ("uniform", True), ("mode", Token("FAN_AVG"))])])]
     return [
+        *([("number_of_stages", 3)] if arch.masks else []),
         ("num_classes", arch.num_classes),
         ("image_resizer", _resizer(arch.image_resizer)),
         ("feature_extractor", _feature_extractor(arch)),
         ("first_stage_anchor_generator", [("grid_anchor_generator", [
             *_repeated("scales", grid.scales), *_repeated("aspect_ratios", grid.aspect_ratios),
             ("height_stride", grid.stride), ("width_stride", grid.stride)])]),
-        ("first_stage_box_predictor_conv_hyperparams", [
-            ("op", Token("CONV")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
-            ("initializer", [("truncated_normal_initializer", [("stddev", 0.01)])])]),
+        ("first_stage_box_predictor_conv_hyperparams", _plain_conv_hyperparams()),
         ("first_stage_nms_score_threshold", first.nms_score_threshold),
         ("first_stage_nms_iou_threshold", first.nms_iou_threshold),
         ("first_stage_max_proposals", first.max_proposals),
         ("initial_crop_size", first.initial_crop_size),
         ("maxpool_kernel_size", first.maxpool_kernel_size),
         ("maxpool_stride", first.maxpool_stride),
-        ("second_stage_box_predictor", [("mask_rcnn_box_predictor", [
-            ("use_dropout", False), ("fc_hyperparams", fc),
-            ("share_box_across_classes", arch.share_box_across_classes)])]),
+        ("second_stage_box_predictor", [("mask_rcnn_box_predictor", _second_stage_predictor(
+            arch))]),
         ("second_stage_post_processing", _post_processing(arch)),
         ("use_matmul_crop_and_resize", first.matmul_crop),
         ("clip_anchors_to_image", True),
     ]
+
+
+# EfficientDet D0-D7 as TFOD's TF2 zoo configs state them: D -> (EfficientNet bN, input side,
+# BiFPN iterations and filters (also the box predictor's depth), box predictor layers, BiFPN
+# node fusion). D7 keeps D6's b6 backbone and, in the zoo's config, anchor_scale 4.0.
+_EFFICIENTDETS = {
+    0: (0, 512, 3, 64, 3, "fast_attention"),
+    1: (1, 640, 4, 88, 3, "fast_attention"),
+    2: (2, 768, 5, 112, 3, "fast_attention"),
+    3: (3, 896, 6, 160, 4, "fast_attention"),
+    4: (4, 1024, 7, 224, 4, "fast_attention"),
+    5: (5, 1280, 7, 288, 4, "fast_attention"),
+    6: (6, 1408, 8, 384, 5, "sum"),
+    7: (6, 1536, 8, 384, 5, "sum"),
+}
+
+
+def _efficientdet(d: int) -> Architecture:
+    """EfficientDet-D`d`: TFOD's SSD with an EfficientNet + BiFPN and a depthwise head."""
+    backbone, side, iterations, filters, head_layers, combine = _EFFICIENTDETS[d]
+    return Architecture(
+        "ssd", FeatureExtractor(f"ssd_efficientnet-b{backbone}_bifpn_keras",
+                                bifpn=BiFpn(iterations, filters, combine_method=combine)),
+        KeepAspect(side, side), nms=Nms(iou_threshold=0.5),
+        anchors=MultiscaleAnchors(anchor_scale=4.0, scales_per_octave=3),
+        box_predictor=BoxPredictor("weight_shared_convolutional", depth=filters,
+                                   num_layers=head_layers, kernel_size=3, use_depthwise=True),
+        activation="SWISH", batch_norm_decay=0.99, force_use_bias=True,
+        add_background_class=False)
+
+
+def _plain_conv_hyperparams() -> Node:
+    """Conv hyperparams of Faster R-CNN's heads as the zoo writes them: no BatchNorm, the
+    default activation (RELU); the regularizer and initializer are required, never used."""
+    return [("op", Token("CONV")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
+            ("initializer", [("truncated_normal_initializer", [("stddev", 0.01)])])]
+
+
+def _second_stage_predictor(arch: Architecture) -> Node:
+    """mask_rcnn_box_predictor: the box classifier's heads, and Mask R-CNN's mask head."""
+    fc = [("op", Token("FC")), ("regularizer", [("l2_regularizer", [("weight", 0.0)])]),
+          ("initializer", [("variance_scaling_initializer", [
+              ("factor", 1.0), ("uniform", True), ("mode", Token("FAN_AVG"))])])]
+    node: Node = [("use_dropout", False), ("fc_hyperparams", fc),
+                  ("share_box_across_classes", arch.share_box_across_classes)]
+    masks = arch.masks
+    if masks:
+        node += [("mask_height", masks.height), ("mask_width", masks.width),
+                 ("mask_prediction_conv_depth", masks.conv_depth),
+                 ("mask_prediction_num_conv_layers", masks.num_conv_layers),
+                 ("conv_hyperparams", _plain_conv_hyperparams()),
+                 ("predict_instance_masks", True)]
+    return node
 
 
 _MOBILENET_FPNLITE = FeatureExtractor("ssd_mobilenet_v2_fpn_keras", fpn_levels=(3, 7),
@@ -344,4 +436,19 @@ ARCHITECTURES: dict[str, Architecture] = {
         "faster_rcnn", FeatureExtractor("faster_rcnn_resnet50_keras"), KeepAspect(640, 640),
         nms=Nms(score_threshold=0.0, max_total_detections=300), score_converter="SOFTMAX",
         first_stage=FirstStage()),
+    **{f"ssd_efficientdet_d{d}": _efficientdet(d) for d in _EFFICIENTDETS},
+    # The zoo's only Mask R-CNN: a native (not matmul) crop of 17, no pooling after it.
+    "mask_rcnn_inception_resnet_v2_1024": Architecture(
+        "faster_rcnn", FeatureExtractor("faster_rcnn_inception_resnet_v2_keras"),
+        FixedShape(1024, 1024), nms=Nms(score_threshold=0.0), score_converter="SOFTMAX",
+        first_stage=FirstStage(initial_crop_size=17, maxpool_kernel_size=1, maxpool_stride=1,
+                               matmul_crop=False),
+        share_box_across_classes=False, masks=MaskHead()),
+    # No zoo counterpart: a ResNet-50 Mask R-CNN small enough for tests on a CPU (the R50
+    # Faster R-CNN at 320, 64 proposals, 32 detections, 21x21 masks from one conv of 32).
+    "mask_rcnn_r50_320": Architecture(
+        "faster_rcnn", FeatureExtractor("faster_rcnn_resnet50_keras"), KeepAspect(320, 320),
+        nms=Nms(score_threshold=0.0, max_detections_per_class=32, max_total_detections=32),
+        score_converter="SOFTMAX", first_stage=FirstStage(max_proposals=64),
+        masks=MaskHead(height=21, width=21, conv_depth=32, num_conv_layers=2)),
 }

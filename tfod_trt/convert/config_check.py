@@ -10,7 +10,8 @@ What the SavedModel's frozen graph says about itself, read from its constants an
   Faster R-CNN: the second stage's num_classes + 1);
 - the input size: the shape of each image that the exporter's resize loop stacks;
 - the backbone: the layer names of the Keras applications TFOD builds on (MobileNet v1 / v2,
-  ResNet-50 / 101 / 152, Inception-ResNet v2), and FPN's `top_down` layers;
+  ResNet-50 / 101 / 152, Inception-ResNet v2, EfficientNet), FPN's `top_down` layers and
+  EfficientDet's `bifpn` layers;
 - the box coder's scale factors: the constants the box decoder divides the encodings by.
 
 Anchors need no check: the converter evaluates the graph's own anchors at the input size.
@@ -39,8 +40,10 @@ FAMILY_PATTERNS = [
     ("ResNet", re.compile(r"(^|/)conv4_block(\d+)_")),
     ("MobileNet v2", re.compile(r"(^|/)block_\d+_(expand|depthwise|project)")),
     ("MobileNet v1", re.compile(r"(^|/)conv_(dw|pw)_\d+")),
+    ("EfficientNet", re.compile(r"(^|/)stack_\d+/block_\d+/(expand|depthwise|se_reduce)")),
 ]
-FPN_PATTERN = re.compile(r"/top_down/")  # feature_map_generators.KerasFpnTopDownFeatureMaps
+# feature_map_generators.KerasFpnTopDownFeatureMaps; EfficientDet's KerasBiFpnFeatureMaps
+FPN_PATTERN = re.compile(r"/top_down/|/bifpn/")
 
 
 class ConfigMismatch(UsageError):
@@ -55,7 +58,9 @@ class Backbone:
     fpn: bool
 
     def __str__(self) -> str:
-        return self.family + (" FPN" if self.fpn else "")
+        if not self.fpn:
+            return self.family
+        return self.family + (" BiFPN" if self.family == "EfficientNet" else " FPN")
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ def expected_backbone(extractor: str) -> Backbone | None:
         family = f"ResNet-{match.group(1)}"
     elif match := re.search(r"mobilenet_v([12])", extractor):
         family = f"MobileNet v{match.group(1)}"
+    elif "efficientnet" in extractor:
+        family = "EfficientNet"
     return Backbone(family, "fpn" in extractor) if family else None
 
 
@@ -151,8 +158,9 @@ def _feature_extractor(config, facts: GraphFacts) -> tuple[str, str] | None:
     expected = expected_backbone(config.feature_extractor)
     if facts.backbone is None or expected is None or facts.backbone == expected:
         return None
+    article = "an" if str(facts.backbone)[0] in "AEIOU" else "a"  # an EfficientNet
     return (f"feature_extractor {config.feature_extractor} ({expected})",
-            f"has a {facts.backbone} backbone")
+            f"has {article} {facts.backbone} backbone")
 
 
 def _box_coder(config, facts: GraphFacts) -> tuple[str, str] | None:
@@ -220,3 +228,22 @@ def _box_scales(index: GraphIndex, raw_boxes: str) -> tuple[float, ...] | None:
             output = int(inputs[0].split(":")[1]) if ":" in inputs[0] else 0
             scales[output] = float(value)
     return tuple(scales[i] for i in range(4)) if len(scales) == 4 else None
+
+
+def check_masks(config, saved_model: Path, mask_size: tuple[int, int] | None) -> None:
+    """Raises ConfigMismatch when Mask R-CNN's masks are on one side only, or of another size:
+    `mask_size` is the (height, width) of the masks the SavedModel predicts, None for none."""
+    masks = config.masks
+    if masks is None and mask_size is None:
+        return
+    if masks is None:
+        said, found = "number_of_stages 2 (no masks)", "outputs detection_masks (Mask R-CNN)"
+    elif mask_size is None:
+        said, found = "number_of_stages: 3 (Mask R-CNN)", "has no detection_masks output"
+    elif tuple(mask_size) != (masks.height, masks.width):
+        said = f"mask_height: {masks.height}, mask_width: {masks.width}"
+        found = f"predicts masks of {mask_size[0]}x{mask_size[1]}"
+    else:
+        return
+    raise ConfigMismatch(f"{config.path} says {said} but {saved_model} {found}; use the "
+                         "pipeline.config exported with this SavedModel")

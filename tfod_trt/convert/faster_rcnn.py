@@ -9,6 +9,8 @@
           -> EfficientNMS_TRT #2 (decoded on the proposals as per-image anchors, in pixels)
           -> TFOD's max_detections_per_class, clipped to the clip window (emptied ones
              dropped) -> boxes normalised to the clip window
+          -> Mask R-CNN: CropAndResize at the detection boxes -> TFOD's mask stage
+             (mask_head.py) -> detection_masks
 
 TensorFlow side: the SavedModel's frozen graph is searched by structure (as tf_graph.py does for
 SSD): the second stage from the documented outputs `raw_detection_scores/boxes` back to the crop
@@ -16,7 +18,8 @@ that feeds it (the MaxPool after the first stage's box decoder), the first stage
 (the nearest Softmax and box decoder; the feature maps reached along data, not through a loop).
 The first-stage NMS, proposal normalisation and TFOD's crop (While loops, matmuls) are replaced
 by the plugins; both network parts are converted in one tf2onnx call with two inputs (the
-preprocessed image and the crops), which the graph surgery joins.
+preprocessed image and the crops), which the graph surgery joins. A Mask R-CNN's mask stage is
+a third part with its own input (the detection crops), converted in the same call.
 
 The clip window. TFOD clips proposals and detections (after each NMS; boxes the clip empties
 are dropped) to the true, unpadded image, and normalises the detections to it. A static engine
@@ -41,7 +44,7 @@ import onnx_graphsurgeon as gs
 
 from tfod_trt import optional
 from tfod_trt.convert import tf_graph
-from tfod_trt.convert.config_check import check_against_graph
+from tfod_trt.convert.config_check import check_against_graph, check_masks
 from tfod_trt.convert.graph_edits import (
     add_node,
     const,
@@ -53,6 +56,7 @@ from tfod_trt.convert.graph_edits import (
     slice_last_axis,
     variable,
 )
+from tfod_trt.convert.mask_head import add_detection_masks, find_mask_cut
 from tfod_trt.convert.options import (
     check_head_shapes,
     finish,
@@ -77,6 +81,7 @@ from tfod_trt.convert.postprocess import (
     true_image_shape_input,
 )
 from tfod_trt.convert.tf_graph import ConversionError, GraphIndex
+from tfod_trt.graph_names import MASKS_OUTPUT
 
 LOOPS = frozenset({"While", "StatelessWhile"})
 OBJECTNESS = 1  # the RPN's softmax column of "object" (0 is background)
@@ -100,6 +105,8 @@ class TwoStageCut:
     box_logits: str  # [B,R,C+1] second-stage logits (after TFOD's logit scale)
     box_encodings: str  # [B,R,1,4] (shared) or [B,R,C,4] box encodings
     proposals: str  # [B,R,C',4] TF's proposals in pixels as the second decoder tiles them
+    mask_crops: str | None = None  # Mask R-CNN: [B*K,s,s,C] the detection crops ...
+    mask_logits: str | None = None  # ... and the mask head's output [B*K,classes,h,w]
 
 
 @dataclass
@@ -115,6 +122,8 @@ class TwoStageNetwork:
     box_encodings: str
     features: list[str]  # finest (FPN's lowest level) first
     anchors: np.ndarray  # [N,4] float32 corners (ymin, xmin, ymax, xmax) in pixels
+    mask_crops: str | None = None  # Mask R-CNN: the mask stage's ONNX input ...
+    mask_logits: str | None = None  # ... and output
 
 
 def find_two_stage_cut(graph_def, outputs: dict[str, str], model_name: str) -> TwoStageCut:
@@ -131,11 +140,14 @@ def find_two_stage_cut(graph_def, outputs: dict[str, str], model_name: str) -> T
         raise ConversionError(f"{model_name}: the first stage's objectness Softmax was not found")
     rpn_logits = index.inputs(softmax)[0]
     rpn_encodings, rpn_anchors = tf_graph.find_box_decoder_inputs(index, crops, model_name)
+    masks = (find_mask_cut(index, outputs[MASKS_OUTPUT], box_logits, model_name)
+             if MASKS_OUTPUT in outputs else (None, None))
     return TwoStageCut(
         image=tf_graph.find_preprocessed_image(index, rpn_logits, model_name),
         rpn_logits=rpn_logits, rpn_encodings=rpn_encodings, rpn_anchors=rpn_anchors,
         features=_find_cropped_features(index, crops, rpn_logits, model_name),
         crops=crops, box_logits=box_logits, box_encodings=box_encodings, proposals=proposals,
+        mask_crops=masks[0], mask_logits=masks[1],
     )
 
 
@@ -176,10 +188,11 @@ def _find_cropped_features(index: GraphIndex, crops: str, rpn_logits: str,
     return found
 
 
-def convert_network(saved_model: Path, config, batch_size: int | None,
-                    opset: int) -> TwoStageNetwork:
+def convert_network(saved_model: Path, config, batch_size: int | None, opset: int,
+                    detections: int) -> TwoStageNetwork:
     """SavedModel -> ONNX of both network parts (batch_size None: the batch left free), plus
-    the RPN anchors (see module docstring)."""
+    the RPN anchors (see module docstring); a Mask R-CNN's mask stage takes the crops of
+    `detections` boxes per image."""
     tf = optional.tensorflow()
 
     model_name = config.path.name
@@ -197,31 +210,47 @@ def convert_network(saved_model: Path, config, batch_size: int | None,
 
     proposals = config.two_stage.max_proposals
     crop = config.two_stage.initial_crop_size
-    crops_shape = [batch_size and batch_size * proposals, crop, crop, features[0].shape[-1]]
+    feeds = {**image, "crops": (cut.crops, [batch_size and batch_size * proposals, crop, crop,
+                                            features[0].shape[-1]])}
     fetches = [cut.rpn_logits, cut.rpn_encodings, cut.box_logits, cut.box_encodings,
                *(name for name, _ in levels)]
-    both = tf_graph.prune_graph(graph_def, {**image, "crops": (cut.crops, crops_shape)}, fetches)
+    if cut.mask_logits:
+        feeds["mask_crops"] = (cut.mask_crops, [batch_size and batch_size * detections, crop,
+                                                crop, features[0].shape[-1]])
+        fetches.append(cut.mask_logits)
+    both = tf_graph.prune_graph(graph_def, feeds, fetches)
     del graph_def, first, features, levels  # tf2onnx's peak memory comes next
-    box_logits_shape = both.outputs[2].shape.as_list()
-    if box_logits_shape[1] != proposals:
-        raise ConversionError(
-            f"{config.path}: first_stage_max_proposals is {proposals}, but the SavedModel's "
-            f"second stage takes {box_logits_shape[1]} proposals per image; use the "
-            "pipeline.config exported with this SavedModel"
-        )
+    _check_network(config, saved_model, both, bool(cut.mask_logits))
     names = [t.name for t in both.outputs]
     model = tf_graph.to_onnx(both, names, opset, f"{model_name} network")
+    masks = (both.inputs[2].name, names.pop()) if cut.mask_logits else (None, None)
     return TwoStageNetwork(model, both.inputs[0].name, both.inputs[1].name, *names[:4],
-                           features=names[4:], anchors=anchors)
+                           features=names[4:], anchors=anchors, mask_crops=masks[0],
+                           mask_logits=masks[1])
+
+
+def _check_network(config, saved_model: Path, network, masks: bool) -> None:
+    """The pruned network (outputs: RPN, second stage, ..., a Mask R-CNN's mask logits last)
+    against the config: the proposals per image, and the masks."""
+    proposals = config.two_stage.max_proposals
+    taken = network.outputs[2].shape.as_list()[1]
+    if taken != proposals:
+        raise ConversionError(
+            f"{config.path}: first_stage_max_proposals is {proposals}, but the SavedModel's "
+            f"second stage takes {taken} proposals per image; use the pipeline.config "
+            "exported with this SavedModel"
+        )
+    check_masks(config, saved_model, network.outputs[-1].shape[2:] if masks else None)
 
 
 def convert(config, saved_model: Path, options):
     """SavedModel + ModelConfig -> onnx.ModelProto: both stages, two EfficientNMS_TRT and one
-    CropAndResize (see module docstring). `options` are create_onnx.ConversionOptions."""
+    CropAndResize (Mask R-CNN: a second CropAndResize and the mask stage; see module
+    docstring). `options` are create_onnx.ConversionOptions."""
     score, iou, top_k = nms_settings(config, options)
     pre, batch = config.preprocessor, options.batch_dim
     proposals = config.two_stage.max_proposals
-    net = convert_network(saved_model, config, options.static_batch, options.opset)
+    net = convert_network(saved_model, config, options.static_batch, options.opset, top_k)
     if options.tf2onnx_path:
         save_model(net.onnx_model, options.tf2onnx_path)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(net.onnx_model))
@@ -238,9 +267,8 @@ def convert(config, saved_model: Path, options):
         clip = per_image_window(graph, true_shape, "clip_window")
     rois, num_rois = _first_stage(graph, tensors[net.rpn_logits], tensors[net.rpn_encodings],
                                   net.anchors, padded, clip[0], config, batch)
-    crops = _crop(graph, [tensors[name] for name in net.features], rois, config.two_stage,
-                  padded)
-    rewire(graph, tensors[net.crops], crops)
+    features = _nchw_features(graph, [tensors[name] for name in net.features])
+    rewire(graph, tensors[net.crops], _crop(graph, features, rois, config.two_stage, padded))
     replace_input_with_normalization(
         graph, tensors[net.image], batch, pre.height, pre.width, options.input_format,
         *config.normalization,
@@ -249,18 +277,32 @@ def convert(config, saved_model: Path, options):
         graph.inputs.append(true_shape)
     outputs = _second_stage(graph, box_logits, box_encodings, rois, num_rois, padded, clip,
                             config, batch, score=score, iou=iou, top_k=top_k)
+    if net.mask_logits:  # TFOD crops at the detection boxes as they are output
+        detection_crops = _crop(graph, features, outputs[1], config.two_stage, padded, "mask_")
+        rewire(graph, tensors[net.mask_crops], detection_crops)
+        outputs.append(add_detection_masks(graph, tensors[net.mask_logits], outputs[3], batch))
     fold_inverse_transposes(graph)
     meta = metadata(config, saved_model, options, score, iou, top_k,
                                 true_shape is not None)
+    meta.update(_two_stage_metadata(config, outputs[4] if net.mask_logits else None))
+    return finish(graph, outputs, options, meta)
+
+
+def _two_stage_metadata(config, masks) -> dict:
+    """The metadata Faster R-CNN adds: its per-class cap and first stage, and a Mask R-CNN's
+    masks output (`masks`, [B,K,h,w]; None without)."""
     first = config.two_stage
-    meta.update({
+    meta = {
         "max_detections_per_class": config.max_detections_per_class,
         "first_stage": {"score_threshold": first.score_threshold,
                         "iou_threshold": first.iou_threshold,
                         "max_proposals": first.max_proposals,
                         "initial_crop_size": first.initial_crop_size},
-    })
-    return finish(graph, outputs, options, meta)
+    }
+    if masks is not None:
+        height, width = masks.shape[2:]
+        meta["masks"] = {"output": MASKS_OUTPUT, "height": height, "width": width}
+    return meta
 
 
 def _first_stage(graph, logits, encodings, anchors: np.ndarray, padded: np.ndarray, window,
@@ -303,68 +345,78 @@ def _clip_and_prune(graph, nms: list, window, classes: int, max_per_class: int, 
                             keep, keep_mask=nonempty, prefix=prefix)
 
 
-def _crop(graph, features: list, rois, two_stage, window: np.ndarray):
-    """CropAndResize on the NCHW feature map -> [B*R,s,s,C], where TFOD's crops were. With
-    several (FPN) feature maps, every level is cropped and each proposal takes its own level."""
-    crop = two_stage.initial_crop_size
-    crop_rois = rois
-    if two_stage.matmul_crop:
-        (crop_rois,) = add_node(graph, "Min", [rois, const("crop_edge", MATMUL_CROP_EDGE)],
-                                   [variable("crop_boxes", np.float32, list(rois.shape))])
-    levels = []
+def _nchw_features(graph, features: list) -> list:
+    """The feature map(s) to crop (NHWC, FPN: one per level), transposed to NCHW for
+    CropAndResize."""
+    nchw = []
     for level, feature in enumerate(features):
         batch, height, width, channels = feature.shape
-        (nchw,) = add_node(graph, "Transpose", [feature], [variable(
+        nchw += add_node(graph, "Transpose", [feature], [variable(
             f"crop_features_{level}", np.float32, [batch, channels, height, width])],
             perm=[0, 3, 1, 2])
-        levels.append(add_crop_and_resize(graph, nchw, crop_rois, crop, crop,
-                                             f"crops_level_{level}"))
-    crops = levels[0] if len(levels) == 1 else _select_levels(graph, levels, rois, window)
+    return nchw
+
+
+def _crop(graph, features: list, rois, two_stage, window: np.ndarray, prefix: str = ""):
+    """CropAndResize on the NCHW feature map -> [B*R,s,s,C], where TFOD's crops were. With
+    several (FPN) feature maps, every level is cropped and each box takes its own level."""
+    crop, channels = two_stage.initial_crop_size, features[0].shape[1]
+    crop_rois = rois
+    if two_stage.matmul_crop:
+        (crop_rois,) = add_node(graph, "Min", [rois, const(f"{prefix}crop_edge",
+                                                           MATMUL_CROP_EDGE)],
+                                [variable(f"{prefix}crop_boxes", np.float32, list(rois.shape))])
+    levels = [add_crop_and_resize(graph, feature, crop_rois, crop, crop,
+                                  f"{prefix}crops_level_{level}")
+              for level, feature in enumerate(features)]
+    crops = levels[0] if len(levels) == 1 else _select_levels(graph, levels, rois, window,
+                                                              prefix)
     batch, proposals = rois.shape[:2]
     count = batch * proposals if isinstance(batch, int) else f"{batch}*{proposals}"
     (flat,) = add_node(graph, "Reshape", [crops, reshape_dims(
-        "crops_shape", [count, channels, crop, crop])], [variable(
-            "crops_flat", np.float32, [count, channels, crop, crop])])
+        f"{prefix}crops_shape", [count, channels, crop, crop])], [variable(
+            f"{prefix}crops_flat", np.float32, [count, channels, crop, crop])])
     (nhwc,) = add_node(graph, "Transpose", [flat], [variable(
-        "crops", np.float32, [count, crop, crop, channels])], perm=[0, 2, 3, 1])
+        f"{prefix}crops", np.float32, [count, crop, crop, channels])], perm=[0, 2, 3, 1])
     return nhwc
 
 
-def _select_levels(graph, levels: list, rois, window: np.ndarray):
-    """Each proposal's crop from its FPN level, as TFOD's ops.fpn_feature_levels assigns it:
+def _select_levels(graph, levels: list, rois, window: np.ndarray, prefix: str = ""):
+    """Each box's crop from its FPN level, as TFOD's ops.fpn_feature_levels assigns it:
     floor(log2(sqrt(area) * sqrt(H*W) / 224)) + (levels - 2), clipped to the levels."""
     batch, proposals = rois.shape[:2]
     shape = [batch, proposals, 1]
+    prefix += "fpn_"
 
     def node(op: str, inputs: list, name: str, **attrs):
-        return add_node(graph, op, inputs, [variable(f"fpn_{name}", np.float32, shape)],
+        return add_node(graph, op, inputs, [variable(f"{prefix}{name}", np.float32, shape)],
                            **attrs)[0]
 
-    low = slice_last_axis(graph, rois, 0, 2, "fpn_box_min", [batch, proposals, 2])
-    high = slice_last_axis(graph, rois, 2, 4, "fpn_box_max", [batch, proposals, 2])
+    low = slice_last_axis(graph, rois, 0, 2, f"{prefix}box_min", [batch, proposals, 2])
+    high = slice_last_axis(graph, rois, 2, 4, f"{prefix}box_max", [batch, proposals, 2])
     (size,) = add_node(graph, "Sub", [high, low], [variable(
-        "fpn_box_size", np.float32, [batch, proposals, 2])])
-    height = slice_last_axis(graph, size, 0, 1, "fpn_box_height", shape)
-    width = slice_last_axis(graph, size, 1, 2, "fpn_box_width", shape)
+        f"{prefix}box_size", np.float32, [batch, proposals, 2])])
+    height = slice_last_axis(graph, size, 0, 1, f"{prefix}box_height", shape)
+    width = slice_last_axis(graph, size, 1, 2, f"{prefix}box_width", shape)
     image_ratio = np.sqrt(np.float32(window[0] * window[1])) / np.float32(224)
     scale = node("Sqrt", [node("Mul", [height, width], "area")], "scale")
-    scale = node("Log", [node("Mul", [scale, const("fpn_image_ratio", image_ratio)],
+    scale = node("Log", [node("Mul", [scale, const(f"{prefix}image_ratio", image_ratio)],
                               "relative_scale")], "log_scale")
-    octave = node("Floor", [node("Div", [scale, const("fpn_log2", np.log(np.float32(2)))],
+    octave = node("Floor", [node("Div", [scale, const(f"{prefix}log2", np.log(np.float32(2)))],
                                  "log2_scale")], "octave")
-    level = node("Clip", [node("Add", [octave, const("fpn_unit_level", len(levels) - 2.0)],
+    level = node("Clip", [node("Add", [octave, const(f"{prefix}unit_level", len(levels) - 2.0)],
                                "level_unclipped"),
-                          const("fpn_min_level", 0.0), const("fpn_max_level",
+                          const(f"{prefix}min_level", 0.0), const(f"{prefix}max_level",
                                                                    len(levels) - 1.0)], "level")
-    (level,) = add_node(graph, "Unsqueeze", [level, const("fpn_axes", [3, 4], np.int64)],
-                           [variable("fpn_level_5d", np.float32, shape + [1, 1])])
+    (level,) = add_node(graph, "Unsqueeze", [level, const(f"{prefix}axes", [3, 4], np.int64)],
+                           [variable(f"{prefix}level_5d", np.float32, shape + [1, 1])])
     crops = levels[0]
     for index, candidate in enumerate(levels[1:], start=1):
-        (chosen,) = add_node(graph, "Equal", [level, const(f"fpn_level_{index}",
+        (chosen,) = add_node(graph, "Equal", [level, const(f"{prefix}level_{index}",
                                                                  float(index))],
-                                [variable(f"fpn_is_level_{index}", bool, shape + [1, 1])])
+                                [variable(f"{prefix}is_level_{index}", bool, shape + [1, 1])])
         (crops,) = add_node(graph, "Where", [chosen, candidate, crops], [variable(
-            f"fpn_crops_{index}", np.float32, list(candidate.shape))])
+            f"{prefix}crops_{index}", np.float32, list(candidate.shape))])
     return crops
 
 

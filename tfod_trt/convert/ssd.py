@@ -1,4 +1,5 @@
-"""The SSD family (MobileNet, FPNLite, RetinaNet): network, box decoding and EfficientNMS_TRT."""
+"""The SSD family (MobileNet, FPNLite, RetinaNet, EfficientDet): network, box decoding and
+EfficientNMS_TRT."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tfod_trt.convert.class_nms import ClipWindow, add_per_class_nms
 from tfod_trt.convert.config_check import check_against_graph
 from tfod_trt.convert.graph_edits import (
     const,
+    precise_global_means,
     replace_input_with_normalization,
     save_model,
     slice_last_axis,
@@ -54,6 +56,7 @@ def convert_ssd(config, saved_model: Path, options: ConversionOptions):
     if options.tf2onnx_path:
         save_model(net.onnx_model, options.tf2onnx_path)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(net.onnx_model))
+    precise_global_means(graph, options.opset)  # EfficientNet's squeeze-and-excitation
     tensors = graph.tensors()
     logits, encodings = tensors[net.logits_name], tensors[net.boxes_name]
     batch, num_anchors = options.batch_dim, len(net.anchors)

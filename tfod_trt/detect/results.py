@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from tfod_trt.config.labels import label_for
+from tfod_trt.detect.masks import encode_rle, image_masks
 from tfod_trt.detections import Detections
+from tfod_trt.graph_names import MASKS_OUTPUT
 from tfod_trt.io.batcher import Batch
 from tfod_trt.io.resize import ImageScale, boxes_to_pixels
 
@@ -24,6 +26,7 @@ class ImageResult:
     boxes: np.ndarray  # float64 [N, 4]: xmin, ymin, xmax, ymax, clipped to the image
     scores: np.ndarray  # float32 [N]
     classes: np.ndarray  # int64 [N], 0-based
+    masks: np.ndarray | None = None  # Mask R-CNN: float32 [N,h,w], each over its box
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -44,9 +47,11 @@ def to_image_result(
 def to_image_results(
     paths: list[Path], scales: list[ImageScale], boxes: np.ndarray, scores: np.ndarray,
     classes: np.ndarray, counts: np.ndarray, score_threshold: float, box_frame: str = "input",
+    masks: np.ndarray | None = None,
 ) -> list[ImageResult]:
     """:func:`to_image_result` for a batch at once: ``boxes`` [B, K, 4] normalised,
-    ``scores`` / ``classes`` (0-based) [B, K], of which the first ``counts`` [B] are valid."""
+    ``scores`` / ``classes`` (0-based) [B, K], of which the first ``counts`` [B] are valid;
+    ``masks`` [B, K, h, w] (Mask R-CNN) follow their detections."""
     factors = np.array([scale.pixel_factors(box_frame) for scale in scales]).reshape(-1, 4)
     pixels = boxes_to_pixels(boxes, factors)
     keep = (
@@ -63,8 +68,10 @@ def to_image_results(
         order = np.argsort(-ranked, axis=1, kind="stable")
         rows = np.arange(len(order))[:, None]
         pixels, scores, classes = pixels[rows, order], scores[rows, order], classes[rows, order]
+        masks = None if masks is None else masks[rows, order]
     return [ImageResult(path, scale.orig_width, scale.orig_height, pixels[i, :kept],
-                        scores[i, :kept], classes[i, :kept])
+                        scores[i, :kept], classes[i, :kept],
+                        None if masks is None else masks[i, :kept].astype(np.float32))
             for i, (path, scale, kept) in enumerate(zip(paths, scales, keep.sum(axis=1).tolist(),
                                                          strict=True))]
 
@@ -82,11 +89,13 @@ def outputs_results(outputs: dict[str, np.ndarray], paths: list[Path], scales: l
     """The graph's outputs -> a result per image of ``paths`` (the first rows; the rest of
     the batch is padding)."""
     real = slice(0, len(paths))
+    masks = outputs.get(MASKS_OUTPUT)
     return to_image_results(
         paths, scales, outputs["detection_boxes"][real].astype(np.float32),
         outputs["detection_scores"][real].astype(np.float32),
         outputs["detection_classes"][real].astype(np.int64) - class_offset,
-        outputs["num_detections"].reshape(-1)[real].astype(int), score_threshold, frame)
+        outputs["num_detections"].reshape(-1)[real].astype(int), score_threshold, frame,
+        None if masks is None else masks[real])
 
 
 def text_lines(result: ImageResult) -> str:
@@ -98,9 +107,20 @@ def text_lines(result: ImageResult) -> str:
     )
 
 
-def coco_records(result: ImageResult, labels: dict[int, str]) -> list[dict]:
-    """COCO results entries (bbox = x, y, width, height in pixels; category_id = class + 1)."""
-    return [
+def pasted_masks(result: ImageResult) -> np.ndarray | None:
+    """The result's masks placed in its image, [N,H,W] bool (TFOD's reframing and threshold,
+    detect/masks.py); None for a model without masks."""
+    if result.masks is None:
+        return None
+    return image_masks(result.masks, result.boxes, result.width, result.height)
+
+
+def coco_records(result: ImageResult, labels: dict[int, str],
+                 masks: np.ndarray | None = None) -> list[dict]:
+    """COCO results entries (bbox = x, y, width, height in pixels; category_id = class + 1);
+    with ``masks`` (:func:`pasted_masks`) each has its "segmentation", COCO's compressed
+    RLE."""
+    records = [
         {
             "file_name": result.path.name,
             "bbox": [round(x0, 4), round(y0, 4), round(x1 - x0, 4), round(y1 - y0, 4)],
@@ -111,6 +131,10 @@ def coco_records(result: ImageResult, labels: dict[int, str]) -> list[dict]:
         for (x0, y0, x1, y1), score, cls in zip(
             result.boxes.tolist(), result.scores.tolist(), result.classes.tolist(), strict=True)
     ]
+    if masks is not None:
+        for record, mask in zip(records, masks, strict=True):
+            record["segmentation"] = encode_rle(mask)
+    return records
 
 
 def output_stems(images: list[Path]) -> dict[Path, str]:

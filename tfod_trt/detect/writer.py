@@ -8,7 +8,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from tfod_trt.detect.results import ImageResult, coco_records, text_lines
+import numpy as np
+
+from tfod_trt.detect.results import ImageResult, coco_records, pasted_masks, text_lines
 from tfod_trt.files import atomic_write_bytes
 from tfod_trt.io.images import ImageError, load_image
 from tfod_trt.io.pictures import draw_detections
@@ -18,10 +20,12 @@ log = logging.getLogger("infer")
 
 
 def save_image_outputs(
-    result: ImageResult, output: Path, stem: str, labels: dict[int, str], picture: bool
+    result: ImageResult, output: Path, stem: str, labels: dict[int, str], picture: bool,
+    masks: np.ndarray | None = None,
 ) -> list[str]:
-    """``<stem>.txt`` and (with ``picture``) ``<stem>.png`` in ``output``, written atomically;
-    returns the names of the files written."""
+    """``<stem>.txt`` and (with ``picture``) ``<stem>.png`` in ``output``, written atomically
+    (``masks``, the result's masks in the image, tinted on the picture); returns the names of
+    the files written."""
     written = [f"{stem}.txt"]
     atomic_write_bytes(output / written[0], text_lines(result).encode())
     if not picture:
@@ -32,7 +36,7 @@ def save_image_outputs(
         log.warning("no picture for %s: %s", result.path, err.reason)
         return written
     draw_detections(image, result.boxes, result.scores, result.classes, labels,
-                    output / f"{stem}.png")
+                    output / f"{stem}.png", masks)
     return [*written, f"{stem}.png"]
 
 
@@ -54,12 +58,13 @@ class ResultWriter:
         self._pending: deque[Future] = deque()
 
     def _write(self, result: ImageResult) -> list[dict]:
+        masks = pasted_masks(result)
         with stop_deferred():  # an image's .txt is never left without its .png
             names = save_image_outputs(result, self.output, self.stems[result.path],
-                                       self.labels, picture=self.pictures)
+                                       self.labels, picture=self.pictures, masks=masks)
         with self._written_lock:
             self.written.update(names)
-        return coco_records(result, self.labels)
+        return coco_records(result, self.labels, masks)
 
     def put(self, result: ImageResult) -> None:
         """Queues one result's files (waits while too many are queued)."""

@@ -17,6 +17,8 @@ from tfod_trt.evaluate.checks import (
     is_box,
     is_id,
     is_number,
+    is_rle,
+    is_segmentation,
     keep_usable,
     listing,
     shown,
@@ -40,11 +42,15 @@ def read_coco_file(path: Path) -> dict:
     return data
 
 
-def check_annotations(data: dict, path: Path) -> tuple[dict, Dropped]:
+def check_annotations(data: dict, path: Path,
+                      segmentation: bool = False) -> tuple[dict, Dropped]:
     """``data`` with only usable images, categories and annotations (``iscrowd`` and ``area``
     filled in where missing), and what was dropped; a UsageError where the file is ambiguous
-    (an id or a file name used twice) or has no usable image or category."""
+    (an id or a file name used twice) or has no usable image or category. With
+    ``segmentation`` (mask evaluation) annotations need one, of their image's size."""
     dropped = Dropped(path)
+    if segmentation:
+        _require_segmentations(data, path)
     images = keep_usable(data["images"], "image", _image_problem, dropped)
     categories = keep_usable(data["categories"], "category", _category_problem, dropped)
     _refuse_repeats(path, "image ids", [image["id"] for image in images])
@@ -59,13 +65,22 @@ def check_annotations(data: dict, path: Path) -> tuple[dict, Dropped]:
                    {image["id"] for image in data["images"]
                     if isinstance(image, dict) and is_id(image.get("id"))})
     annotations = keep_usable(data["annotations"], "annotation",
-                              partial(_annotation_problem, known=known), dropped)
+                              partial(_annotation_problem, known=known,
+                                      segmentation=segmentation), dropped)
     _refuse_repeats(path, "annotation ids", [ann["id"] for ann in annotations])
     for ann in annotations:  # optional in some exporters' files
         ann.setdefault("iscrowd", 0)
         ann.setdefault("area", ann["bbox"][2] * ann["bbox"][3])
     return {**data, "images": images, "categories": categories,
             "annotations": annotations}, dropped
+
+
+def _require_segmentations(data: dict, path: Path) -> None:
+    """Mask evaluation of a file whose annotations have no segmentation at all is an error."""
+    listed = data["annotations"]
+    if listed and not any(isinstance(ann, dict) and "segmentation" in ann for ann in listed):
+        raise UsageError(f"{path}: none of its {len(listed)} annotations has a 'segmentation'; "
+                         "--iou_type segm needs instance masks (polygons or RLE)")
 
 
 def _refuse_repeats(path: Path, what: str, values: list[object]) -> None:
@@ -106,7 +121,7 @@ class _Known:
     listed: set[int]
 
 
-def _annotation_problem(ann: object, known: _Known) -> Problem:
+def _annotation_problem(ann: object, known: _Known, segmentation: bool = False) -> Problem:
     """(reason, [offending value]) of an unusable annotation; None for a usable one."""
     if not isinstance(ann, dict):
         return ("not a JSON object",)
@@ -131,4 +146,13 @@ def _annotation_problem(ann: object, known: _Known) -> Problem:
         return ("area is not a non-negative number", ann["area"])
     if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), float):
         return ("iscrowd is not 0 or 1", ann["iscrowd"])
+    return _segmentation_problem(ann.get("segmentation"), image) if segmentation else None
+
+
+def _segmentation_problem(value: object, image: dict) -> Problem:
+    """Why an annotation's segmentation cannot be scored (mask evaluation), or None."""
+    if not is_segmentation(value):
+        return ("segmentation is missing or not polygons / RLE",)
+    if is_rle(value) and value["size"] != [image["height"], image["width"]]:
+        return ("segmentation RLE size is not its image's [height, width]", value["size"])
     return None

@@ -51,6 +51,25 @@ def is_box(value: object) -> bool:
     return isinstance(value, list) and len(value) == 4 and all(map(is_number, value))
 
 
+def is_rle(value: object) -> bool:
+    """COCO's run-length encoding: ``{"size": [height, width], "counts": ...}`` (a string, or
+    a list of integers uncompressed)."""
+    if not isinstance(value, dict) or not isinstance(value.get("counts"), str | list):
+        return False
+    size = value.get("size")
+    return isinstance(size, list) and len(size) == 2 and all(is_id(v) and v > 0 for v in size)
+
+
+def is_segmentation(value: object) -> bool:
+    """A COCO annotation's segmentation: an RLE, or polygons (lists of x, y pairs, at least
+    three points each)."""
+    if is_rle(value):
+        return True
+    return isinstance(value, list) and bool(value) and all(
+        isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
+        and all(map(is_number, polygon)) for polygon in value)
+
+
 @dataclass
 class _Reason:
     first: str  # the first entry left out for this reason, with its offending value

@@ -1,5 +1,6 @@
 """COCO evaluation with pycocotools: annotations and detections read and checked, results as
-COCO records, the 12 standard numbers (and per category)."""
+COCO records, the 12 standard numbers (and per category), of the boxes or (``segm``) of Mask
+R-CNN's masks."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from tfod_trt.detect.results import ImageResult, coco_records
+from tfod_trt.detect.results import ImageResult, coco_records, pasted_masks
 from tfod_trt.errors import UsageError
 from tfod_trt.evaluate.annotations import check_annotations, read_coco_file
 from tfod_trt.evaluate.checks import Dropped, listing
@@ -23,6 +24,7 @@ from tfod_trt.evaluate.detection_rows import check_rows
 
 # pycocotools' summary, in its order: name -> (IoU, area, detections per image).
 PROG = "eval_coco.py"  # warnings name the command, as its other messages do
+IOU_TYPES = ("bbox", "segm")  # pycocotools' kinds of IoU: boxes, instance masks
 STATS = {
     "AP": ("0.50:0.95", "all", 100), "AP50": ("0.50", "all", 100),
     "AP75": ("0.75", "all", 100), "APs": ("0.50:0.95", "small", 100),
@@ -42,10 +44,11 @@ def quiet() -> contextlib.AbstractContextManager:
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def load_annotations(path: Path) -> tuple[COCO, Dropped]:
-    """A COCO instances file, checked (tfod_trt.evaluate.annotations): the usable part indexed by
-    pycocotools, and what was dropped; errors name the file."""
-    data, dropped = check_annotations(read_coco_file(path), path)
+def load_annotations(path: Path, iou_type: str = "bbox") -> tuple[COCO, Dropped]:
+    """A COCO instances file, checked (tfod_trt.evaluate.annotations; ``segm``: annotations
+    need segmentations): the usable part indexed by pycocotools, and what was dropped; errors
+    name the file."""
+    data, dropped = check_annotations(read_coco_file(path), path, iou_type == "segm")
     gt = COCO()
     gt.dataset = data
     with quiet():
@@ -112,28 +115,40 @@ def check_categories(
             "map of the model's classes and annotations of those categories")
 
 
+def mask_sizes(gt: COCO, iou_type: str) -> dict[int, list[int]] | None:
+    """For mask evaluation, each image's [height, width] (what a detection's RLE must be)."""
+    if iou_type != "segm":
+        return None
+    return {image["id"]: [image["height"], image["width"]] for image in gt.dataset["images"]}
+
+
 def to_records(
     results: Iterable[ImageResult], image_ids: dict[Path, int], gt: COCO, source: Path | str,
+    iou_type: str = "bbox",
 ) -> tuple[list[dict], Dropped]:
-    """COCO results entries with image ids, checked like a detections file (``source``: the
-    model): a category (class index + 1) that is none of the annotations', a NaN score, ... is
-    dropped and counted."""
+    """COCO results entries with image ids (and a Mask R-CNN's masks as RLE), checked like a
+    detections file (``source``: the model): a category (class index + 1) that is none of the
+    annotations', a NaN score, ... is dropped and counted."""
     by_class = {cid - 1: name for cid, name in category_names(gt).items()}
-    records = [{"image_id": image_ids[result.path], **record}
-               for result in results for record in coco_records(result, by_class)]
-    return check_rows(records, source, image_ids_by_name(gt), set(category_names(gt)))
+    records = [{"image_id": image_ids[result.path], **record} for result in results
+               for record in coco_records(result, by_class, pasted_masks(result))]
+    return check_rows(records, source, image_ids_by_name(gt), set(category_names(gt)),
+                      mask_sizes(gt, iou_type))
 
 
-def load_detections(path: Path, gt: COCO, score_threshold: float) -> tuple[list[dict], Dropped]:
+def load_detections(path: Path, gt: COCO, score_threshold: float,
+                    iou_type: str = "bbox") -> tuple[list[dict], Dropped]:
     """A detections JSON (COCO results, or infer.py's detections.json with file names): its
-    usable rows scoring at least ``score_threshold``, and what was dropped."""
+    usable rows scoring at least ``score_threshold`` (``segm``: rows need an RLE
+    "segmentation"), and what was dropped."""
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise UsageError(f"{path}: cannot read the detections ({err})") from err
     if not isinstance(rows, list):
         raise UsageError(f"{path}: not a detections file (a JSON list of COCO results)")
-    records, dropped = check_rows(rows, path, image_ids_by_name(gt), set(category_names(gt)))
+    records, dropped = check_rows(rows, path, image_ids_by_name(gt), set(category_names(gt)),
+                                  mask_sizes(gt, iou_type))
     return [record for record in records if record["score"] >= score_threshold], dropped
 
 
@@ -171,17 +186,22 @@ def _mean_valid(values: np.ndarray) -> float:
     return float(valid.mean()) if valid.size else -1.0
 
 
-def score_detections(gt: COCO, records: list[dict], image_ids: Iterable[int]) -> CocoScores:
-    """COCO bounding-box evaluation of ``records`` over exactly ``image_ids``."""
+def score_detections(gt: COCO, records: list[dict], image_ids: Iterable[int],
+                     iou_type: str = "bbox") -> CocoScores:
+    """COCO evaluation of ``records`` over exactly ``image_ids``: of their boxes, or (``segm``)
+    of their masks, whose areas then come from the masks, as pycocotools gives them to
+    results without a box."""
+    drop = {"bbox"} if iou_type == "segm" else set()
     with quiet():
-        if records:
-            dt = gt.loadRes([dict(record) for record in records])  # loadRes adds keys
+        if records:  # loadRes adds keys: copies
+            dt = gt.loadRes([{k: v for k, v in record.items() if k not in drop}
+                             for record in records])
         else:  # loadRes refuses an empty list: no detections scores 0
             dt = COCO()
             dt.dataset = {"images": gt.dataset["images"], "annotations": [],
                           "categories": gt.dataset["categories"]}
             dt.createIndex()
-        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator = COCOeval(gt, dt, iou_type)
         evaluator.params.imgIds = sorted(set(image_ids))
         evaluator.evaluate()
         evaluator.accumulate()

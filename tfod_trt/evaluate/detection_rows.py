@@ -8,18 +8,29 @@ from functools import partial
 from pathlib import Path
 
 from tfod_trt.errors import UsageError
-from tfod_trt.evaluate.checks import Dropped, Problem, is_box, is_id, is_number, keep_usable
+from tfod_trt.evaluate.checks import (
+    Dropped,
+    Problem,
+    is_box,
+    is_id,
+    is_number,
+    is_rle,
+    keep_usable,
+)
 
 
 def check_rows(rows: list, source: Path | str, image_ids: dict[str, int],
-               categories: set[int]) -> tuple[list[dict], Dropped]:
+               categories: set[int], mask_sizes: dict[int, list[int]] | None = None,
+               ) -> tuple[list[dict], Dropped]:
     """The usable rows, each with its ``image_id`` (from ``file_name`` where it has none:
     ``image_ids`` maps file names to ids), and what was dropped. A UsageError where rows were
-    given and none is usable."""
+    given and none is usable. ``mask_sizes`` (mask evaluation: image id -> [height, width])
+    requires each row's "segmentation", an RLE of its image's size."""
     dropped = Dropped(source)
     known = set(image_ids.values())
-    kept = keep_usable(rows, "detection", partial(_row_problem, image_ids=image_ids,
-                                                  known=known, categories=categories), dropped)
+    kept = keep_usable(rows, "detection", partial(
+        _row_problem, image_ids=image_ids, known=known, categories=categories,
+        mask_sizes=mask_sizes), dropped)
     if rows and not kept:
         raise UsageError(f"{source}: none of its {len(rows)} detections can be scored "
                          f"(first: {dropped.first_entry()})")
@@ -35,7 +46,8 @@ def _image_id(row: dict, image_ids: dict[str, int]) -> object:
 
 
 def _row_problem(row: object, image_ids: dict[str, int], known: set[int],
-                 categories: set[int]) -> Problem:
+                 categories: set[int], mask_sizes: dict[int, list[int]] | None = None,
+                 ) -> Problem:
     """(reason, [offending value]) of an unusable row; None for a usable one."""
     if not isinstance(row, dict):
         return ("not a JSON object",)
@@ -57,4 +69,14 @@ def _row_problem(row: object, image_ids: dict[str, int], known: set[int],
         return ("score is not a finite number", score)
     if not 0.0 <= score <= 1.0:
         return ("score is outside [0, 1]", score)
+    return None if mask_sizes is None else _mask_problem(row, mask_sizes[image_id])
+
+
+def _mask_problem(row: dict, size: list[int]) -> Problem:
+    """Mask evaluation: the row's segmentation must be an RLE of its image's size."""
+    segmentation = row.get("segmentation")
+    if not is_rle(segmentation):
+        return ("segmentation is missing or not COCO RLE ({'size', 'counts'})",)
+    if segmentation["size"] != size:
+        return ("segmentation size is not its image's [height, width]", segmentation["size"])
     return None

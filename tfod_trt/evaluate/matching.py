@@ -54,20 +54,28 @@ class MatchResult:
         return self.sum_score_diff / self.matched if self.matched else 0.0
 
 
-def match_detections(
-    reference: Detections, test: Detections, min_iou: float, max_score_diff: float
-) -> MatchResult:
+@dataclass(frozen=True)
+class Pair:
+    """A matched pair: indices into the reference and the test detections, IoU, |score diff|."""
+
+    reference: int
+    test: int
+    iou: float
+    score_diff: float
+
+
+def match_pairs(reference: Detections, test: Detections, min_iou: float,
+                max_score_diff: float) -> list[Pair]:
     """Order-insensitive matching: each reference detection, best score first, takes the unused
-    test detection of the same class with the highest IoU; it counts as matched when that IoU
-    and the score difference are within the limits."""
-    result = MatchResult(reference=len(reference))
+    test detection of the same class with the highest IoU; it is matched when that IoU and the
+    score difference are within the limits."""
     if len(reference) == 0:
-        result.unmatched_test = len(test)
-        return result
+        return []
     ious = iou_matrix(reference.boxes, test.boxes) if len(test) else np.zeros((len(reference), 0))
     same_class = reference.classes[:, None] == test.classes[None, :]
     ious = np.where(same_class, ious, -1.0)
     used = np.zeros(len(test), bool)
+    pairs = []
     for r in np.argsort(-reference.scores, kind="stable"):
         candidates = np.where(used, -1.0, ious[r])
         if candidates.size == 0 or candidates.max() < 0:
@@ -76,9 +84,23 @@ def match_detections(
         diff = abs(float(reference.scores[r]) - float(test.scores[t]))
         if candidates[t] >= min_iou and diff <= max_score_diff:
             used[t] = True
-            result.matched += 1
-            result.max_score_diff = max(result.max_score_diff, diff)
-            result.sum_score_diff += diff
-            result.min_iou = min(result.min_iou, float(candidates[t]))
-    result.unmatched_test = int((~used).sum())
+            pairs.append(Pair(int(r), t, float(candidates[t]), diff))
+    return pairs
+
+
+def match_result(reference: Detections, test: Detections, pairs: list[Pair]) -> MatchResult:
+    """The counts and extremes of `pairs`, matched between `reference` and `test`."""
+    result = MatchResult(reference=len(reference), matched=len(pairs),
+                         unmatched_test=len(test) - len(pairs))
+    for pair in pairs:
+        result.max_score_diff = max(result.max_score_diff, pair.score_diff)
+        result.sum_score_diff += pair.score_diff
+        result.min_iou = min(result.min_iou, pair.iou)
     return result
+
+
+def match_detections(
+    reference: Detections, test: Detections, min_iou: float, max_score_diff: float
+) -> MatchResult:
+    """:func:`match_pairs`, counted (:func:`match_result`)."""
+    return match_result(reference, test, match_pairs(reference, test, min_iou, max_score_diff))

@@ -5,7 +5,8 @@ check measures the conversion and nothing else: TFOD's resize of an image that a
 network size is the identity. Faster R-CNN runs TF's frozen serving graph with its resize loop
 bypassed (faster_rcnn.tf_reference; also right for keep_aspect_ratio min < max, where the resize
 would not be the identity), fed the images' true shapes where the graph takes them, and the
-report adds the first-stage proposals. An SSD graph with the `true_image_shape` input is checked
+report adds the first-stage proposals, and for Mask R-CNN how far the masks of the matched
+detections agree (mask_agreement.py). An SSD graph with the `true_image_shape` input is checked
 the same way (tf_graph.ssd_reference), TF fed the same true shapes as the graph.
 """
 
@@ -23,7 +24,14 @@ from tfod_trt.convert import faster_rcnn, tf_graph
 from tfod_trt.detect.batch import box_frame, run_batch
 from tfod_trt.detect.results import batch_results
 from tfod_trt.detections import Detections, split_batch
-from tfod_trt.evaluate.matching import SCORE_FLOOR, MatchResult, match_detections
+from tfod_trt.evaluate.mask_agreement import MaskAgreement
+from tfod_trt.evaluate.matching import (
+    SCORE_FLOOR,
+    MatchResult,
+    match_detections,
+    match_pairs,
+    match_result,
+)
 from tfod_trt.io.batcher import Batch, ImageBatcher
 from tfod_trt.io.images import load_image
 from tfod_trt.io.resize import preprocess
@@ -51,10 +59,12 @@ class ValidationReport:
     proposals_in_place: int = 0  # ... at the same rank, to 0.01 pixel
     max_second_stage_score_diff: float = 0.0  # class scores of the proposals in place
     second_stage_outliers: int = 0  # proposals in place whose scores differ by more than allowed
+    masks: MaskAgreement | None = None  # Mask R-CNN: the masks of the matched detections
 
     @property
     def passed(self) -> bool:
-        return self.images > 0 and self.detections.rate >= self.min_rate
+        masks_agree = self.masks is None or self.masks.passed
+        return self.images > 0 and self.detections.rate >= self.min_rate and masks_agree
 
     def summary(self) -> str:
         d = self.detections
@@ -80,6 +90,8 @@ class ValidationReport:
                 f"{self.max_second_stage_score_diff:.2e}, {self.second_stage_outliers} above the "
                 "detection tolerance",
             ]
+        if self.masks is not None:
+            lines.append(self.masks.summary())
         lines += [f"  skipped {path}: {why}" for path, why in self.skipped]
         return "\n".join(lines)
 
@@ -125,7 +137,8 @@ def validate(
         batch_size=static_batch_size(meta) or DYNAMIC_VALIDATION_BATCH,
         layout=meta["input_format"], max_images=max_images,
     )
-    report = ValidationReport(min_rate=min_rate, proposals=MatchResult() if two_stage else None)
+    report = ValidationReport(min_rate=min_rate, proposals=MatchResult() if two_stage else None,
+                              masks=MaskAgreement() if meta.get("masks") else None)
     for batch in tqdm(batcher, total=batcher.num_batches, desc="validate", unit="batch"):
         nhwc = batch.data if meta["input_format"] == "NHWC" else batch.data.transpose(0, 2, 3, 1)
         true_shape = batch.true_image_shape()
@@ -135,9 +148,7 @@ def validate(
         theirs = reference(nhwc[: batch.count],
                            true_shape[: batch.count] if runner.needs_true_image_shape else None)
         theirs["detection_classes"] = theirs["detection_classes"] - 1  # TFOD's label offset
-        for ref, test in zip(split_batch(theirs), split_batch(ours), strict=True):
-            report.detections.add(match_detections(
-                ref.above(SCORE_FLOOR), test.above(SCORE_FLOOR), min_iou, max_score_diff))
+        _compare_detections(report, theirs, ours, min_iou, max_score_diff)
         if two_stage:
             _compare_two_stage(report, runner, ours, theirs, meta, max_score_diff)
         else:
@@ -145,6 +156,17 @@ def validate(
         report.images += batch.count
     report.skipped = list(batcher.skipped)
     return report
+
+
+def _compare_detections(report: ValidationReport, theirs: dict, ours: dict, min_iou: float,
+                        max_score_diff: float) -> None:
+    """Matches each image's detections (and compares the masks of the pairs, if any)."""
+    for ref, test in zip(split_batch(theirs), split_batch(ours), strict=True):
+        ref, test = ref.above(SCORE_FLOOR), test.above(SCORE_FLOOR)
+        pairs = match_pairs(ref, test, min_iou, max_score_diff)
+        report.detections.add(match_result(ref, test, pairs))
+        if report.masks is not None:
+            report.masks.add(ref, test, pairs)
 
 
 def _nms_anchors(runner, index: int = -1) -> np.ndarray:

@@ -18,6 +18,7 @@ Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 Color = tuple[int, int, int]
 PANEL_GAP = 8
 PANEL_BACKGROUND: Color = (32, 32, 32)
+MASK_OPACITY = 0.45  # how much of a mask's class colour covers the photo
 
 
 def class_color(index: int) -> Color:
@@ -105,6 +106,16 @@ def _label_strip(
     draw.text((x + pad - left, y + pad - top), text, fill=text_color(color), font=font)
 
 
+def tint_masks(image: np.ndarray, masks: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` (HxWx3 uint8) with each mask [N,H,W] (bool) tinted in its class's
+    colour, the last on top."""
+    tinted = np.asarray(image, np.float32).copy()
+    for mask, cls in zip(masks, np.asarray(classes).reshape(-1), strict=True):
+        color = np.asarray(class_color(int(cls)), np.float32)
+        tinted[mask] = (1 - MASK_OPACITY) * tinted[mask] + MASK_OPACITY * color
+    return np.round(tinted).astype(np.uint8)
+
+
 def draw_detections(
     image: np.ndarray,
     boxes_xyxy_pixels: np.ndarray,
@@ -112,8 +123,13 @@ def draw_detections(
     classes: np.ndarray,
     labels: dict[int, str] | None,
     out_path: str | Path,
+    masks: np.ndarray | None = None,
 ) -> None:
-    """Writes :func:`annotate`'s picture as a PNG of the original image size."""
+    """Writes :func:`annotate`'s picture as a PNG of the original image size; ``masks``
+    [N,H,W] (bool, Mask R-CNN) are tinted under the boxes, the best score on top."""
+    if masks is not None:
+        order = np.argsort(scores, kind="stable") if scores is not None else slice(None)
+        image = tint_masks(image, masks[order], np.asarray(classes)[order])
     save_png(annotate(image, boxes_xyxy_pixels, scores, classes, labels), out_path)
 
 

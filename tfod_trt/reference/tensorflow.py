@@ -12,7 +12,7 @@ from tfod_trt import optional
 from tfod_trt.config.preprocessor import KEEP_ASPECT_RATIO, Preprocessor
 from tfod_trt.convert.tf_graph import serving_signature
 from tfod_trt.io.images import load_image
-from tfod_trt.metadata import OUTPUT_NAMES
+from tfod_trt.metadata import MASKS_OUTPUT, OUTPUT_NAMES
 
 
 class TensorFlowRunner:
@@ -41,6 +41,8 @@ class TensorFlowRunner:
         self.layout = layout
         self.metadata = {"class_offset": 1, "input_format": layout, "num_classes": num_classes,
                          "batch_size": batch_size}
+        if MASKS_OUTPUT in self.detect.structured_outputs:  # Mask R-CNN, as the ONNX says it
+            self.metadata["masks"] = {"output": MASKS_OUTPUT}
         self.input_shape = None
         self.takes_photos = pre is not None and pre.kind == KEEP_ASPECT_RATIO
         if self.takes_photos:
@@ -55,11 +57,12 @@ class TensorFlowRunner:
         return self._run(batch.transpose(0, 2, 3, 1) if self.layout == "NCHW" else batch)
 
     def infer_photos(self, paths: list[Path]) -> dict[str, np.ndarray]:
-        """The detection outputs (metadata.OUTPUT_NAMES) of each photo file, decoded as the
-        batches decode it and run alone (photos differ in size), stacked as one batch."""
+        """The detection outputs (metadata.OUTPUT_NAMES, and a Mask R-CNN's masks) of each
+        photo file, decoded as the batches decode it and run alone (photos differ in size),
+        stacked as one batch."""
         found = [self._run(load_image(path)[None]) for path in paths]
         return {name: np.concatenate([outputs[name] for outputs in found])
-                for name in OUTPUT_NAMES}
+                for name in (*OUTPUT_NAMES, MASKS_OUTPUT) if name in found[0]}
 
     def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
         out = self.detect(input_tensor=self._tf.constant(images, self._tf.float32))
