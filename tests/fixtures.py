@@ -381,9 +381,17 @@ def converted_onnx(name: str, batch_size: int = 1, input_format: str = "NHWC") -
     return path
 
 
-# The trained demo model (models/shapes_ssd, committed) and its synthetic data.
+# The trained demo models and their synthetic data: the SSD is committed (models/shapes_ssd); the
+# Faster R-CNN, too large to commit, is made by the command in docs/demo.md into
+# .cache/trained/shapes_frcnn ($TFOD_TRT_TRAINED names another folder of trained models).
 SHAPES_MODEL = ROOT / "models" / "shapes_ssd"
 SHAPES_DATA = Path(os.environ.get("TFOD_TRT_SHAPES", ROOT / ".cache" / "shapes"))
+TRAINED_MODELS = Path(os.environ.get("TFOD_TRT_TRAINED", ROOT / ".cache" / "trained"))
+SHAPES_FRCNN = TRAINED_MODELS / "shapes_frcnn"
+SHAPES_FRCNN_COMMAND = (
+    "python tools/train_shapes.py --pipeline_config "
+    "configs/shapes_faster_rcnn_resnet50_256.config --data .cache/shapes/train "
+    "--work .cache/frcnn_training --export .cache/trained/shapes_frcnn")
 
 
 def shapes_dataset(split: str, count: int | None = None, output: Path | None = None) -> Path:
@@ -399,19 +407,29 @@ def shapes_dataset(split: str, count: int | None = None, output: Path | None = N
     return output
 
 
-def trained_onnx() -> Path:
-    """models/shapes_ssd converted by create_onnx.py (batch 1, NHWC), cached under a name that
-    changes with the SavedModel, so a retrained model is never compared with a stale graph."""
+def trained_frcnn() -> Path:
+    """The trained Faster R-CNN's export folder; skips, naming the command that makes it, when
+    it is absent."""
+    if not (SHAPES_FRCNN / "saved_model" / "saved_model.pb").is_file():
+        pytest.skip(f"the trained Faster R-CNN {SHAPES_FRCNN} is absent; make it with: "
+                    f"{SHAPES_FRCNN_COMMAND}")
+    return SHAPES_FRCNN
+
+
+def trained_onnx(model: Path = SHAPES_MODEL) -> Path:
+    """A trained demo model's export folder (models/shapes_ssd by default) converted by
+    create_onnx.py (batch 1, NHWC), cached under a name that changes with the SavedModel, so a
+    retrained model is never compared with a stale graph."""
     import hashlib
 
-    saved_model = SHAPES_MODEL / "saved_model"
+    saved_model = model / "saved_model"
     if not (saved_model / "saved_model.pb").is_file():  # no TensorFlow here: the copied graph
-        carried = sorted((CACHE / "trained").glob("shapes_ssd_*_b1_nhwc.onnx"))
+        carried = sorted((CACHE / "trained").glob(f"{model.name}_*_b1_nhwc.onnx"))
         if len(carried) != 1:
             pytest.skip(f"{saved_model} is absent and {CACHE / 'trained'} has no single graph")
         return carried[0]
     digest = hashlib.sha256((saved_model / "saved_model.pb").read_bytes()).hexdigest()[:12]
-    path = CACHE / "trained" / f"shapes_ssd_{digest}_{ONNX_RECIPE}_b1_nhwc.onnx"
+    path = CACHE / "trained" / f"{model.name}_{digest}_{ONNX_RECIPE}_b1_nhwc.onnx"
     if path.is_file():
         return path
     if not have_tensorflow():
@@ -419,9 +437,9 @@ def trained_onnx() -> Path:
     import create_onnx
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    code = create_onnx.main(["--pipeline_config", str(SHAPES_MODEL / "pipeline.config"),
+    code = create_onnx.main(["--pipeline_config", str(model / "pipeline.config"),
                              "--saved_model", str(saved_model), "--onnx", str(path)])
-    assert code == 0, "create_onnx.py failed for models/shapes_ssd"
+    assert code == 0, f"create_onnx.py failed for {model}"
     return path
 
 

@@ -1,13 +1,18 @@
-"""Trains a TFOD SSD from a pipeline config on a synthetic shapes set (tools/make_shapes_dataset.py)
-from random initialisation, on the CPU, and exports it as a float-input SavedModel.
+"""Trains a TFOD SSD or Faster R-CNN from a pipeline config on a synthetic shapes set
+(tools/make_shapes_dataset.py) from random initialisation, on the CPU, and exports it as a
+float-input SavedModel.
 
-    python tools/train_shapes.py --pipeline_config configs/shapes_ssd_mobilenet_v2_320.config \
+    python tools/train_shapes.py --pipeline_config configs/shapes_ssd_mobilenet_v2_256.config \
         --data .cache/shapes/train --work .cache/shapes_training --export models/shapes_ssd
+    python tools/train_shapes.py \
+        --pipeline_config configs/shapes_faster_rcnn_resnet50_256.config \
+        --data .cache/shapes/train --work .cache/frcnn_training --export .cache/trained/shapes_frcnn
 
 The loop is TFOD's own (model_lib_v2.eager_train_step): `model.provide_groundtruth` ->
 `preprocess` -> `predict` -> `loss` plus the regularisation losses, with the optimizer and
 learning-rate schedule that `train_config` names (optimizer_builder), `batch_size` and
-`num_steps` from the config, and its random horizontal / vertical flips. Seeded (`--seed`); a
+`num_steps` from the config, and its random horizontal / vertical flips (Faster R-CNN: the
+losses of both stages, its proposals sampled against the ground truth). Seeded (`--seed`); a
 checkpoint is written every `--checkpoint_every` steps under WORK and a restarted run resumes
 from the last one. The export runs in a fresh process (exporter_lib_v2, `float_image_tensor`),
 as tools/make_tfod_model.py does, and writes `pipeline.config`, `saved_model/`, `checkpoint/`.
@@ -79,6 +84,11 @@ def batches(data, batch_size: int, seed: int, flips: tuple[bool, bool], start_st
         step += 1
 
 
+def model_body(model_config):
+    """The meta-architecture's message of a `model` config (its `ssd` or `faster_rcnn`)."""
+    return getattr(model_config, model_config.WhichOneof("model"))
+
+
 def set_class_prior(model, box_predictor, prior_logit: float = -4.6) -> None:
     """Sets the class heads' biases to the config's `class_prediction_bias_init` (focal-loss
     prior): the Keras convolutional heads of this TFOD version leave them at 0, which makes
@@ -105,7 +115,8 @@ def train(args: argparse.Namespace) -> None:
     steps = args.num_steps or train_config.num_steps
     batch_size = train_config.batch_size
     flips = _flips(train_config)
-    data = _load_training_data(args.data, configs["model"].ssd.num_classes)
+    body = model_body(configs["model"])
+    data = _load_training_data(args.data, body.num_classes)
 
     model = model_builder.build(model_config=configs["model"], is_training=True)
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -114,8 +125,7 @@ def train(args: argparse.Namespace) -> None:
     manager = tf.train.CheckpointManager(ckpt, str(args.work / "train"), max_to_keep=2)
     size = data[0].shape[1:3]
     step_fn = _train_step(tf, model, optimizer, global_step, batch_size, size, data[4])
-    _restore_or_initialise(tf, model, size, ckpt, manager, global_step,
-                           configs["model"].ssd.box_predictor)
+    _restore_or_initialise(tf, model, size, ckpt, manager, global_step, body)
     start = int(global_step)
     log = open(args.work / "train_log.txt", "a")  # noqa: SIM115 (closed below)
     stream = batches(data, batch_size, args.seed, flips, start)
@@ -188,17 +198,20 @@ def _train_step(tf, model, optimizer, global_step, batch_size: int, size, num_cl
     return step_fn
 
 
-def _restore_or_initialise(tf, model, size, ckpt, manager, global_step, box_predictor) -> None:
+def _restore_or_initialise(tf, model, size, ckpt, manager, global_step, body) -> None:
     """Builds the model's variables, then restores the last checkpoint, or else sets the
-    class prior of a fresh model."""
-    # Variables exist only after a first call: build them, then restore.
+    class prior of a fresh SSD."""
+    # Variables exist only after a first call: build them, then restore. A training-mode
+    # Faster R-CNN samples its proposals against the ground truth, so it needs one box.
+    model.provide_groundtruth(groundtruth_boxes_list=[tf.constant([[0.1, 0.1, 0.5, 0.5]])],
+                              groundtruth_classes_list=[tf.one_hot([0], body.num_classes)])
     prep, shapes = model.preprocess(tf.zeros([1, *size, 3]))
     model.predict(prep, shapes)
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
         print(f"resumed from {manager.latest_checkpoint} at step {int(global_step)}")
-    else:
-        set_class_prior(model, box_predictor)
+    elif hasattr(body, "box_predictor"):  # SSD (Faster R-CNN has no focal-loss prior)
+        set_class_prior(model, body.box_predictor)
 
 
 def _run_steps(step_fn, stream, start: int, steps: int, log, t0: float, manager,
@@ -212,7 +225,7 @@ def _run_steps(step_fn, stream, start: int, steps: int, log, t0: float, manager,
         images, boxes, classes, counts = next(stream)
         total, losses = step_fn(images, boxes, classes, counts)
         if step % 10 == 0 or step == steps - 1:
-            parts = {k.split("/")[-1]: round(float(v), 4) for k, v in losses.items()}
+            parts = {k.removeprefix("Loss/"): round(float(v), 4) for k, v in losses.items()}
             rate = (time.time() - t0) / (step - start + 1)
             bar.set_postfix(loss=f"{float(total):.3f}")
             log.write(json.dumps({"step": step, "loss": round(float(total), 4), **parts,
