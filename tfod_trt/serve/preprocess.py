@@ -87,8 +87,7 @@ def preprocess_request(encoded: Sequence[bytes], settings: PreprocessSettings,
     batch = Batch(np.zeros(shape, np.float32), item_names(len(encoded)), [])
     errors = []
     images = [bytes(data) for data in encoded]
-    decoded = (decoder.map(decode_image, images, repeat(pre)) if decoder is not None
-               else map(decode_image, images, repeat(pre)))
+    decoded = (decoder.map if decoder is not None else map)(decode_image, images, repeat(pre))
     for row, result in enumerate(decoded):
         if isinstance(result, str):
             batch.scales.append(unread_scale(pre))

@@ -59,16 +59,18 @@ def use_this_python() -> None:
     of another patch release than this standard library) and its environment's bin first on
     PATH (where the stub's embedded Python finds its prefix); and the libraries the wheel's
     ``tritonserver`` links found wherever PyTriton is installed."""
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    for variable, first in (("LD_LIBRARY_PATH", libdir),
-                            ("PATH", str(Path(sys.executable).parent))):
-        parts = [part for part in os.environ.get(variable, "").split(os.pathsep) if part]
-        if first and parts[:1] != [first]:
-            os.environ[variable] = os.pathsep.join([first, *parts])
-    libraries = server_libraries()
-    parts = os.environ["LD_LIBRARY_PATH"].split(os.pathsep)
-    if libraries and libraries not in parts:
-        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([*parts, libraries])
+    _on_path("LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR") or "", first=True)
+    _on_path("PATH", str(Path(sys.executable).parent), first=True)
+    _on_path("LD_LIBRARY_PATH", server_libraries() or "", first=False)
+
+
+def _on_path(variable: str, folder: str, first: bool) -> None:
+    """``folder`` put first on the search path ``variable`` (unless it is first already), or
+    last where it is not on it at all; nothing for an empty ``folder``."""
+    parts = [part for part in os.environ.get(variable, "").split(os.pathsep) if part]
+    if not folder or (parts[:1] == [folder] if first else folder in parts):
+        return
+    os.environ[variable] = os.pathsep.join([folder, *parts] if first else [*parts, folder])
 
 
 def server_libraries() -> str | None:
