@@ -313,6 +313,15 @@ def test_serve_triton_refuses_a_missing_model(args: list[str], message: str) -> 
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(("flag", "message"), [
+    ("--decode_workers", "--decode_workers -1 must be at least 0"),
+    ("--queue_delay_us", "--queue_delay_us -1 must be at least 0"),
+])
+def test_serve_triton_refuses_negative_counts(flag: str, message: str) -> None:
+    code, _, err = cli(serve_triton, "--onnx", "model.onnx", flag, "-1")
+    assert code == 2 and err.splitlines()[-1] == f"serve_triton.py: error: {message}", err
+
+
 def test_serve_triton_refuses_more_than_the_model_batches(tmp_path: Path) -> None:
     code, _, err = cli(serve_triton, "--onnx", trained_onnx(), "--max_batch", "2")
     assert code == 2 and err == (f"serve_triton.py: error: --max_batch 2: {trained_onnx()} "
